@@ -1,0 +1,38 @@
+# AutoCore Gateway. `make run` starts a local broker, the gateway and a small
+# simulated fleet; `make test` installs what it needs and runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench bench-storage system-deps venv clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Mosquitto (broker for tests and `make run`) and runit (supervision tests).
+system-deps:
+	@if [ ! -x /usr/sbin/mosquitto ] || ! command -v runsv >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1; then \
+		echo "installing mosquitto, mosquitto-clients and runit with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients runit >/dev/null; \
+	fi
+
+test: system-deps $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+run: system-deps $(STAMP)
+	$(PY) -m gateway.demo
+
+bench-storage: $(STAMP)
+	$(PY) -m bench.storage
+
+bench: system-deps $(STAMP)
+	$(PY) -m bench.run $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .pytest_cache .hypothesis

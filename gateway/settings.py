@@ -1,0 +1,264 @@
+"""The gateway's settings: one immutable object, loaded once at start-up.
+
+Every setting has a default, an optional key in a TOML file (`--config`), an
+environment variable `AUTOCORE_<NAME>` and a flag `--<name>`; flags beat the
+environment, which beats the file, which beats the default. A bad value stops
+start-up with one line naming the setting and what is wrong (`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+ENV_PREFIX = "AUTOCORE_"
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names it and says why."""
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be greater than 0"
+
+
+def _non_negative(v: float) -> str | None:
+    return None if v >= 0 else "must be 0 or greater"
+
+
+def _port(v: int) -> str | None:
+    return None if 1 <= v <= 65535 else "must be a port number between 1 and 65535"
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        return None if v in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _prefix(v: str) -> str | None:
+    if not v or any(c in v for c in "+#") or v.startswith("/") or v.endswith("/"):
+        return "must be a non-empty topic prefix without '+', '#' or a leading or trailing '/'"
+    return None
+
+
+def parse_periods(text: str) -> dict[str, float]:
+    """`esp32_relay=30,display=5` → {"esp32_relay": 30.0, "display": 5.0}."""
+    periods: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected TYPE=SECONDS, got {part!r}")
+        seconds = float(value)
+        if seconds <= 0:
+            raise ValueError(f"period of {name.strip()!r} must be greater than 0")
+        periods[name.strip()] = seconds
+    return periods
+
+
+def _periods_check(v: str) -> str | None:
+    try:
+        parse_periods(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def setting(default: Any, help: str, check: Callable[[Any], str | None] | None = None, secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "check": check, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # MQTT connection
+    mqtt_host: str = setting("127.0.0.1", "broker host")
+    mqtt_port: int = setting(1883, "broker port", _port)
+    mqtt_username: str | None = setting(None, "broker user name")
+    mqtt_password: str | None = setting(None, "broker password", secret=True)
+    mqtt_tls_ca: str | None = setting(None, "CA certificate file; setting it turns TLS on")
+    mqtt_tls_cert: str | None = setting(None, "client certificate file (TLS)")
+    mqtt_tls_key: str | None = setting(None, "client key file (TLS)")
+    mqtt_client_id: str = setting("autocore-gateway", "MQTT client id of the persistent session")
+    mqtt_session_expiry_s: int = setting(86400, "how long the broker keeps the gateway's session while it is away", _positive)
+    mqtt_receive_maximum: int = setting(65535, "Receive Maximum: QoS 1/2 messages the broker may have in flight to us", _positive)
+    mqtt_keepalive_s: int = setting(30, "MQTT keep-alive interval", _positive)
+    mqtt_max_outgoing: int = setting(60000, "outgoing messages paho may hold before publishing is refused (<= 65535)", _positive)
+    gateway_id: str = setting("autocore-gateway", "the gateway's id in payloads it sends")
+    topic_prefix: str = setting("autocore", "topic prefix of the v1 protocol", _prefix)
+
+    # Files
+    db_path: str = setting("var/autocore.db", "SQLite database file shared with the Config App")
+    db_synchronous: str = setting("NORMAL", "SQLite synchronous pragma", _one_of("NORMAL", "FULL"))
+    db_busy_timeout_ms: int = setting(5000, "how long a write waits for another connection's lock", _positive)
+    run_dir: str = setting("var/run", "directory of the control socket gateway.sock")
+
+    # Logging
+    log_level: str = setting("INFO", "log level", _one_of("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_format: str = setting("text", "log line format", _one_of("text", "json"))
+
+    # Storage batching and bounds
+    batch_rows: int = setting(2000, "telemetry rows per transaction at most", _positive)
+    batch_max_age_ms: int = setting(50, "oldest buffered row waits at most this long before a flush", _positive)
+    max_unacked: int = setting(50000, "received QoS 1 messages not yet committed before reading pauses", _positive)
+    mailbox_limit: int = setting(100000, "messages an actor mailbox may hold before its sender is throttled", _positive)
+
+    # Protocol rules
+    device_timeout_s: float = setting(15.0, "minimum silence before a device is offline", _positive)
+    clock_skew_s: float = setting(300.0, "device times this far after received_at are replaced", _non_negative)
+    max_payload: int = setting(65536, "largest accepted payload in bytes", _positive)
+    device_rate: float = setting(200.0, "messages per second per device (token bucket rate)", _positive)
+    device_burst: float = setting(10000.0, "token bucket size per device", _positive)
+    heartbeat_s: float = setting(30.0, "seconds between gateway status publications", _positive)
+    command_poll_ms: int = setting(100, "how often the commands table is checked for changes", _positive)
+    command_ttl_s: float = setting(300.0, "default lifetime of a pending command", _positive)
+    command_timeout_s: float = setting(5.0, "default time to wait for a command's response", _positive)
+    command_max_attempts: int = setting(3, "default number of sends of a command", _positive)
+    command_window: int = setting(1, "commands out and unanswered per device at once", _positive)
+    max_device_actors: int = setting(10000, "device actors kept in memory; least recently seen offline ones stop first", _positive)
+    fw22_periods: str = setting(
+        "esp32_relay=30,display=5,esp32_display=5",
+        "status period per firmware 2.2 device type (TYPE=SECONDS,...)",
+        _periods_check,
+    )
+    fw22_heartbeat_ms: int = setting(250, "interval of the heartbeats that hold a 2.2 relay on", _positive)
+
+    # Retention
+    retention_days: float = setting(30.0, "telemetry older than this is pruned (0 keeps everything)", _non_negative)
+    db_max_mb: float = setting(0.0, "oldest telemetry is pruned while the database is larger (0: no limit)", _non_negative)
+
+    @property
+    def fw22_period_map(self) -> dict[str, float]:
+        return parse_periods(self.fw22_periods)
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.run_dir, "gateway.sock")
+
+
+SETTING_FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(Settings)
+_BY_NAME = {f.name: f for f in SETTING_FIELDS}
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _base_type(f: dataclasses.Field) -> type:
+    t = f.type if isinstance(f.type, str) else f.type.__name__
+    for candidate in (int, float, bool, str):
+        if t.startswith(candidate.__name__):
+            return candidate
+    return str
+
+
+def _convert(name: str, raw: Any, source: str) -> Any:
+    f = _BY_NAME[name]
+    typ = _base_type(f)
+    label = f"{env_name(name)} ({source})"
+    if raw is None or (isinstance(raw, str) and raw == "" and "None" in str(f.type)):
+        return None
+    try:
+        if typ is bool:
+            if isinstance(raw, bool):
+                value: Any = raw
+            elif str(raw).lower() in ("1", "true", "yes", "on"):
+                value = True
+            elif str(raw).lower() in ("0", "false", "no", "off"):
+                value = False
+            else:
+                raise ValueError
+        elif typ is int:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            value = int(raw)
+        elif typ is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw)
+        else:
+            if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+                raise ValueError
+            value = str(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{label}: expected {typ.__name__}, got {raw!r}") from None
+    if name == "log_level":
+        value = value.upper()
+    if name == "db_synchronous":
+        value = value.upper()
+    check = f.metadata.get("check")
+    if check is not None and value is not None:
+        problem = check(value)
+        if problem:
+            raise SettingsError(f"{label}: {problem}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    sources: Mapping[str, str]  # setting name -> default | file | environment | flag
+
+
+def load_settings(
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> LoadedSettings:
+    """Defaults < TOML file < environment < flags; raise SettingsError on a bad value."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {f.name: "default" for f in SETTING_FIELDS}
+
+    if config_file:
+        try:
+            with open(config_file, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise SettingsError(f"--config: cannot read {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"--config: {config_file} is not valid TOML: {exc}") from None
+        for key, raw in data.items():
+            name = key.lower().removeprefix("autocore_")
+            if name not in _BY_NAME:
+                raise SettingsError(f"{config_file}: unknown setting {key!r}")
+            values[name] = _convert(name, raw, f"file {config_file}")
+            sources[name] = "file"
+
+    for f in SETTING_FIELDS:
+        raw = environ.get(env_name(f.name))
+        if raw is not None:
+            values[f.name] = _convert(f.name, raw, "environment")
+            sources[f.name] = "environment"
+
+    for name, raw in (flags or {}).items():
+        if raw is None:
+            continue
+        if name not in _BY_NAME:
+            raise SettingsError(f"{flag_name(name)}: unknown setting")
+        values[name] = _convert(name, raw, "flag")
+        sources[name] = "flag"
+
+    settings = Settings(**values)
+    if settings.mqtt_max_outgoing > 65535:
+        raise SettingsError(f"{env_name('mqtt_max_outgoing')}: must be at most 65535 (paho's limit)")
+    if settings.mqtt_receive_maximum > 65535:
+        raise SettingsError(f"{env_name('mqtt_receive_maximum')}: must be at most 65535 (MQTT's limit)")
+    return LoadedSettings(settings=settings, sources=sources)
+
+
+def describe(loaded: LoadedSettings) -> list[tuple[str, str, str]]:
+    """(variable, value, source) for every setting, secrets masked."""
+    rows = []
+    for f in SETTING_FIELDS:
+        value = getattr(loaded.settings, f.name)
+        shown = "***" if f.metadata.get("secret") and value else ("" if value is None else str(value))
+        rows.append((env_name(f.name), shown, loaded.sources[f.name]))
+    return rows

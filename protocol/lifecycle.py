@@ -1,0 +1,60 @@
+"""The command lifecycle as a pure table; storage refuses anything else.
+
+    pending -> queued -> sent -> (accepted) -> succeeded | failed
+                              \\-> timeout     expired     cancelled
+
+`cancel_requested` is written by the Config App. The gateway answers it
+with `cancelled` while the command has not been sent; once sent, the command
+runs to its own end (it cannot be unsent), so the gateway writes back the
+state it is really in.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class CommandStatus(str, Enum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    SENT = "sent"
+    ACCEPTED = "accepted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    CANCEL_REQUESTED = "cancel_requested"
+
+
+S = CommandStatus
+
+FINAL: frozenset[CommandStatus] = frozenset({S.SUCCEEDED, S.FAILED, S.TIMEOUT, S.EXPIRED, S.CANCELLED})
+
+# Where each state may go next. A sent command is re-sent (sent -> sent)
+# on retry and after a restart.
+TRANSITIONS: dict[CommandStatus, frozenset[CommandStatus]] = {
+    S.PENDING: frozenset({S.QUEUED, S.EXPIRED, S.CANCELLED, S.CANCEL_REQUESTED}),
+    S.QUEUED: frozenset({S.SENT, S.EXPIRED, S.CANCELLED, S.CANCEL_REQUESTED}),
+    S.SENT: frozenset({S.SENT, S.ACCEPTED, S.SUCCEEDED, S.FAILED, S.TIMEOUT, S.CANCEL_REQUESTED}),
+    S.ACCEPTED: frozenset({S.ACCEPTED, S.SUCCEEDED, S.FAILED, S.TIMEOUT, S.CANCEL_REQUESTED}),
+    S.CANCEL_REQUESTED: frozenset(
+        {S.CANCELLED, S.QUEUED, S.SENT, S.ACCEPTED, S.SUCCEEDED, S.FAILED, S.TIMEOUT, S.EXPIRED}
+    ),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset(),
+    S.TIMEOUT: frozenset(),
+    S.EXPIRED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+# States in which the gateway holds a command after a restart.
+IN_FLIGHT: frozenset[CommandStatus] = frozenset({S.QUEUED, S.SENT, S.ACCEPTED})
+
+
+def can_transition(current: CommandStatus | str, new: CommandStatus | str) -> bool:
+    return CommandStatus(new) in TRANSITIONS[CommandStatus(current)]
+
+
+def is_final(status: CommandStatus | str) -> bool:
+    return CommandStatus(status) in FINAL
