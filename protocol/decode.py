@@ -1,0 +1,91 @@
+"""The one entry the Router calls: topic + payload bytes -> `Message`.
+
+Checks run cheapest first — size, topic, codec, schema — so an oversize or
+misaddressed message is refused before a byte of it is parsed.
+
+Two dialects share the broker. v1 topics live under the configured prefix;
+firmware 2.2 topics always under the literal `autocore`, and `protocol.fw22`
+owns them. Where the two overlap (the prefix is `autocore`: every
+`autocore/devices/{uuid}/...` v1 topic is also a 2.2 level topic, `status`
+above all), the payload decides: `protocol_version` "2.x" goes to 2.2.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from protocol import codec
+from protocol.topics import INBOUND_KINDS, parse_v1, v1_subscriptions
+from protocol.v1 import decode_v1
+from protocol.values import BAD_TOPIC, TOO_LARGE, Dialect, Message, Rejected, Topic
+
+_UNSET: Any = object()
+_fw22_module: Any = _UNSET
+
+
+def _fw22() -> ModuleType | None:
+    """protocol.fw22 if it is there. It is written in parallel with this
+    module; until it exists the gateway speaks v1 alone."""
+    global _fw22_module
+    if _fw22_module is _UNSET:
+        try:
+            from protocol import fw22
+        except ModuleNotFoundError as exc:
+            if exc.name != "protocol.fw22":
+                raise
+            fw22 = None
+        _fw22_module = fw22
+    return _fw22_module
+
+
+def decode_message(topic: str, payload: bytes, *, prefix: str, max_payload: int) -> Message:
+    """A valid inbound message, or Rejected with a reason and a detail."""
+    if len(payload) > max_payload:
+        raise Rejected(TOO_LARGE, f"payload of {len(payload)} bytes is over the limit of {max_payload}")
+    parsed = parse_topic(topic, prefix)
+    obj, encoding = codec.decode(payload, max_payload)
+    fw22 = _fw22()
+    if parsed.dialect is Dialect.V1:
+        if _says_fw22(obj):
+            fw22_topic = fw22.parse_topic(topic) if fw22 is not None else None
+            if fw22_topic is not None:
+                return fw22.decode(fw22_topic, obj, encoding)
+        return decode_v1(parsed, obj, encoding)
+    return fw22.decode(parsed, obj, encoding)
+
+
+def parse_topic(topic: str, prefix: str) -> Topic:
+    """The Topic of an inbound topic: v1 under `prefix`, else firmware 2.2.
+    A topic the gateway itself publishes (command, availability, ...) is
+    refused, never handed to 2.2 as an unknown level."""
+    try:
+        parsed = parse_v1(topic, prefix)
+    except Rejected as exc:
+        if exc.reason != BAD_TOPIC:
+            raise
+        fw22 = _fw22()
+        fw22_topic = fw22.parse_topic(topic) if fw22 is not None else None
+        if fw22_topic is None:
+            raise
+        return fw22_topic
+    if parsed.kind not in INBOUND_KINDS:
+        raise Rejected(BAD_TOPIC, f"topic {topic!r} is one the gateway publishes ({parsed.kind.value}), not a device's")
+    return parsed
+
+
+def _says_fw22(obj: dict) -> bool:
+    version = obj.get("protocol_version")
+    return isinstance(version, str) and version.startswith("2.")
+
+
+def subscriptions(prefix: str) -> list[tuple[str, int]]:
+    """Every filter the gateway subscribes to, each once (with the prefix
+    `autocore` the two dialects share filters)."""
+    fw22 = _fw22()
+    wanted = v1_subscriptions(prefix) + (list(fw22.subscriptions()) if fw22 is not None else [])
+    qos: dict[str, int] = {}
+    for topic_filter, level in wanted:
+        qos[topic_filter] = max(level, qos.get(topic_filter, 0))
+    return list(qos.items())
+

@@ -1,0 +1,55 @@
+"""Firmware 2.2 dialect: the AutoCore boards in the field (PROTOCOL.md,
+"Firmware 2.2 dialect").
+
+The public surface of the dialect, split in two modules to stay short:
+`fw22_inbound` (topics, subscriptions, payload decoding) and `fw22_outbound`
+(command planning and the encoders of what the gateway sends to a 2.2
+board). Each module's docstring lists the rules it adds where PROTOCOL.md is
+silent.
+"""
+
+from protocol.fw22_inbound import (
+    LEVELS,
+    PREFIX,
+    RELAY_EVENTS,
+    decode,
+    level_source,
+    parse_topic,
+    subscriptions,
+)
+from protocol.fw22_outbound import (
+    COMMAND_QOS,
+    HEARTBEAT_QOS,
+    MAX_CHANNEL,
+    MAX_PAYLOAD,
+    PROTOCOL_VERSION,
+    RELAY_CONTROL,
+    Fw22Plan,
+    PlanKind,
+    heartbeat_publication,
+    other_command_publication,
+    plan_command,
+    relay_set_publication,
+)
+
+__all__ = [
+    "COMMAND_QOS",
+    "HEARTBEAT_QOS",
+    "LEVELS",
+    "MAX_CHANNEL",
+    "MAX_PAYLOAD",
+    "PREFIX",
+    "PROTOCOL_VERSION",
+    "RELAY_CONTROL",
+    "RELAY_EVENTS",
+    "Fw22Plan",
+    "PlanKind",
+    "decode",
+    "heartbeat_publication",
+    "level_source",
+    "other_command_publication",
+    "parse_topic",
+    "plan_command",
+    "relay_set_publication",
+    "subscriptions",
+]
