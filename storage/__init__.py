@@ -1,0 +1,27 @@
+"""Storage: the SQLite database shared with the Config App.
+
+`storage.db` opens it (pragmas, migrations) and binds the `database`
+proxy; the repositories `storage.devices`, `storage.events`,
+`storage.telemetry` and `storage.commands` take and return plain values
+(frozen dataclasses), never peewee model instances. Imports only protocol/.
+"""
+
+from storage.db import (
+    DatabaseBusy,
+    close_database,
+    data_version,
+    database,
+    open_database,
+    open_reader,
+    write_transaction,
+)
+
+__all__ = [
+    "DatabaseBusy",
+    "close_database",
+    "data_version",
+    "database",
+    "open_database",
+    "open_reader",
+    "write_transaction",
+]

@@ -1,0 +1,208 @@
+"""Opening the SQLite database the gateway shares with the Config App.
+
+One `DatabaseProxy` (`database`) is bound at start-up by `open_database`;
+every model and repository goes through it. peewee keeps one connection per
+thread, so the thread that owns the writer (the DbWriter actor) has the only
+gateway connection that writes; a reader thread gets its own connection
+either implicitly through the proxy or explicitly from `open_reader`.
+
+Busy database. The Config App writes to the same file from another process.
+When it holds the write lock, our statement waits up to `busy_timeout_ms`
+and then goes on; only if the lock is still held after that does it fail,
+with `DatabaseBusy`. The enclosing `write_transaction` has then been rolled
+back as a whole, so the caller may simply retry the same batch later (and,
+for MQTT, withhold the acks meanwhile).
+
+Transactions. On the writer, every transaction (`write_transaction()`,
+and a plain `database.atomic()` too) is BEGIN IMMEDIATE: it takes the write
+lock up front, where the busy timeout applies. A DEFERRED transaction that
+reads first and writes later can fail at once with SQLITE_BUSY_SNAPSHOT
+when another connection committed in between, without waiting. Nested, a
+transaction is a savepoint of the outer one. So wrap a DbWriter batch in
+one `write_transaction()` and keep reads that need no lock (the poller's)
+on a reader connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from contextlib import contextmanager
+from typing import Iterator
+
+import peewee
+from peewee import DatabaseProxy, SqliteDatabase
+
+log = logging.getLogger(__name__)
+
+database = DatabaseProxy()
+
+SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+
+# Primary result codes meaning "someone else holds a lock".
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+
+
+class DatabaseBusy(peewee.OperationalError):
+    """Another connection held the lock for longer than busy_timeout.
+
+    The transaction has been rolled back; retrying it later is safe.
+    A subclass of peewee's OperationalError so generic handlers still match.
+    """
+
+
+def is_busy_error(exc: BaseException) -> bool:
+    """True if `exc` (sqlite3 or peewee) says the database was locked."""
+    for candidate in (exc, *exc.args[:1]):
+        code = getattr(candidate, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    text = str(exc)
+    return "database is locked" in text or "database table is locked" in text
+
+
+@contextmanager
+def busy_errors() -> Iterator[None]:
+    """Turn a lock time-out into `DatabaseBusy` (for raw sqlite3 calls)."""
+    try:
+        yield
+    except (sqlite3.OperationalError, peewee.OperationalError) as exc:
+        if isinstance(exc, DatabaseBusy) or not is_busy_error(exc):
+            raise
+        raise DatabaseBusy(str(exc)) from exc
+
+
+class GatewayDatabase(SqliteDatabase):
+    """SqliteDatabase whose lock time-outs raise `DatabaseBusy`.
+
+    BEGIN, every statement and COMMIT pass through these methods, so a
+    caller sees one exception type whichever step hit the lock.
+    `begin_lock` is the lock type of a plain `atomic()`: IMMEDIATE for the
+    writer, so even `database.atomic()` waits for the lock at BEGIN rather
+    than failing later (see the module doc); deferred for a reader.
+    """
+
+    def __init__(self, *args, begin_lock: str | None = None, **kwargs):
+        self._begin_lock = begin_lock
+        super().__init__(*args, **kwargs)
+
+    def begin(self, lock_type=None):
+        super().begin(lock_type or self._begin_lock)
+
+    def execute_sql(self, sql, params=None, commit=None):
+        with busy_errors():
+            return super().execute_sql(sql, params)
+
+    def commit(self):
+        with busy_errors():
+            return super().commit()
+
+    def connect(self, reuse_if_open=False):
+        # Pragmas run at connect; journal_mode=WAL may meet a lock too.
+        with busy_errors():
+            return super().connect(reuse_if_open)
+
+
+def open_database(
+    path: str,
+    *,
+    synchronous: str = "NORMAL",
+    busy_timeout_ms: int = 5000,
+    migrate: bool = True,
+) -> SqliteDatabase:
+    """Open the writer database at `path`, bind `database` to it, migrate.
+
+    Pragmas are applied on every connection peewee opens (one per thread):
+    busy_timeout first, so that switching to WAL waits for a lock instead
+    of failing; then journal_mode=WAL, synchronous and foreign_keys.
+    synchronous=NORMAL in WAL loses at most the last commits on a power cut,
+    never consistency; FULL also survives that, at a cost per commit.
+    """
+    sync = synchronous.upper()
+    if sync not in SYNCHRONOUS_MODES:
+        raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {synchronous!r}")
+    if busy_timeout_ms <= 0:
+        raise ValueError(f"busy_timeout_ms must be greater than 0, got {busy_timeout_ms}")
+    _make_parent(path)
+    db = GatewayDatabase(
+        path,
+        timeout=busy_timeout_ms / 1000.0,
+        begin_lock="IMMEDIATE",
+        pragmas=[
+            ("busy_timeout", int(busy_timeout_ms)),
+            ("journal_mode", "wal"),
+            ("synchronous", sync),
+            ("foreign_keys", 1),
+        ],
+    )
+    database.initialize(db)
+    db.connect(reuse_if_open=True)
+    mode = db.execute_sql("PRAGMA journal_mode").fetchone()[0]
+    if mode.lower() != "wal" and path != ":memory:":
+        # Some file systems (network mounts) cannot do WAL; readers then
+        # block the writer, which is worth knowing but not fatal.
+        log.warning("database %s runs in journal_mode=%s, not wal", path, mode)
+    if migrate:
+        from storage.migrations import migrate as run_migrations
+
+        run_migrations()
+    return db
+
+
+def open_reader(path: str, *, busy_timeout_ms: int = 5000) -> SqliteDatabase:
+    """A second, independent connection for a reader (the command poller).
+
+    Not bound to `database`: pass it as `db=` to the repositories' read
+    functions, and to `data_version`. `query_only` makes an accidental write
+    through it fail instead of competing with the writer for the lock.
+    """
+    return GatewayDatabase(
+        path,
+        timeout=busy_timeout_ms / 1000.0,
+        pragmas=[("busy_timeout", int(busy_timeout_ms)), ("query_only", 1)],
+    )
+
+
+def close_database() -> None:
+    """Close the calling thread's connection and unbind `database`.
+
+    peewee connections are per thread: another thread that used the
+    database should close its own (`database.close()`) before this.
+    """
+    if database.obj is None:
+        return
+    if not database.is_closed():
+        database.close()
+    database.initialize(None)
+
+
+def write_transaction(db=None):
+    """`db.atomic()` that takes the write lock at BEGIN (see module doc)."""
+    return (database if db is None else db).atomic("IMMEDIATE")
+
+
+def data_version(db=None) -> int:
+    """`PRAGMA data_version` of the calling thread's connection to `db`.
+
+    It changes only when another connection commits, so a poller that sees
+    the same number as last time can skip its query.
+    """
+    target = database if db is None else db
+    conn = target if isinstance(target, sqlite3.Connection) else target.connection()
+    with busy_errors():
+        return conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+def _make_parent(path: str) -> None:
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+
+
+def bound(query, db=None):
+    """`query` run on `db` (a reader from `open_reader`) instead of the
+    proxy; with db None, unchanged."""
+    return query if db is None else query.bind(db)

@@ -1,0 +1,213 @@
+"""The device registry (`devices`).
+
+Rows are written by the gateway (first message, announce, liveness) and by
+the Config App (2.2 boards register over HTTP), so updates touch only the
+columns they mean to change and an update of a row that disappeared
+(deleted by the Config App) recreates it where that makes sense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from peewee import Case, chunked, fn
+
+from protocol.values import DeviceFacts, Dialect, Discovery, Encoding
+from storage.db import bound, write_transaction
+from storage.models import Device
+
+STATUSES = ("online", "offline", "discovered")
+
+# Devices per touch_last_seen statement: 3 parameters each, well under
+# SQLite's 32766-variable limit.
+_TOUCH_CHUNK = 300
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    uuid: str
+    device_type: str | None
+    name: str | None
+    firmware_version: str | None
+    hardware_revision: str | None
+    serial_number: str | None
+    capabilities: Any  # a tuple of words, or a mapping kept as given (2.2)
+    ip_address: str | None
+    mac_address: str | None
+    boot_id: int | None
+    status_interval: float | None
+    status: str | None
+    first_seen: float | None
+    last_seen: float | None
+    protocol: str
+    relay_count: int | None
+    encoding: str
+
+
+def _record(row: dict) -> DeviceRecord:
+    caps = row["capabilities"]
+    row["capabilities"] = tuple(caps) if isinstance(caps, list) else (() if caps is None else caps)
+    return DeviceRecord(**row)
+
+
+def _seen_at_least(now: float):
+    # last_seen never goes backwards (batches may carry older readings).
+    return fn.MAX(fn.IFNULL(Device.last_seen, now), now)
+
+
+def _value(enum_type, v) -> str:
+    return enum_type(v).value
+
+
+def ensure_device(uuid: str, now: float, dialect: Dialect | str) -> bool:
+    """Create the device on its first valid message (status online,
+    device_type 'unknown' until it announces). True if it was new; an
+    existing row is left as it is."""
+    with write_transaction():
+        inserted = (
+            Device.insert(
+                uuid=uuid,
+                device_type="unknown",
+                status="online",
+                first_seen=now,
+                last_seen=now,
+                protocol=_value(Dialect, dialect),
+            )
+            .on_conflict_ignore()
+            .as_rowcount()
+            .execute()
+        )
+    return inserted == 1
+
+
+_FACT_COLUMNS = (
+    "device_type",
+    "firmware_version",
+    "ip_address",
+    "mac_address",
+    "relay_count",
+    "hardware_revision",
+    "serial_number",
+    "name",
+    "boot_id",
+    "status_interval",
+)
+
+
+def _fact_values(facts: DeviceFacts) -> dict[str, Any]:
+    values = {c: getattr(facts, c) for c in _FACT_COLUMNS if getattr(facts, c) is not None}
+    # DeviceFacts cannot tell "no capabilities" from "not given" (both are
+    # the default ()), so an empty set never erases what is stored (e.g.
+    # what the Config App registered for a 2.2 board).
+    if facts.capabilities:
+        caps = facts.capabilities
+        values["capabilities"] = list(caps) if isinstance(caps, (tuple, list, set, frozenset)) else caps
+    return values
+
+
+def upsert_facts(
+    uuid: str, facts: DeviceFacts, now: float, dialect: Dialect | str, encoding: Encoding | str
+) -> bool:
+    """Record what a device says about itself (v1 announce, 2.2 online
+    status): the facts that are not None, the dialect, the encoding it
+    used, last_seen. Status is left to `set_status` (liveness decides), except
+    that a new row starts online. True if the device was new."""
+    values = _fact_values(facts)
+    values["protocol"] = _value(Dialect, dialect)
+    values["encoding"] = _value(Encoding, encoding)
+    with write_transaction():
+        updated = Device.update({**values, "last_seen": _seen_at_least(now)}).where(Device.uuid == uuid).execute()
+        if updated:
+            return False
+        values.setdefault("device_type", "unknown")
+        Device.insert(uuid=uuid, status="online", first_seen=now, last_seen=now, **values).execute()
+    return True
+
+
+def register_discovered(uuid: str, discovery: Discovery, now: float) -> bool:
+    """A device seen only through discovery: status 'discovered' until it
+    announces. True if it was new; a known device is not changed."""
+    with write_transaction():
+        inserted = (
+            Device.insert(
+                uuid=uuid,
+                device_type=discovery.device_type or "unknown",
+                ip_address=discovery.ip_address,
+                mac_address=discovery.mac_address,
+                status="discovered",
+                first_seen=now,
+                last_seen=now,
+            )
+            .on_conflict_ignore()
+            .as_rowcount()
+            .execute()
+        )
+    return inserted == 1
+
+
+def set_status(uuid: str, status: str, now: float, boot_id: int | None = None) -> None:
+    """Write the liveness verdict. 'online' is a sign of life, so it also
+    moves last_seen up to `now`; 'offline' keeps last_seen (the last time a
+    message came). A row the Config App deleted meanwhile is recreated."""
+    if status not in STATUSES:
+        raise ValueError(f"device status must be one of {', '.join(STATUSES)}, got {status!r}")
+    values: dict[Any, Any] = {Device.status: status}
+    if status == "online":
+        values[Device.last_seen] = _seen_at_least(now)
+    if boot_id is not None:
+        values[Device.boot_id] = boot_id
+    with write_transaction():
+        if Device.update(values).where(Device.uuid == uuid).execute():
+            return
+        Device.insert(
+            uuid=uuid, device_type="unknown", status=status, first_seen=now, last_seen=now, boot_id=boot_id
+        ).execute()
+
+
+def set_protocol(uuid: str, dialect: Dialect | str) -> bool:
+    """Record the device's dialect; False if there is no such device."""
+    with write_transaction():
+        return Device.update(protocol=_value(Dialect, dialect)).where(Device.uuid == uuid).execute() == 1
+
+
+def set_encoding(uuid: str, encoding: Encoding | str) -> bool:
+    """Record the encoding the device last used (replies go out in it);
+    False if there is no such device."""
+    with write_transaction():
+        return Device.update(encoding=_value(Encoding, encoding)).where(Device.uuid == uuid).execute() == 1
+
+
+def touch_last_seen(items: Iterable[tuple[str, float]]) -> int:
+    """Move last_seen forward for many devices at once (one UPDATE per
+    few hundred devices); return how many rows were updated. Several items
+    for one device count once, with their latest time."""
+    latest: dict[str, float] = {}
+    for uuid, ts in items:
+        if ts > latest.get(uuid, float("-inf")):
+            latest[uuid] = ts
+    if not latest:
+        return 0
+    updated = 0
+    with write_transaction():
+        for chunk in chunked(latest.items(), _TOUCH_CHUNK):
+            new_ts = Case(Device.uuid, chunk)
+            updated += (
+                Device.update(last_seen=fn.MAX(fn.IFNULL(Device.last_seen, new_ts), new_ts))
+                .where(Device.uuid.in_([u for u, _ in chunk]))
+                .execute()
+            )
+    return updated
+
+
+def get_device(uuid: str, *, db=None) -> DeviceRecord | None:
+    rows = list(bound(Device.select().where(Device.uuid == uuid).dicts(), db))
+    return _record(rows[0]) if rows else None
+
+
+def list_devices(status: str | None = None, *, db=None) -> list[DeviceRecord]:
+    """Devices in uuid order, optionally only those with `status`."""
+    q = Device.select()
+    if status is not None:
+        q = q.where(Device.status == status)
+    return [_record(row) for row in bound(q.order_by(Device.uuid).dicts(), db)]

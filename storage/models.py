@@ -1,0 +1,156 @@
+"""The tables the gateway shares with the Config App (PROTOCOL.md, "Tables
+the Config App shares"), plus `schema_version`.
+
+Table and column names are the contract. The Config App inserts rows too
+(commands above all), so defaults that matter to it are SQL defaults
+(`constraints=[SQL("DEFAULT ...")]`), not only peewee's Python defaults.
+Times are REAL seconds since the epoch. JSON columns are TEXT holding JSON.
+
+No foreign keys from telemetry or device_events to devices: telemetry may
+be written before its device row in the same batch order, and the Config
+App may delete a device whose history we keep.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from peewee import SQL, AutoField, BlobField, FloatField, IntegerField, Model, TextField
+
+from storage.db import database
+
+# The current time as REAL epoch seconds, for SQL defaults (unixepoch()
+# needs SQLite 3.38; this works everywhere).
+NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def _default(sql: str) -> list[SQL]:
+    return [SQL(f"DEFAULT {sql}")]
+
+
+class JSONField(TextField):
+    """TEXT holding JSON. Text another writer stored that is not valid JSON
+    is returned as the text itself rather than failing the whole query."""
+
+    def db_value(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    def python_value(self, value: Any) -> Any:
+        if value is None or not isinstance(value, (str, bytes)):
+            return value
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Device(BaseModel):
+    uuid = TextField(primary_key=True)
+    device_type = TextField(null=True)
+    name = TextField(null=True)
+    firmware_version = TextField(null=True)
+    hardware_revision = TextField(null=True)
+    serial_number = TextField(null=True)
+    capabilities = JSONField(null=True)
+    ip_address = TextField(null=True)
+    mac_address = TextField(null=True)
+    boot_id = IntegerField(null=True)
+    status_interval = FloatField(null=True)
+    status = TextField(null=True, constraints=_default("'offline'"))  # online | offline | discovered
+    first_seen = FloatField(null=True)
+    last_seen = FloatField(null=True)
+    # The gateway's own columns (added by a migration when the Config App
+    # created the table first).
+    protocol = TextField(default="v1", constraints=_default("'v1'"))  # v1 | fw22
+    relay_count = IntegerField(null=True)
+    encoding = TextField(default="json", constraints=_default("'json'"))  # json | msgpack, as last used
+
+    class Meta:
+        table_name = "devices"
+
+
+# Columns the gateway adds to a contract-only `devices` table.
+GATEWAY_DEVICE_COLUMNS = ("protocol", "relay_count", "encoding")
+
+
+class DeviceEvent(BaseModel):
+    id = AutoField()
+    device_uuid = TextField()
+    ts = FloatField()
+    event = TextField()
+    detail = JSONField(null=True)
+
+    class Meta:
+        table_name = "device_events"
+        indexes = ((("device_uuid", "ts"), False),)
+
+
+class Telemetry(BaseModel):
+    id = AutoField()
+    device_uuid = TextField()
+    boot_id = IntegerField(null=True)
+    seq = IntegerField(null=True)
+    idx = IntegerField(null=True)
+    ts = FloatField()
+    received_at = FloatField()
+    source = TextField()
+    metric = TextField()
+    value = FloatField(null=True)
+    unit = TextField(null=True)
+    tag = TextField(null=True)
+    raw = BlobField(null=True)
+
+    class Meta:
+        table_name = "telemetry"
+        indexes = (
+            # The message identity: INSERT OR IGNORE stores a redelivery
+            # once. NULLs are distinct in SQLite unique indexes, so rows
+            # without seq (or boot_id) are never deduplicated.
+            (("device_uuid", "boot_id", "seq", "idx"), True),
+            # Per-device time-range queries.
+            (("device_uuid", "ts"), False),
+        )
+
+
+class Command(BaseModel):
+    id = AutoField()  # INTEGER PRIMARY KEY
+    device_uuid = TextField()
+    command_type = TextField()
+    parameters = JSONField(null=True)
+    topic = TextField(default="command", constraints=_default("'command'"))
+    status = TextField(default="pending", constraints=_default("'pending'"))
+    created_at = FloatField(constraints=_default(NOW_SQL))
+    expires_at = FloatField(null=True)
+    timeout = FloatField(null=True)  # NULL: the gateway's default
+    max_attempts = IntegerField(default=3, constraints=_default("3"))
+    attempts = IntegerField(default=0, constraints=_default("0"))
+    sent_at = FloatField(null=True)
+    completed_at = FloatField(null=True)
+    result = JSONField(null=True)
+    error_message = TextField(null=True)
+
+    class Meta:
+        table_name = "commands"
+        # The poller's "pending rows in id order" and the restart scan.
+        indexes = ((("status", "id"), False),)
+
+
+class SchemaVersion(BaseModel):
+    version = IntegerField(primary_key=True)
+    name = TextField()
+    applied_at = FloatField()
+
+    class Meta:
+        table_name = "schema_version"
+
+
+CONTRACT_MODELS = (Device, DeviceEvent, Telemetry, Command)

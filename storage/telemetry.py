@@ -1,0 +1,169 @@
+"""Telemetry rows: the batch insert, queries and retention.
+
+The insert is the gateway's hot path and the one write that bypasses
+peewee's query builder: FIELD-NOTES measured `insert_many` at ~25k rows/s
+(building the SQL is the cost) against ~160k rows/s for sqlite3's
+`executemany` with one prepared statement. It still runs inside
+`db.atomic()`, so it joins the DbWriter's batch transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from storage.db import bound, busy_errors, database, write_transaction
+from storage.models import Telemetry
+
+# The order of the values in each row given to `insert_rows`.
+TELEMETRY_COLUMNS = (
+    "device_uuid",
+    "boot_id",
+    "seq",
+    "idx",
+    "ts",
+    "received_at",
+    "source",
+    "metric",
+    "value",
+    "unit",
+    "tag",
+    "raw",
+)
+
+_INSERT_SQL = "INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})".format(
+    table=Telemetry._meta.table_name,
+    cols=", ".join(TELEMETRY_COLUMNS),
+    marks=", ".join("?" * len(TELEMETRY_COLUMNS)),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryRecord:
+    id: int
+    device_uuid: str
+    boot_id: int | None
+    seq: int | None
+    idx: int | None
+    ts: float
+    received_at: float
+    source: str
+    metric: str
+    value: float | None
+    unit: str | None
+    tag: str | None
+    raw: bytes | str | None
+
+
+def insert_rows(db, rows: Sequence[tuple]) -> int:
+    """Store `rows` (tuples in TELEMETRY_COLUMNS order); return how many
+    were new. A row whose (device_uuid, boot_id, seq, idx) is stored
+    already is skipped, so a redelivered message is stored once; rows with
+    seq or boot_id NULL are always stored (NULLs never collide in SQLite).
+
+    Callers that know a device's boot but got seq without boot_id should
+    fill boot_id in (e.g. 0), or the redelivery will not be recognised.
+    Raises DatabaseBusy (nothing stored) if the lock stayed held.
+    """
+    if not rows:
+        return 0
+    with write_transaction(db):
+        conn = db.connection()
+        before = conn.total_changes
+        with busy_errors():
+            conn.executemany(_INSERT_SQL, rows)
+        # total_changes counts only rows really inserted, not ignored ones.
+        return conn.total_changes - before
+
+
+def query(
+    device_uuid: str,
+    metric: str | None = None,
+    source: str | None = None,
+    since: float | None = None,
+    limit: int = 100,
+    *,
+    until: float | None = None,
+    db=None,
+) -> list[TelemetryRecord]:
+    """A device's rows, newest `ts` first, optionally filtered; `since` and
+    `until` bound `ts` (since inclusive, until exclusive)."""
+    q = Telemetry.select().where(Telemetry.device_uuid == device_uuid)
+    if metric is not None:
+        q = q.where(Telemetry.metric == metric)
+    if source is not None:
+        q = q.where(Telemetry.source == source)
+    if since is not None:
+        q = q.where(Telemetry.ts >= since)
+    if until is not None:
+        q = q.where(Telemetry.ts < until)
+    q = q.order_by(Telemetry.ts.desc(), Telemetry.id.desc()).limit(limit)
+    return [TelemetryRecord(**row) for row in bound(q.dicts(), db)]
+
+
+def count(device_uuid: str | None = None, *, db=None) -> int:
+    q = Telemetry.select()
+    if device_uuid is not None:
+        q = q.where(Telemetry.device_uuid == device_uuid)
+    return bound(q, db).count()
+
+
+def prune_older_than(cutoff_ts: float, batch: int = 5000) -> int:
+    """Delete rows with `ts` before `cutoff_ts`, `batch` rows per
+    transaction; return how many.
+
+    There is no index on `ts` alone (it would slow every insert), so
+    finding old rows is a scan. The scan is done by plain reads, which in
+    WAL mode take no lock, resuming after the last id seen; each write
+    transaction only deletes a list of ids, so the write lock is held for
+    `batch` primary-key deletes at a time and the writer (ours or the
+    Config App's) waits at most that long. Call it outside a transaction.
+    """
+    deleted = 0
+    after = 0
+    while True:
+        ids = [
+            i
+            for (i,) in Telemetry.select(Telemetry.id)
+            .where((Telemetry.id > after) & (Telemetry.ts < cutoff_ts))
+            .order_by(Telemetry.id)
+            .limit(batch)
+            .tuples()
+        ]
+        if not ids:
+            return deleted
+        with write_transaction():
+            # ts re-checked: the row may have been replaced meanwhile.
+            deleted += Telemetry.delete().where(Telemetry.id.in_(ids) & (Telemetry.ts < cutoff_ts)).execute()
+        if len(ids) < batch:
+            return deleted
+        after = ids[-1]
+
+
+def used_bytes(db=None) -> int:
+    """Bytes of the database file in use (free pages left by deletes are
+    not counted: SQLite reuses them, so the file stops growing)."""
+    target = database if db is None else db
+    with busy_errors():
+        page_size = target.execute_sql("PRAGMA page_size").fetchone()[0]
+        pages = target.execute_sql("PRAGMA page_count").fetchone()[0]
+        free = target.execute_sql("PRAGMA freelist_count").fetchone()[0]
+    return (pages - free) * page_size
+
+
+def prune_to_size(max_bytes: int, batch: int = 5000, *, max_rows: int | None = None) -> int:
+    """Delete the oldest telemetry rows (lowest id, i.e. first stored)
+    `batch` at a time while the database uses more than `max_bytes`;
+    return how many. `max_rows` caps one call's work. The file itself does
+    not shrink (no VACUUM, which would hold the lock for long): its free
+    pages are reused by new rows."""
+    deleted = 0
+    while used_bytes() > max_bytes and (max_rows is None or deleted < max_rows):
+        n = batch if max_rows is None else min(batch, max_rows - deleted)
+        with write_transaction():
+            oldest = Telemetry.select(Telemetry.id).order_by(Telemetry.id).limit(n)
+            removed = Telemetry.delete().where(Telemetry.id.in_(oldest)).execute()
+        if removed == 0:
+            break
+        deleted += removed
+    return deleted
