@@ -1,0 +1,113 @@
+"""TelemetryBatcher: gathers what core sends into batches for the DbWriter.
+
+While the writer is idle, whatever has arrived goes at once; while it is
+busy, rows gather into batches of up to `batch_rows` (FlushPolicy). The
+buffer is bounded by the inbound pipeline: core reads no more from the
+broker than `max_unacked` messages ahead of what is committed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from actors.base import GatewayActor
+from actors.db_writer import WriteBatch, WriterDone
+from actors.messages import Deadline, DeviceWrite, Flush, Flushed, Schedule, TelemetryRows
+from actors.rules.flush import FlushPolicy
+
+
+class TelemetryBatcher(GatewayActor):
+    name = "TelemetryBatcher"
+    process = "store"
+
+    def __init__(self, settings: Any, writer: Any, scheduler: Any, channel: Any) -> None:
+        super().__init__()
+        self.policy = FlushPolicy(settings.batch_rows, settings.batch_max_age_ms / 1000.0)
+        self.writer = writer
+        self.scheduler = scheduler
+        self.channel = channel
+        self.rows: list[tuple] = []
+        self.writes: list[DeviceWrite] = []
+        self.tokens: list[Any] = []
+        self.oldest_at: float | None = None
+        self.in_writer = 0
+        self.flush_waiters: list[str] = []
+        self.largest_batch = 0
+        self._wake_at: float | None = None
+
+    def handle(self, message: Any) -> Any:
+        now = time.time()
+        if isinstance(message, TelemetryRows):
+            self.rows.extend(message.rows)
+            self.tokens.extend(message.tokens)
+            self._arrived(now)
+        elif isinstance(message, DeviceWrite):
+            self.writes.append(message)
+            self.tokens.extend(message.tokens)
+            self._arrived(now)
+        elif isinstance(message, WriterDone):
+            self.in_writer -= 1
+            if self.in_writer == 0 and self.flush_waiters and not self._items():
+                for reason in self.flush_waiters:
+                    self.channel.send(Flushed(reason))
+                self.flush_waiters.clear()
+        elif isinstance(message, Flush):
+            self.flush_waiters.append(message.reason)
+            if not self._items() and self.in_writer == 0:
+                self.channel.send(Flushed(message.reason))
+                self.flush_waiters.clear()
+            else:
+                self._flush(now, force=True)
+            return None
+        elif isinstance(message, Deadline):
+            self._wake_at = None
+        else:
+            return super().handle(message)
+        self._maybe_flush(now)
+        return None
+
+    def _items(self) -> int:
+        return len(self.rows) + len(self.writes) + len(self.tokens)
+
+    def _arrived(self, now: float) -> None:
+        if self.oldest_at is None:
+            self.oldest_at = now
+
+    def _maybe_flush(self, now: float) -> None:
+        if self.policy.should_flush(now, len(self.rows), self._items(), self.oldest_at, self.in_writer):
+            self._flush(now)
+        at = self.policy.next_check(self.oldest_at)
+        if self.in_writer > self.policy.max_queued or (at is not None and at <= now):
+            return  # WriterDone brings us back; a timer now would only spin
+        if at is not None and at != self._wake_at:
+            self._wake_at = at
+            self.scheduler.tell(Schedule("batcher", at, self.actor_ref))
+
+    def _flush(self, now: float, force: bool = False) -> None:
+        """Everything buffered goes as one transaction. A batch may pass
+        `batch_rows` by what arrived in one message: splitting it would only
+        hold back the acknowledgements of the messages it holds."""
+        if not self._items():
+            return
+        batch = WriteBatch(tuple(self.rows), tuple(self.writes), tuple(self.tokens))
+        self.rows, self.writes, self.tokens = [], [], []
+        self.oldest_at = None
+        self.in_writer += 1
+        self.largest_batch = max(self.largest_batch, len(batch.rows))
+        self.counters["batches"] += 1
+        self.writer.tell(batch)
+
+    def summary(self) -> str:
+        return f"{len(self.rows)} rows buffered, {self.in_writer} at the writer"
+
+    def state(self) -> dict:
+        return {
+            "buffered_rows": len(self.rows),
+            "buffered_writes": len(self.writes),
+            "buffered_tokens": len(self.tokens),
+            "at_writer": self.in_writer,
+            "batch_rows": self.policy.batch_rows,
+            "max_age_ms": round(self.policy.max_age_s * 1000),
+            "largest_batch": self.largest_batch,
+        }

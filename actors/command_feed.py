@@ -1,0 +1,101 @@
+"""CommandFeed: picks up what the Config App writes into `commands`.
+
+Every `command_poll_ms` it asks SQLite for `PRAGMA data_version` on its own
+read connection; the number changes only when another connection commits,
+so while nothing changed the poll costs one pragma and no query. New
+`pending` rows are claimed through the DbWriter (the only writer), which
+hands them to core; `cancel_requested` rows go to core once each.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from actors.base import GatewayActor
+from actors.db_writer import ClaimCommands
+from actors.messages import CancelsRequested, CommandsRequested, CommandState, Deadline, ReloadCommands, Schedule
+from storage import commands as command_repo
+from storage.db import DatabaseBusy, data_version, open_reader
+
+CLAIM_LIMIT = 500
+
+
+class CommandFeed(GatewayActor):
+    name = "CommandFeed"
+    process = "store"
+
+    def __init__(self, settings: Any, writer: Any, scheduler: Any, channel: Any) -> None:
+        super().__init__()
+        self.settings = settings
+        self.interval_s = settings.command_poll_ms / 1000.0
+        self.writer = writer
+        self.scheduler = scheduler
+        self.channel = channel
+        self.reader = None
+        self.last_version: int | None = None
+        self.reported_cancels: set[int] = set()
+        self.polls = 0
+        self.queries = 0
+
+    def on_start(self) -> None:
+        self.reader = open_reader(self.settings.db_path, busy_timeout_ms=self.settings.db_busy_timeout_ms)
+        self._next(time.time())
+
+    def on_stop(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+    def _next(self, now: float) -> None:
+        self.scheduler.tell(Schedule("command-feed", now + self.interval_s, self.actor_ref))
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, Deadline):
+            try:
+                self.poll()
+            except DatabaseBusy:
+                self.counters["busy"] += 1
+            self._next(time.time())
+        elif isinstance(message, ReloadCommands):
+            self._reload(message.device_uuid)
+        else:
+            return super().handle(message)
+        return None
+
+    def poll(self) -> None:
+        self.polls += 1
+        version = data_version(self.reader)
+        if version == self.last_version:
+            return
+        self.queries += 1
+        self.last_version = version
+        pending = command_repo.pending_commands(CLAIM_LIMIT, db=self.reader)
+        if pending:
+            self.writer.tell(ClaimCommands(tuple(r.id for r in pending)))
+        if len(pending) >= CLAIM_LIMIT:
+            self.last_version = None  # more to take: look again next time
+        cancels = command_repo.cancel_requested(db=self.reader)
+        current = {r.id for r in cancels}
+        new = [(r.device_uuid, r.id) for r in cancels if r.id not in self.reported_cancels]
+        self.reported_cancels = current
+        if new:
+            self.counters["cancels_reported"] += len(new)
+            self.channel.send(CancelsRequested(tuple(new)))
+
+    def _reload(self, device_uuid: str) -> None:
+        s = self.settings
+        states = tuple(
+            CommandState(command_repo.to_spec(r, s.command_timeout_s, default_ttl=s.command_ttl_s,
+                                              default_max_attempts=s.command_max_attempts),
+                         r.status, r.attempts or 0, r.sent_at)
+            for r in command_repo.in_flight(db=self.reader) if r.device_uuid == device_uuid
+        )
+        if states:
+            self.channel.send(CommandsRequested(states))
+
+    def summary(self) -> str:
+        return f"{self.polls} polls, {self.queries} queries"
+
+    def state(self) -> dict:
+        return {"poll_ms": self.settings.command_poll_ms, "polls": self.polls, "queries": self.queries,
+                "data_version": self.last_version, "cancels_waiting": len(self.reported_cancels)}

@@ -1,0 +1,228 @@
+"""The core process: everything that speaks MQTT; no database connection.
+
+Actors start here in one fixed order and stop in the reverse one. The store
+process speaks first (`StoreReady`, with what the database knows); only then
+does MqttIO connect, so no message is taken before it can be stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import pykka
+
+from actors.channel import Channel, ChannelClosed
+from actors.device import Device
+from actors.heartbeat import Heartbeat
+from actors.inspector import Inspector
+from actors.messages import (
+    CancelsRequested,
+    CommandsRequested,
+    Committed,
+    Complete,
+    Flush,
+    Flushed,
+    KnownDevice,
+    SnapshotReply,
+    Stop,
+    StopReading,
+    StoreReady,
+    TransitionRefused,
+)
+from actors.mqtt_io import MqttIO
+from actors.router import Router
+from actors.rules.commands import DEFAULT_PLAN, Plan
+from actors.rules.device import DeviceLogic, DeviceRules
+from actors.scheduler import Scheduler
+from actors.supervisor import DeviceSupervisor
+from protocol import outbound
+from protocol.decode import subscriptions
+from protocol.values import CommandSpec, Encoding, Publication, Rejected
+
+logger = logging.getLogger("autocore.core")
+
+STOP_DEADLINE_S = 4.0
+
+
+def device_rules(settings: Any) -> DeviceRules:
+    return DeviceRules(
+        device_timeout_s=settings.device_timeout_s,
+        command_window=settings.command_window,
+        fw22_periods=tuple(settings.fw22_period_map.items()),
+    )
+
+
+class CommandEncoder:
+    """Turns a command into what is published, by the device's dialect."""
+
+    def __init__(self, settings: Any) -> None:
+        self.prefix = settings.topic_prefix
+        self.gateway_id = settings.gateway_id
+
+    def plan(self, dialect: str, spec: CommandSpec) -> Plan:
+        return DEFAULT_PLAN
+
+    def __call__(self, logic: DeviceLogic, spec: CommandSpec, attempt: int, now: float) -> list[Publication]:
+        try:
+            return [outbound.command_publication(self.prefix, spec, attempt, now, self.gateway_id,
+                                                 Encoding(logic.encoding))]
+        except Rejected as exc:
+            logger.error("command %s for %s cannot be sent: %s", spec.id, spec.device_uuid, exc.detail)
+            return []
+
+
+class Core:
+    """Starts, wires and stops the core actors."""
+
+    def __init__(self, settings: Any, channel: Channel) -> None:
+        self.settings = settings
+        self.channel = channel
+        self.refs: dict[str, Any] = {}
+        self.store_ready = threading.Event()
+        self.ready_message: StoreReady | None = None
+        self.flushed = threading.Event()
+        self.fatal = threading.Event()
+        self.fatal_reason = ""
+        self.stop_requested = threading.Event()
+        self.rules = device_rules(settings)
+        self.encoder = CommandEncoder(settings)
+
+    # -- messages from the store (channel reader thread) ----------------------
+
+    def on_store_message(self, message: Any) -> None:
+        try:
+            self._dispatch(message)
+        except pykka.ActorDeadError:
+            pass  # stopping: the actor that owned it is gone
+
+    def _dispatch(self, message: Any) -> None:
+        refs = self.refs
+        if isinstance(message, Committed):
+            refs["MqttIO"].tell(Complete(message.tokens))
+        elif isinstance(message, (CommandsRequested, CancelsRequested, TransitionRefused)):
+            refs["DeviceSupervisor"].tell(message)
+        elif isinstance(message, SnapshotReply):
+            refs["Inspector"].tell(message)
+        elif isinstance(message, Flushed):
+            self.flushed.set()
+        elif isinstance(message, StoreReady):
+            self.ready_message = message
+            self.store_ready.set()
+        elif isinstance(message, ChannelClosed):
+            if not self.stop_requested.is_set():
+                self.fatal_reason = f"the store process went away ({message.reason})"
+                self.fatal.set()
+
+    # -- start ---------------------------------------------------------------
+
+    def make_device(self, uuid: str, known: KnownDevice | None, restarts: int) -> Any:
+        logic = DeviceLogic(
+            uuid, self.rules,
+            status=known.status if known else None,
+            dialect=known.protocol if known else "v1",
+            device_type=known.device_type if known else None,
+            boot_id=known.boot_id if known else None,
+            status_interval=known.status_interval if known else None,
+            encoding=known.encoding if known else "json",
+            last_seen=known.last_seen if known else None,
+            plan=self.encoder.plan,
+        )
+        prefix = self.settings.topic_prefix
+        return Device.start(
+            logic, supervisor=self.refs["DeviceSupervisor"], mqtt=self.refs["MqttIO"],
+            scheduler=self.refs["Scheduler"], store=self.channel,
+            availability=lambda u, online: outbound.availability_publication(prefix, u, online),
+            encode_command=self.encoder, restarts=restarts,
+        )
+
+    def start(self, ready_timeout: float = 60.0) -> None:
+        s = self.settings
+        self.channel.start_reader(self.on_store_message)
+        if not self.store_ready.wait(ready_timeout) or self.ready_message is None:
+            raise RuntimeError("the store process did not report ready")
+        ready = self.ready_message
+        self.refs["Scheduler"] = Scheduler.start("core")
+        will = outbound.gateway_status_publication(s.topic_prefix, "offline", s.gateway_id, time.time(), 0, 0, 0, 0, "")
+        self.refs["MqttIO"] = mqtt = MqttIO.start(s, subscriptions(s.topic_prefix), will)
+        self.refs["Heartbeat"] = heartbeat = Heartbeat.start(s, mqtt, self.refs["Scheduler"])
+        mqtt.proxy().set_listener(heartbeat).get()
+        self.refs["DeviceSupervisor"] = supervisor = DeviceSupervisor.start(s, self.make_device, mqtt, self.channel, heartbeat)
+        supervisor.proxy().load(ready.devices).get()
+        self.refs["Router"] = router = Router.start(s, mqtt, supervisor, self.channel)
+        self.refs["Inspector"] = Inspector.start(s, lambda: dict(self.refs), supervisor, router, self.channel)
+        supervisor.proxy().start_offline_checks().get()
+        if ready.commands:
+            supervisor.tell(CommandsRequested(ready.commands))
+        mqtt.proxy().start_network(router).get()
+        logger.info("started; connecting to %s:%s", s.mqtt_host, s.mqtt_port)
+
+    def wait_subscribed(self, timeout: float | None = None) -> bool:
+        return self.refs["MqttIO"].proxy().ever_subscribed.get().wait(timeout)
+
+    # -- stop ----------------------------------------------------------------
+
+    def stop(self) -> bool:
+        """Stop taking messages, commit and acknowledge what was taken,
+        publish the offline status, disconnect, stop every actor."""
+        self.stop_requested.set()
+        deadline = time.time() + STOP_DEADLINE_S
+        clean = True
+        mqtt = self.refs.get("MqttIO")
+        try:
+            if mqtt is not None:
+                mqtt.tell(StopReading())
+                self.channel.send(Flush("shutdown"))
+                while time.time() < deadline and not mqtt.proxy().drained().get(timeout=1.0):
+                    self.flushed.wait(0.02)
+                if not mqtt.proxy().drained().get(timeout=1.0):
+                    clean = False
+                    logger.warning("stopping with messages not yet committed: the broker will deliver them again")
+                hb = self.refs["Heartbeat"].proxy().status("offline").get(timeout=1.0)
+                mqtt.proxy().publish_and_disconnect(hb, max(0.2, deadline - time.time())).get(timeout=2.0)
+            self.channel.send(Stop("shutdown"))
+        except Exception as exc:  # stop anyway
+            clean = False
+            logger.error("error while stopping: %s", exc)
+        for name in ("Inspector", "Router", "DeviceSupervisor", "Heartbeat", "MqttIO", "Scheduler"):
+            ref = self.refs.get(name)
+            if ref is not None:
+                try:
+                    ref.stop(timeout=1.0)
+                except Exception:
+                    pass
+        pykka.ActorRegistry.stop_all(timeout=1.0)
+        return clean
+
+
+def run_core(settings: Any, channel_fd: int) -> int:
+    channel = Channel.from_fd(channel_fd, "core")
+    core = Core(settings, channel)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher decides
+    try:
+        core.start()
+    except Exception as exc:
+        logger.error("core could not start: %s", exc)
+        pykka.ActorRegistry.stop_all(timeout=1.0)
+        return 1
+    while not stop.is_set() and not core.fatal.is_set():
+        if core.wait_subscribed(0.05):
+            logger.info("ready: subscribed to %d topics on %s:%s", len(subscriptions(settings.topic_prefix)),
+                        settings.mqtt_host, settings.mqtt_port)
+            break
+        stop.wait(0.05)
+    while not stop.wait(0.2):
+        if core.fatal.is_set():
+            logger.error("%s; stopping", core.fatal_reason)
+            core.stop()
+            return 1
+    logger.info("stopping")
+    clean = core.stop()
+    logger.info("stopped%s", "" if clean else " (some messages left to the broker to deliver again)")
+    return 0
+

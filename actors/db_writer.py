@@ -1,0 +1,188 @@
+"""DbWriter: the store process's only write connection.
+
+A batch (telemetry rows and device writes together) is one transaction;
+once it commits, the tokens of every message it holds go back to core, which
+acknowledges them to the broker. If the Config App holds the lock past the
+busy timeout the whole batch is retried: nothing is acknowledged meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from actors.base import GatewayActor
+from actors.messages import (
+    CommandsRequested,
+    CommandState,
+    Committed,
+    DeviceWrite,
+    TransitionRefused,
+)
+from protocol.lifecycle import CommandStatus
+from storage import commands as command_repo
+from storage import devices as device_repo
+from storage import events as event_repo
+from storage import telemetry as telemetry_repo
+from storage.db import DatabaseBusy, database, write_transaction
+
+logger = logging.getLogger("autocore.db")
+
+BUSY_RETRY_S = 0.2
+
+
+@dataclass(frozen=True)
+class WriteBatch:
+    """TelemetryBatcher -> DbWriter."""
+
+    rows: tuple[tuple, ...]
+    writes: tuple[DeviceWrite, ...]
+    tokens: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class WriterDone:
+    """DbWriter -> TelemetryBatcher: a batch is committed (or given up)."""
+
+    rows: int
+
+
+@dataclass(frozen=True)
+class ClaimCommands:
+    """CommandFeed -> DbWriter: take these pending rows (pending -> queued)."""
+
+    ids: tuple[int, ...]
+
+
+class DbWriter(GatewayActor):
+    name = "DbWriter"
+    process = "store"
+
+    def __init__(self, settings: Any, channel: Any, batcher: Any = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.channel = channel
+        self.batcher = batcher
+        self.commit_ms_last = 0.0
+        self.commit_ms_max = 0.0
+        self.commit_ms_total = 0.0
+        self.batches = 0
+        self.rows_inserted = 0
+        self.rows_repeated = 0
+
+    def set_batcher(self, batcher: Any) -> None:
+        self.batcher = batcher
+
+    def on_stop(self) -> None:
+        if not database.is_closed():
+            database.close()  # this thread's connection
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, WriteBatch):
+            self._write(message)
+        elif isinstance(message, ClaimCommands):
+            self._claim(message.ids)
+        else:
+            return super().handle(message)
+        return None
+
+    # -- batches -----------------------------------------------------------
+
+    def _write(self, batch: WriteBatch) -> None:
+        refused: list[TransitionRefused] = []
+        started = time.perf_counter()
+        while True:
+            try:
+                refused.clear()
+                with write_transaction():
+                    inserted = telemetry_repo.insert_rows(database, batch.rows)
+                    for write in batch.writes:
+                        self._apply(write, refused)
+                break
+            except DatabaseBusy:
+                self.counters["busy_retries"] += 1
+                logger.warning("the database stayed locked by another program; retrying the batch")
+                time.sleep(BUSY_RETRY_S)
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        self.batches += 1
+        self.commit_ms_last = elapsed_ms
+        self.commit_ms_max = max(self.commit_ms_max, elapsed_ms)
+        self.commit_ms_total += elapsed_ms
+        self.rows_inserted += inserted
+        self.rows_repeated += len(batch.rows) - inserted
+        if batch.tokens:
+            self.channel.send(Committed(batch.tokens))
+        for r in refused:
+            self.channel.send(r)
+        if self.batcher is not None:
+            self.batcher.tell(WriterDone(len(batch.rows)))
+
+    def _apply(self, w: DeviceWrite, refused: list[TransitionRefused]) -> None:
+        uuid, at = w.uuid, w.at
+        if w.ensure:
+            device_repo.ensure_device(uuid, at, w.ensure)
+        if w.discovery is not None:
+            device_repo.register_discovered(uuid, w.discovery, at)
+        if w.facts is not None:
+            record = device_repo.get_device(uuid)
+            device_repo.upsert_facts(uuid, w.facts, at, w.protocol or (record.protocol if record else "v1"),
+                                     w.encoding or (record.encoding if record else "json"))
+        elif w.protocol:
+            device_repo.set_protocol(uuid, w.protocol)
+        if w.status is not None:
+            device_repo.set_status(uuid, w.status, at, w.boot_id)
+        elif w.boot_id is not None:
+            device_repo.set_status(uuid, "online", at, w.boot_id)
+        if w.encoding and w.facts is None:
+            device_repo.set_encoding(uuid, w.encoding)
+        if w.last_seen is not None and w.status is None:
+            device_repo.touch_last_seen([(uuid, w.last_seen)])
+        if w.events:
+            event_repo.append_events((uuid, ts, event, detail) for ts, event, detail in w.events)
+        for t in w.transitions:
+            ok = command_repo.transition(t.command_id, t.status, at, attempts=t.attempts, result=t.result,
+                                         error_message=t.error_message)
+            if not ok:
+                current = command_repo.get_command(t.command_id)
+                refused.append(TransitionRefused(uuid, t.command_id, t.status, current.status if current else None))
+                self.counters["transitions_refused"] += 1
+        if w.rows:
+            telemetry_repo.insert_rows(database, w.rows)
+
+    # -- commands --------------------------------------------------------
+
+    def _claim(self, ids: tuple[int, ...]) -> None:
+        s = self.settings
+        try:
+            records = command_repo.claim(ids, time.time(), default_ttl_s=s.command_ttl_s)
+        except DatabaseBusy:
+            self.counters["busy_retries"] += 1
+            return  # the feed asks again on its next poll
+        if records:
+            self.counters["commands_claimed"] += len(records)
+            self.channel.send(CommandsRequested(tuple(
+                CommandState(command_repo.to_spec(r, s.command_timeout_s, default_ttl=s.command_ttl_s,
+                                                  default_max_attempts=s.command_max_attempts),
+                             CommandStatus.QUEUED.value, r.attempts or 0)
+                for r in records
+            )))
+
+    # -- inspection ----------------------------------------------------------
+
+    def summary(self) -> str:
+        return f"{self.batches} batches, last commit {self.commit_ms_last:.1f} ms"
+
+    def state(self) -> dict:
+        return {
+            "batches": self.batches,
+            "rows_inserted": self.rows_inserted,
+            "rows_repeated": self.rows_repeated,
+            "commit_ms": {
+                "last": round(self.commit_ms_last, 2),
+                "max": round(self.commit_ms_max, 2),
+                "mean": round(self.commit_ms_total / self.batches, 2) if self.batches else 0.0,
+            },
+            "db_path": self.settings.db_path,
+        }

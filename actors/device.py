@@ -1,0 +1,177 @@
+"""Device: the actor of one device, a thin shell around `DeviceLogic`.
+
+It feeds what arrives into the logic with the time, then sends what the
+logic decided: one `DeviceWrite` to the store (carrying the tokens of the
+messages it answers for, so they are acknowledged after commit), retained
+availability and commands to MqttIO, and its next wake-up to the Scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from actors.base import GatewayActor
+from actors.messages import (
+    CancelCommand,
+    CommandTransition,
+    Complete,
+    Deadline,
+    DeviceFailed,
+    DeviceInput,
+    DeviceStatus,
+    DeviceWrite,
+    GetSnapshot,
+    KnownDevice,
+    Publish,
+    Retire,
+    Retired,
+    Schedule,
+    TakeCommands,
+    Token,
+    TransitionRefused,
+)
+from actors.rules.device import DeviceLogic, DeviceStep
+from protocol.values import CommandSpec, Publication
+
+logger = logging.getLogger("autocore.device")
+
+
+class Device(GatewayActor):
+    name = "Device"
+
+    def __init__(
+        self,
+        logic: DeviceLogic,
+        *,
+        supervisor: Any,
+        mqtt: Any,
+        scheduler: Any,
+        store: Any,
+        availability: Callable[[str, bool], Publication],
+        encode_command: Callable[[DeviceLogic, CommandSpec, int, float], list[Publication]],
+        restarts: int = 0,
+    ) -> None:
+        super().__init__()
+        self.logic = logic
+        self.uuid = logic.uuid
+        self.supervisor = supervisor
+        self.mqtt = mqtt
+        self.scheduler = scheduler
+        self.store = store
+        self.availability = availability
+        self.encode_command = encode_command
+        self.restarts = restarts
+        self._wake_at: float | None = None
+        self._current: Any = None
+        self._unemitted: list[Token] = []  # tokens of the input being handled, not yet passed on
+
+    def on_start(self) -> None:
+        self._schedule()
+
+    # -- inputs ------------------------------------------------------------
+
+    def handle(self, message: Any) -> Any:
+        self._current = message
+        now = time.time()
+        logic = self.logic
+        if isinstance(message, DeviceInput):
+            self._unemitted = [m.token for m in message.messages]
+            if message.seen is not None:
+                s = message.seen
+                step = logic.seen(now, s.received_at, s.count, s.dialect, s.encoding, s.seqs, s.relay_states, s.clock_skew)
+                self._emit(step, (), ())
+            for m in message.messages:
+                step = logic.message(
+                    now, m.received_at, m.dialect, m.encoding, m.kind, alive=m.alive, boot_id=m.boot_id, seq=m.seq,
+                    facts=m.facts, availability=m.availability, response=m.response, discovery=m.discovery,
+                    events=m.events, relay_states=m.relay_states, clock_skew=m.clock_skew,
+                )
+                self._emit(step, m.rows, (m.token,))
+        elif isinstance(message, Deadline):
+            self._wake_at = None
+            self._emit(logic.deadline(now), (), ())
+        elif isinstance(message, TakeCommands):
+            self._emit(logic.take_commands(message.commands, now), (), ())
+        elif isinstance(message, CancelCommand):
+            self._emit(logic.cancel(message.command_id, now), (), ())
+        elif isinstance(message, TransitionRefused):
+            self.counters["transitions_refused"] += 1
+            logger.warning("device %s: the database refused command %s -> %s (it is %s)",
+                           self.uuid, message.command_id, message.wanted, message.actual)
+        elif isinstance(message, Retire):
+            idle = logic.idle()
+            self.supervisor.tell(Retired(self.uuid, self.known(), idle))
+            if idle:
+                self.stop()
+        else:
+            return super().handle(message)
+        self._current = None
+        return None
+
+    # -- outputs -----------------------------------------------------------
+
+    def _emit(self, step: DeviceStep, rows: tuple, tokens: tuple[Token, ...]) -> None:
+        now = time.time()
+        if step.writes_anything() or rows:
+            self.store.send(DeviceWrite(
+                uuid=self.uuid, at=now, ensure=step.ensure, facts=step.facts, discovery=step.discovery,
+                status=step.status, boot_id=step.boot_id, protocol=step.protocol, encoding=step.encoding,
+                last_seen=step.last_seen, events=tuple(step.events),
+                transitions=tuple(CommandTransition(cid, status, fields.get("attempts"), fields.get("result"),
+                                                    fields.get("error_message"))
+                                  for cid, status, fields in step.transitions),
+                rows=tuple(rows), tokens=tokens,
+            ))
+        elif tokens:
+            self.mqtt.tell(Complete(tokens))  # nothing to store for these
+        for token in tokens:
+            self._unemitted.remove(token)  # handed on: a crash from here on must not complete it twice
+        if step.availability is not None:
+            self.mqtt.tell(Publish(self.availability(self.uuid, step.availability == "online")))
+        for spec, attempt in step.sends:
+            for publication in self.encode_command(self.logic, spec, attempt, now):
+                self.mqtt.tell(Publish(publication, command=True))
+        if step.status is not None:
+            self.supervisor.tell(DeviceStatus(self.uuid, self.known(), self.logic.idle()))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        wake = self.logic.next_wake()
+        if wake is not None and wake != self._wake_at:
+            self._wake_at = wake
+            self.scheduler.tell(Schedule(("device", self.uuid), wake, self.actor_ref))
+
+    def known(self) -> KnownDevice:
+        lg = self.logic
+        return KnownDevice(
+            uuid=self.uuid, status=lg.status or "offline", device_type=lg.device_type, boot_id=lg.liveness.boot_id,
+            status_interval=lg.status_interval, protocol=lg.dialect, encoding=lg.encoding,
+            last_seen=lg.liveness.last_seen,
+        )
+
+    # -- failure -----------------------------------------------------------
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        """Hand the supervisor everything this actor had not done, so it is
+        neither lost nor left unacknowledged; the message that crashed it is
+        completed (its data is not retried forever)."""
+        unhandled = []
+        while not self.actor_inbox.empty():
+            envelope = self.actor_inbox.get()
+            if not isinstance(envelope.message, GetSnapshot):
+                unhandled.append(envelope.message)
+        poison = self._unemitted if isinstance(self._current, DeviceInput) else []
+        self.supervisor.tell(DeviceFailed(self.uuid, tuple(unhandled), tuple(poison),
+                                          f"{exception_type.__name__}: {exception_value}"))
+
+    # -- inspection ----------------------------------------------------------
+
+    def summary(self) -> str:
+        lg = self.logic
+        return f"{lg.status} {lg.dialect} {len(lg.commands.out)} out {len(lg.commands.queue)} queued"
+
+    def state(self) -> dict:
+        return self.logic.snapshot(time.time())
+

@@ -1,0 +1,71 @@
+"""Heartbeat: the gateway's own retained status on `{prefix}/gateway/status`.
+
+Published as `online` on every (re)connection — devices re-announce when
+they see it — and every `AUTOCORE_HEARTBEAT_S`; its `offline` form is the
+MQTT Last Will and the last thing published on a clean stop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from actors.base import GatewayActor, rss_mb
+from actors.messages import Connected, Deadline, Publish, Schedule
+from protocol.outbound import gateway_status_publication
+from protocol.values import Publication
+
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class OnlineCount:
+    """DeviceSupervisor -> Heartbeat."""
+
+    devices_online: int
+
+
+class Heartbeat(GatewayActor):
+    name = "Heartbeat"
+
+    def __init__(self, settings: Any, mqtt: Any, scheduler: Any) -> None:
+        super().__init__()
+        self.settings = settings
+        self.mqtt = mqtt
+        self.scheduler = scheduler
+        self.devices_online = 0
+        self.started = time.time()
+        self._cpu_mark = (time.time(), time.process_time())
+
+    def status(self, status: str) -> Publication:
+        now = time.time()
+        wall, cpu = self._cpu_mark
+        cpu_now = time.process_time()
+        cpu_percent = 100.0 * (cpu_now - cpu) / (now - wall) if now > wall else 0.0
+        self._cpu_mark = (now, cpu_now)
+        s = self.settings
+        return gateway_status_publication(
+            s.topic_prefix, status, s.gateway_id, now, round(now - self.started, 1), self.devices_online,
+            round(rss_mb(), 1), round(cpu_percent, 1), VERSION,
+        )
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, Connected):
+            self._publish()
+        elif isinstance(message, Deadline):
+            self._publish()
+        elif isinstance(message, OnlineCount):
+            self.devices_online = message.devices_online
+        else:
+            return super().handle(message)
+        return None
+
+    def _publish(self) -> None:
+        self.mqtt.tell(Publish(self.status("online")))
+        self.counters["published"] += 1
+        self.scheduler.tell(Schedule("heartbeat", time.time() + self.settings.heartbeat_s, self.actor_ref))
+
+    def state(self) -> dict:
+        return {"devices_online": self.devices_online, "interval_s": self.settings.heartbeat_s,
+                "rss_mb": round(rss_mb(), 1)}

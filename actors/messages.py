@@ -1,0 +1,386 @@
+"""Every message the actors exchange, as frozen dataclasses.
+
+Messages that cross between the core and the store process are registered
+with `actors.wire` (the `@wire` decorator) and encoded with msgpack; inside a
+process they are passed as they are. Nothing is shared by reference: fields
+are immutable (tuples, not lists).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from actors.wire import wire
+from protocol.values import (
+    Availability,
+    CommandSpec,
+    DeviceFacts,
+    Discovery,
+    Event,
+    Publication,
+    Reading,
+    RelayState,
+    Response,
+)
+
+# ---------------------------------------------------------------- tokens
+
+
+@wire
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One received MQTT message that must be completed once its effects are
+    committed: `qos` 1 is acknowledged to the broker, `qos` 0 only frees its
+    place in the inbound pipeline. `generation` is the MQTT connection it came
+    on: an ack for an older connection is dropped (the broker redelivers)."""
+
+    generation: int
+    mid: int
+    qos: int
+
+
+# ---------------------------------------------------------------- core, inbound path
+
+
+@dataclass(frozen=True, slots=True)
+class RawInbound:
+    topic: str
+    payload: bytes
+    qos: int
+    received_at: float
+    token: Token
+
+
+@dataclass(frozen=True)
+class InboundBatch:
+    """MqttIO -> Router: every message read in one pass over the socket."""
+
+    messages: tuple[RawInbound, ...]
+
+
+@dataclass(frozen=True)
+class Seen:
+    """Router -> Device: what the fast telemetry path saw of one device in one
+    batch (no token: the rows travel to the store with theirs)."""
+
+    received_at: float  # the latest message's
+    count: int
+    dialect: str
+    encoding: str
+    protocol_version: str | None
+    seqs: tuple[tuple[int | None, int], ...] = ()  # (boot_id, seq) in arrival order
+    relay_states: tuple[RelayState, ...] = ()
+    clock_skew: int = 0
+
+
+@dataclass(frozen=True)
+class DeviceMessage:
+    """Router -> Device: one message that changes device state (announce,
+    availability, response, discovery, events), with its token. Its readings,
+    if any, are stored in the same transaction as the state change."""
+
+    received_at: float
+    dialect: str
+    encoding: str
+    protocol_version: str | None
+    kind: str
+    token: Token
+    alive: bool = True
+    boot_id: int | None = None
+    seq: int | None = None
+    facts: DeviceFacts | None = None
+    availability: Availability | None = None
+    response: Response | None = None
+    discovery: Discovery | None = None
+    events: tuple[Event, ...] = ()
+    relay_states: tuple[RelayState, ...] = ()
+    rows: tuple[tuple, ...] = ()  # telemetry rows, TELEMETRY_COLUMNS order
+    clock_skew: int = 0
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """Scheduler -> owner: a time the owner asked to be woken at has come."""
+
+    key: Any
+    at: float
+
+
+@dataclass(frozen=True)
+class Publish:
+    """-> MqttIO. `command` publications leave ahead of everything else."""
+
+    publication: Publication
+    command: bool = False
+
+
+@dataclass(frozen=True)
+class Complete:
+    """-> MqttIO: these messages are done (committed, or nothing to store)."""
+
+    tokens: tuple[Token, ...]
+
+
+# ---------------------------------------------------------------- core <-> store
+
+
+@wire
+@dataclass(frozen=True)
+class CommandTransition:
+    """Move command `command_id` to `status` (refused by the store if the
+    lifecycle does not allow it)."""
+
+    command_id: int
+    status: str
+    attempts: int | None = None
+    result: Any = None
+    error_message: str | None = None
+
+
+@wire
+@dataclass(frozen=True)
+class CommandState:
+    """A command as the device logic holds it."""
+
+    spec: CommandSpec
+    status: str
+    attempts: int = 0
+    sent_at: float | None = None
+
+
+@wire
+@dataclass(frozen=True)
+class KnownDevice:
+    """What the database knows of a device, handed to core at start-up."""
+
+    uuid: str
+    status: str
+    device_type: str | None = None
+    boot_id: int | None = None
+    status_interval: float | None = None
+    protocol: str = "v1"
+    encoding: str = "json"
+    last_seen: float | None = None
+
+
+@wire
+@dataclass(frozen=True)
+class TelemetryRows:
+    """core -> store: telemetry rows (storage.telemetry.TELEMETRY_COLUMNS
+    order) with the tokens of the messages they came from."""
+
+    rows: tuple[tuple, ...]
+    tokens: tuple[Token, ...]
+
+
+@wire
+@dataclass(frozen=True)
+class DeviceWrite:
+    """core -> store: one device's state changes, written in one transaction
+    with whatever telemetry is batched beside them."""
+
+    uuid: str
+    at: float
+    ensure: str | None = None  # dialect: create the device row if missing
+    facts: DeviceFacts | None = None
+    discovery: Discovery | None = None
+    status: str | None = None
+    boot_id: int | None = None
+    protocol: str | None = None
+    encoding: str | None = None
+    last_seen: float | None = None
+    events: tuple[tuple[float, str, Any], ...] = ()  # (ts, event, detail)
+    transitions: tuple[CommandTransition, ...] = ()
+    rows: tuple[tuple, ...] = ()
+    tokens: tuple[Token, ...] = ()
+
+
+@wire
+@dataclass(frozen=True)
+class Committed:
+    """store -> core: these tokens' effects are on disk."""
+
+    tokens: tuple[Token, ...]
+
+
+@wire
+@dataclass(frozen=True)
+class TransitionRefused:
+    """store -> core: a command transition the database refused (the Config
+    App changed the row, or it was already final)."""
+
+    device_uuid: str
+    command_id: int
+    wanted: str
+    actual: str | None
+
+
+@wire
+@dataclass(frozen=True)
+class CommandsRequested:
+    """store -> core: commands to take up (new `pending` rows, now `queued`,
+    or rows in flight at start-up)."""
+
+    commands: tuple[CommandState, ...]
+
+
+@wire
+@dataclass(frozen=True)
+class CancelsRequested:
+    """store -> core: rows the Config App set to `cancel_requested`."""
+
+    commands: tuple[tuple[str, int], ...]  # (device uuid, command id)
+
+
+@wire
+@dataclass(frozen=True)
+class StoreReady:
+    """store -> core: the database is open and migrated; what it knows."""
+
+    pid: int
+    devices: tuple[KnownDevice, ...] = ()
+    commands: tuple[CommandState, ...] = ()
+
+
+@wire
+@dataclass(frozen=True)
+class Flush:
+    """core -> store: write everything buffered now, then answer `Flushed`."""
+
+    reason: str = "shutdown"
+
+
+@wire
+@dataclass(frozen=True)
+class Flushed:
+    reason: str = "shutdown"
+
+
+@wire
+@dataclass(frozen=True)
+class SnapshotRequest:
+    """core -> store: the store actors' snapshots, for the Inspector."""
+
+    request_id: int
+
+
+@wire
+@dataclass(frozen=True)
+class SnapshotReply:
+    request_id: int
+    actors: tuple[Any, ...] = ()
+
+
+@wire
+@dataclass(frozen=True)
+class Stop:
+    """core -> store: shut down (after the last Flush)."""
+
+    reason: str = "shutdown"
+
+
+# ---------------------------------------------------------------- in-process control
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """-> Scheduler: tell `target` Deadline(key) at `at` (replaces the key's earlier time)."""
+
+    key: Any
+    at: float
+    target: Any  # pykka.ActorRef
+
+
+@dataclass(frozen=True)
+class CancelSchedule:
+    key: Any
+
+
+@dataclass(frozen=True)
+class GetSnapshot:
+    """-> any actor (asked by the Inspector and tests): its snapshot dict."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Router -> DeviceSupervisor: one batch's work for the device actors."""
+
+    seen: tuple[tuple[str, Seen], ...] = ()
+    messages: tuple[tuple[str, tuple[DeviceMessage, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceInput:
+    """DeviceSupervisor -> Device: one batch's work for this device."""
+
+    seen: Seen | None = None
+    messages: tuple[DeviceMessage, ...] = ()
+
+
+@dataclass(frozen=True)
+class TakeCommands:
+    commands: tuple[CommandState, ...]
+
+
+@dataclass(frozen=True)
+class CancelCommand:
+    command_id: int
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """Device -> DeviceSupervisor: its liveness verdict changed."""
+
+    uuid: str
+    known: KnownDevice
+    idle: bool
+
+
+@dataclass(frozen=True)
+class DeviceFailed:
+    """Device -> DeviceSupervisor from on_failure: it crashed; here is the
+    work it had not done and the tokens of the message that crashed it."""
+
+    uuid: str
+    unhandled: tuple[Any, ...]
+    poison_tokens: tuple[Token, ...]
+    error: str
+
+
+@dataclass(frozen=True)
+class Retire:
+    """DeviceSupervisor -> Device: stop if you hold nothing (cache eviction)."""
+
+
+@dataclass(frozen=True)
+class Retired:
+    uuid: str
+    known: KnownDevice
+    stopped: bool
+
+
+@dataclass(frozen=True)
+class Connected:
+    """MqttIO's network thread -> MqttIO: a (re)connection is up."""
+
+    generation: int
+
+
+@dataclass(frozen=True)
+class StopReading:
+    """-> MqttIO: stop reading the socket (graceful stop)."""
+
+
+@dataclass(frozen=True)
+class GatewayStatusTick:
+    """Scheduler -> MqttIO: time to publish the gateway's heartbeat."""
+
+
+@wire
+@dataclass(frozen=True)
+class ReloadCommands:
+    """core -> store: send the in-flight commands of this device again (its
+    actor was restarted)."""
+
+    device_uuid: str

@@ -1,0 +1,175 @@
+"""Router: topic parsing, decoding, validation, rate limits, and routing.
+
+One `InboundBatch` in, at most three messages out: the batch's telemetry rows
+to the store (the fast path), one `Route` to the DeviceSupervisor with what
+each device saw, and one `Complete` to MqttIO for the messages that need
+nothing stored (rejected, rate-limited, or empty of data).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+from actors.base import GatewayActor
+from actors.messages import Complete, DeviceMessage, InboundBatch, Route, Seen, TelemetryRows
+from actors.rules.rate import RateLimiter
+from protocol.decode import decode_message
+from protocol.timestamps import effective_ts
+from protocol.values import RATE_LIMITED, Message, Rejected
+
+logger = logging.getLogger("autocore.router")
+
+REJECTION_LOG_INTERVAL_S = 1.0
+_UUID_LEVEL_AFTER = ("devices", "discovery", "errors")
+
+
+def guess_uuid(topic: str) -> str:
+    """The uuid level of a rejected topic, for per-device counts ('?' if none)."""
+    parts = topic.split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part in _UUID_LEVEL_AFTER:
+            return parts[i + 1][:64] or "?"
+    return "?"
+
+
+class _SeenAcc:
+    __slots__ = ("received_at", "count", "dialect", "encoding", "protocol_version", "seqs", "relay_states", "clock_skew")
+
+    def __init__(self) -> None:
+        self.received_at = 0.0
+        self.count = 0
+        self.seqs: list[tuple[int | None, int]] = []
+        self.relay_states: list = []
+        self.clock_skew = 0
+
+    def seen(self) -> Seen:
+        return Seen(self.received_at, self.count, self.dialect, self.encoding, self.protocol_version,
+                    tuple(self.seqs), tuple(self.relay_states), self.clock_skew)
+
+
+def needs_device(msg: Message) -> bool:
+    """Messages that change device state go through the device's actor."""
+    return bool(msg.facts or msg.availability or msg.response or msg.discovery or msg.events)
+
+
+def telemetry_rows(msg: Message, received_at: float, skew_s: float) -> tuple[list[tuple], int]:
+    """The message's readings as rows (storage.telemetry.TELEMETRY_COLUMNS
+    order) and how many of their times were overruled."""
+    rows = []
+    skewed = 0
+    for idx, r in enumerate(msg.readings):
+        if msg.trust_clock:
+            ts, bad = effective_ts(r.ts if r.ts is not None else msg.device_ts, received_at, skew_s)
+            skewed += bad
+        else:
+            ts = received_at
+        rows.append((msg.uuid, msg.boot_id, msg.seq, idx, ts, received_at, r.source, r.metric, r.value, r.unit, r.tag, r.raw))
+    return rows, (1 if skewed else 0)
+
+
+class Router(GatewayActor):
+    name = "Router"
+
+    def __init__(self, settings: Any, mqtt: Any, supervisor: Any, store: Any) -> None:
+        super().__init__()
+        self.prefix = settings.topic_prefix
+        self.max_payload = settings.max_payload
+        self.skew_s = settings.clock_skew_s
+        self.mqtt = mqtt
+        self.supervisor = supervisor
+        self.store = store  # has .send(message): the channel to the store process
+        self.limiter = RateLimiter(settings.device_rate, settings.device_burst)
+        self.rejections: Counter[str] = Counter()
+        self.rejections_by_device: dict[str, Counter[str]] = defaultdict(Counter)
+        self._last_log: dict[str, float] = {}
+        self.batch_sizes: Counter[str] = Counter()
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, InboundBatch):
+            self._route(message)
+            return None
+        return super().handle(message)
+
+    def _route(self, batch: InboundBatch) -> None:
+        rows: list[tuple] = []
+        row_tokens = []
+        done_now = []
+        seen: dict[str, _SeenAcc] = {}
+        device_msgs: dict[str, list[DeviceMessage]] = defaultdict(list)
+        self.counters["batches"] += 1
+        self.counters["messages"] += len(batch.messages)
+        for raw in batch.messages:
+            try:
+                msg = decode_message(raw.topic, raw.payload, prefix=self.prefix, max_payload=self.max_payload)
+            except Rejected as rej:
+                self._reject(guess_uuid(raw.topic), rej, raw.topic)
+                done_now.append(raw.token)
+                continue
+            if not self.limiter.allow(msg.uuid, raw.received_at):
+                self._reject(msg.uuid, Rejected(RATE_LIMITED, f"over {self.limiter.rate:g} messages/s"), raw.topic)
+                done_now.append(raw.token)
+                continue
+            msg_rows, skewed = telemetry_rows(msg, raw.received_at, self.skew_s) if msg.readings else ([], 0)
+            if needs_device(msg):
+                device_msgs[msg.uuid].append(DeviceMessage(
+                    raw.received_at, msg.dialect.value, msg.encoding.value, msg.protocol_version, msg.kind.value,
+                    raw.token, msg.alive, msg.boot_id, msg.seq, msg.facts, msg.availability, msg.response,
+                    msg.discovery, msg.events, msg.relay_states, tuple(msg_rows), skewed,
+                ))
+                continue
+            acc = seen.get(msg.uuid)
+            if acc is None:
+                acc = seen[msg.uuid] = _SeenAcc()
+            acc.received_at = raw.received_at
+            acc.count += 1
+            acc.dialect, acc.encoding, acc.protocol_version = msg.dialect.value, msg.encoding.value, msg.protocol_version
+            if msg.seq is not None:
+                acc.seqs.append((msg.boot_id, msg.seq))
+            acc.relay_states.extend(msg.relay_states)
+            acc.clock_skew += skewed
+            if msg_rows:
+                rows.extend(msg_rows)
+                row_tokens.append(raw.token)
+            else:
+                done_now.append(raw.token)
+        if rows:
+            self.store.send(TelemetryRows(tuple(rows), tuple(row_tokens)))
+            self.counters["rows"] += len(rows)
+        if seen or device_msgs:
+            self.supervisor.tell(Route(
+                tuple((uuid, acc.seen()) for uuid, acc in seen.items()),
+                tuple((uuid, tuple(msgs)) for uuid, msgs in device_msgs.items()),
+            ))
+        if done_now:
+            self.mqtt.tell(Complete(tuple(done_now)))
+        size = len(batch.messages)
+        self.batch_sizes["1" if size == 1 else "2-99" if size < 100 else "100+"] += 1
+
+    def _reject(self, uuid: str, rej: Rejected, topic: str) -> None:
+        self.rejections[rej.reason] += 1
+        per_device = self.rejections_by_device[uuid]
+        per_device[rej.reason] += 1
+        if len(self.rejections_by_device) > 20000:  # bound the map; oldest entries go first
+            self.rejections_by_device.pop(next(iter(self.rejections_by_device)))
+        now = time.monotonic()
+        if now - self._last_log.get(uuid, -REJECTION_LOG_INTERVAL_S) >= REJECTION_LOG_INTERVAL_S:
+            self._last_log[uuid] = now
+            if len(self._last_log) > 20000:
+                self._last_log.pop(next(iter(self._last_log)))
+            logger.warning("rejected a message on %s (device %s): %s: %s", topic[:200], uuid, rej.reason, rej.detail[:300])
+
+    def summary(self) -> str:
+        return f"{sum(self.rejections.values())} rejected, {len(self.limiter)} rate buckets"
+
+    def state(self) -> dict:
+        return {
+            "rejections": dict(self.rejections),
+            "rate_limit": {"rate": self.limiter.rate, "burst": self.limiter.burst, "buckets": len(self.limiter)},
+            "batch_sizes": dict(self.batch_sizes),
+        }
+
+    def device_rejections(self, uuid: str) -> dict:
+        return dict(self.rejections_by_device.get(uuid, {}))

@@ -1,0 +1,284 @@
+"""Everything one device's actor decides, as a pure state machine.
+
+The `Device` actor is a thin shell around `DeviceLogic`: it feeds in what
+arrives (with the time), and turns the returned `DeviceStep` into a write for
+the store, publications for MqttIO and a wake-up time for the Scheduler.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from actors.rules.commands import DEFAULT_PLAN, CommandStep, CommandWindow, Plan
+from actors.rules.liveness import DISCOVERED, ONLINE, Liveness, timeout_for
+from protocol.values import CommandSpec, DeviceFacts, Discovery, Response, RelayState
+
+LAST_SEEN_WRITE_S = 5.0  # `devices.last_seen` is refreshed at most this often per device
+
+
+@dataclass(frozen=True)
+class DeviceRules:
+    device_timeout_s: float = 15.0
+    command_window: int = 1
+    fw22_periods: tuple[tuple[str, float], ...] = (("esp32_relay", 30.0), ("display", 5.0), ("esp32_display", 5.0))
+    fw22_default_period: float = 30.0
+
+    def period(self, dialect: str, device_type: str | None, status_interval: float | None) -> float:
+        if dialect == "fw22":
+            return dict(self.fw22_periods).get(device_type or "", self.fw22_default_period)
+        return status_interval or 5.0
+
+
+@dataclass
+class DeviceStep:
+    """What one input led to."""
+
+    ensure: str | None = None
+    facts: DeviceFacts | None = None
+    discovery: Discovery | None = None
+    status: str | None = None
+    boot_id: int | None = None
+    protocol: str | None = None
+    encoding: str | None = None
+    last_seen: float | None = None
+    events: list[tuple[float, str, Any]] = field(default_factory=list)
+    transitions: list[tuple[int, str, dict]] = field(default_factory=list)
+    sends: list[tuple[CommandSpec, int]] = field(default_factory=list)
+    availability: str | None = None  # publish this retained verdict
+
+    def add_commands(self, cmd: CommandStep, counters: Counter) -> None:
+        self.transitions.extend(cmd.transitions)
+        self.sends.extend(cmd.sends)
+        counters.update(cmd.counters)
+
+    def writes_anything(self) -> bool:
+        return bool(
+            self.ensure or self.facts or self.discovery or self.status or self.protocol or self.encoding
+            or self.last_seen is not None or self.events or self.transitions or self.boot_id is not None
+        )
+
+
+class DeviceLogic:
+    def __init__(
+        self,
+        uuid: str,
+        rules: DeviceRules,
+        *,
+        status: str | None = None,
+        dialect: str = "v1",
+        device_type: str | None = None,
+        boot_id: int | None = None,
+        status_interval: float | None = None,
+        encoding: str = "json",
+        last_seen: float | None = None,
+        plan: Callable[[str, CommandSpec], Plan] | None = None,
+    ) -> None:
+        self.uuid = uuid
+        self.rules = rules
+        self.dialect = dialect
+        self.device_type = device_type
+        self.status_interval = status_interval
+        self.encoding = encoding
+        self.liveness = Liveness(status=status, boot_id=boot_id, last_seen=last_seen)
+        self.liveness.timeout_s = self._timeout()
+        self.commands = CommandWindow(rules.command_window)
+        self.relays: dict[int, bool] = {}
+        self.counters: Counter[str] = Counter()
+        self.seq_by_boot: dict[int | None, int] = {}
+        self._last_seen_written = last_seen or 0.0
+        self._plan_fn = plan
+
+    # -- helpers -------------------------------------------------------
+
+    def _timeout(self) -> float:
+        return timeout_for(self.rules.period(self.dialect, self.device_type, self.status_interval), self.rules.device_timeout_s)
+
+    def plan(self, spec: CommandSpec) -> Plan:
+        return self._plan_fn(self.dialect, spec) if self._plan_fn else DEFAULT_PLAN
+
+    @property
+    def status(self) -> str | None:
+        return self.liveness.status
+
+    def _known(self, step: DeviceStep, dialect: str, now: float) -> None:
+        """The first valid message of an unknown uuid makes it a device."""
+        if self.liveness.status is None:
+            step.ensure = dialect
+        if dialect != self.dialect:
+            if self.liveness.status is not None:
+                step.events.append((now, "dialect_change", {"from": self.dialect, "to": dialect}))
+                self.counters["dialect_change"] += 1
+            self.dialect = dialect
+            step.protocol = dialect
+            self.liveness.timeout_s = self._timeout()
+
+    def _encoding(self, step: DeviceStep, encoding: str) -> None:
+        if encoding != self.encoding:
+            self.encoding = encoding
+            step.encoding = encoding
+
+    def _alive(self, step: DeviceStep, at: float, boot_id: int | None, announce: bool = False) -> None:
+        was_online = self.liveness.online
+        for event, detail in self.liveness.seen(at, boot_id, announce):
+            step.events.append((at, event, detail))
+            if event == "reboot":
+                step.boot_id = self.liveness.boot_id
+                # Older boots are done; the new boot's first seq (tracked just before) is kept.
+                self.seq_by_boot = {b: q for b, q in self.seq_by_boot.items() if b == self.liveness.boot_id}
+        if not was_online:
+            step.status = ONLINE
+            step.availability = ONLINE
+            step.boot_id = self.liveness.boot_id
+        elif at - self._last_seen_written >= LAST_SEEN_WRITE_S:
+            step.last_seen = at
+        if step.status or step.last_seen is not None:
+            self._last_seen_written = at
+
+    def _track_seq(self, boot_id: int | None, seq: int) -> None:
+        last = self.seq_by_boot.get(boot_id)
+        if last is not None:
+            if seq == last + 1:
+                pass
+            elif seq > last + 1:
+                self.counters["seq_gaps"] += seq - last - 1
+            else:
+                self.counters["seq_repeats"] += 1
+                return
+        self.seq_by_boot[boot_id] = seq
+        if len(self.seq_by_boot) > 4:  # only recent boots matter
+            self.seq_by_boot.pop(next(iter(self.seq_by_boot)))
+
+    def _relays(self, step: DeviceStep, states: tuple[RelayState, ...], now: float) -> None:
+        for s in states:
+            self.relays[s.relay_id] = s.state
+        if states:
+            step.add_commands(self.commands.relay_states(states, now, self.liveness.online, self.plan), self.counters)
+
+    def _after(self, step: DeviceStep, now: float, was_online: bool) -> DeviceStep:
+        if self.liveness.online and not was_online:
+            step.add_commands(self.commands.pump(now, True, self.plan), self.counters)
+        return step
+
+    # -- inputs --------------------------------------------------------
+
+    def seen(self, now: float, received_at: float, count: int, dialect: str, encoding: str,
+             seqs: tuple[tuple[int | None, int], ...] = (), relay_states: tuple[RelayState, ...] = (),
+             clock_skew: int = 0) -> DeviceStep:
+        """Telemetry went to the store on the fast path; here is what it said of the device."""
+        step = DeviceStep()
+        was_online = self.liveness.online
+        self.counters["messages"] += count
+        self.counters["clock_skew"] += clock_skew
+        self._known(step, dialect, now)
+        self._encoding(step, encoding)
+        boot_id = None
+        for boot, seq in seqs:
+            boot_id = boot if boot is not None else boot_id
+            self._track_seq(boot, seq)
+        self._alive(step, received_at, boot_id)
+        self._relays(step, relay_states, now)
+        return self._after(step, now, was_online)
+
+    def message(self, now: float, received_at: float, dialect: str, encoding: str, kind: str, *,
+                alive: bool = True, boot_id: int | None = None, seq: int | None = None,
+                facts: DeviceFacts | None = None, availability=None, response: Response | None = None,
+                discovery: Discovery | None = None, events=(), relay_states=(), clock_skew: int = 0) -> DeviceStep:
+        step = DeviceStep()
+        was_online = self.liveness.online
+        self.counters["messages"] += 1
+        self.counters["clock_skew"] += clock_skew
+        if discovery is not None:
+            return self._discovery(step, received_at, discovery)
+        self._known(step, dialect, now)
+        self._encoding(step, encoding)
+        if facts is not None:
+            step.facts = facts
+            if facts.device_type:
+                self.device_type = facts.device_type
+            if facts.status_interval:
+                self.status_interval = facts.status_interval
+            self.liveness.timeout_s = self._timeout()
+            if kind == "announce":
+                step.events.append((received_at, "announce", {"boot_id": facts.boot_id, "firmware_version": facts.firmware_version}))
+            boot_id = facts.boot_id if facts.boot_id is not None else boot_id
+        if seq is not None:
+            self._track_seq(boot_id, seq)
+        if availability is not None and not availability.online:
+            for event, detail in self.liveness.offline(received_at, availability.boot_id, availability.reason):
+                step.events.append((received_at, event, detail))
+                if event == "offline":
+                    step.status = "offline"
+                    step.availability = "offline"
+                    step.last_seen = self.liveness.last_seen
+                if event == "reboot":
+                    step.boot_id = self.liveness.boot_id
+        elif alive or (availability is not None and availability.online):
+            if availability is not None and availability.boot_id is not None:
+                boot_id = availability.boot_id
+            self._alive(step, received_at, boot_id, announce=kind == "announce")
+        for event in events:
+            detail = event.detail
+            step.events.append((received_at, event.event, detail))
+        self._relays(step, relay_states, now)
+        if response is not None:
+            step.add_commands(self.commands.response(response, now, self.liveness.online, self.plan), self.counters)
+        return self._after(step, now, was_online)
+
+    def _discovery(self, step: DeviceStep, at: float, discovery: Discovery) -> DeviceStep:
+        """A device the gateway did not know is registered as `discovered`."""
+        if self.liveness.status is None:
+            self.liveness.status = DISCOVERED
+            step.discovery = discovery
+            step.status = DISCOVERED
+        step.events.append((at, "discovered", {k: v for k, v in vars(discovery).items() if v is not None}))
+        return step
+
+    def deadline(self, now: float) -> DeviceStep:
+        step = DeviceStep()
+        for event, detail in self.liveness.check(now):
+            step.events.append((now, event, detail))
+            step.status = "offline"
+            step.availability = "offline"
+            step.last_seen = self.liveness.last_seen
+        step.add_commands(self.commands.tick(now, self.liveness.online, self.plan), self.counters)
+        return step
+
+    def take_commands(self, states, now: float) -> DeviceStep:
+        step = DeviceStep()
+        for state in states:
+            self.commands.take(state.spec, state.status, state.attempts, now, self.plan(state.spec))
+        step.add_commands(self.commands.pump(now, self.liveness.online, self.plan), self.counters)
+        return step
+
+    def cancel(self, command_id: int, now: float) -> DeviceStep:
+        step = DeviceStep()
+        step.add_commands(self.commands.cancel(command_id), self.counters)
+        step.add_commands(self.commands.pump(now, self.liveness.online, self.plan), self.counters)
+        return step
+
+    def next_wake(self) -> float | None:
+        times = [t for t in (self.liveness.deadline(), self.commands.next_deadline()) if t is not None]
+        return min(times) if times else None
+
+    def idle(self) -> bool:
+        """Nothing in hand: the actor may be stopped and rebuilt later from its record."""
+        return not self.liveness.online and not self.commands.queue and not self.commands.out
+
+    def snapshot(self, now: float) -> dict:
+        return {
+            "uuid": self.uuid,
+            "status": self.liveness.status,
+            "dialect": self.dialect,
+            "device_type": self.device_type,
+            "boot_id": self.liveness.boot_id,
+            "encoding": self.encoding,
+            "last_seen": self.liveness.last_seen,
+            "timeout_s": self.liveness.timeout_s,
+            "offline_in_s": None if self.liveness.deadline() is None else round(self.liveness.deadline() - now, 3),
+            "relays": {str(k): v for k, v in sorted(self.relays.items())},
+            "counters": dict(self.counters),
+            "stale_wills": self.liveness.stale_wills,
+            "commands": self.commands.snapshot(now),
+        }

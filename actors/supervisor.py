@@ -1,0 +1,206 @@
+"""DeviceSupervisor: one Device actor per uuid; spawn, restart, evict.
+
+It keeps what the database knew of every device at start-up (and what each
+evicted actor handed back), so a device's actor can be stopped when the cache
+is full and rebuilt on its next message with nothing a user can see changed.
+A crashed Device is restarted with the work it had left; one that keeps
+crashing is restarted at most `MAX_RESTARTS` times per `RESTART_WINDOW_S`,
+then left down (its messages completed and counted) until the window passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from typing import Any, Callable
+
+from actors.base import GatewayActor
+from actors.heartbeat import OnlineCount
+from actors.messages import (
+    CancelCommand,
+    CancelsRequested,
+    CommandsRequested,
+    CommandTransition,
+    Complete,
+    DeviceFailed,
+    DeviceInput,
+    DeviceStatus,
+    DeviceWrite,
+    GetSnapshot,
+    KnownDevice,
+    ReloadCommands,
+    Retire,
+    Retired,
+    Route,
+    TakeCommands,
+    TransitionRefused,
+)
+
+logger = logging.getLogger("autocore.supervisor")
+
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+
+
+class DeviceSupervisor(GatewayActor):
+    name = "DeviceSupervisor"
+
+    def __init__(self, settings: Any, make_device: Callable[[str, KnownDevice | None, int], Any], mqtt: Any, store: Any,
+                 heartbeat: Any = None) -> None:
+        super().__init__()
+        self.max_actors = settings.max_device_actors
+        self.make_device = make_device  # (uuid, known, restarts) -> started ActorRef
+        self.mqtt = mqtt
+        self.store = store
+        self.heartbeat = heartbeat  # told how many devices are online
+        self.actors: OrderedDict[str, Any] = OrderedDict()  # least recently routed first
+        self.known: dict[str, KnownDevice] = {}
+        self.online: set[str] = set()
+        self.retiring: set[str] = set()
+        self.restarts: dict[str, deque[float]] = {}
+        self.down_until: dict[str, float] = {}
+
+    def load(self, devices: tuple[KnownDevice, ...]) -> None:
+        """Start-up: what the database knows (no actor is started for them yet)."""
+        for d in devices:
+            self.known[d.uuid] = d
+            if d.status == "online":
+                self.online.add(d.uuid)
+        if self.heartbeat is not None:
+            self.heartbeat.tell(OnlineCount(len(self.online)))
+
+    def start_offline_checks(self) -> None:
+        """Devices the database calls online get an actor now, so their timeout runs."""
+        for uuid in list(self.online):
+            self._actor(uuid)
+
+    # -- routing ---------------------------------------------------------
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, Route):
+            for uuid, seen in message.seen:
+                self._tell(uuid, DeviceInput(seen=seen))
+            for uuid, msgs in message.messages:
+                self._tell(uuid, DeviceInput(messages=msgs))
+        elif isinstance(message, CommandsRequested):
+            by_device: dict[str, list] = {}
+            for state in message.commands:
+                by_device.setdefault(state.spec.device_uuid, []).append(state)
+            for uuid, states in by_device.items():
+                self._tell(uuid, TakeCommands(tuple(states)))
+        elif isinstance(message, CancelsRequested):
+            for uuid, command_id in message.commands:
+                self._tell(uuid, CancelCommand(command_id))
+        elif isinstance(message, TransitionRefused):
+            ref = self.actors.get(message.device_uuid)
+            if ref is not None:
+                ref.tell(message)
+        elif isinstance(message, DeviceStatus):
+            self.known[message.uuid] = message.known
+            before = len(self.online)
+            (self.online.add if message.known.status == "online" else self.online.discard)(message.uuid)
+            if self.heartbeat is not None and len(self.online) != before:
+                self.heartbeat.tell(OnlineCount(len(self.online)))
+        elif isinstance(message, Retired):
+            self.retiring.discard(message.uuid)
+            self.known[message.uuid] = message.known
+            if message.stopped:
+                self.actors.pop(message.uuid, None)
+                self.counters["evicted"] += 1
+        elif isinstance(message, DeviceFailed):
+            self._failed(message)
+        else:
+            return super().handle(message)
+        return None
+
+    def _tell(self, uuid: str, message: Any) -> None:
+        if uuid in self.down_until:
+            if time.time() < self.down_until[uuid]:
+                self._drop(uuid, message)
+                return
+            del self.down_until[uuid]
+        self._actor(uuid).tell(message)
+
+    def _drop(self, uuid: str, message: Any) -> None:
+        """A device left down after too many crashes: complete its messages (counted)."""
+        self.counters["dropped_device_down"] += 1
+        if isinstance(message, DeviceInput) and message.messages:
+            self.mqtt.tell(Complete(tuple(m.token for m in message.messages)))
+
+    def _actor(self, uuid: str) -> Any:
+        ref = self.actors.get(uuid)
+        if ref is not None and ref.is_alive():
+            self.actors.move_to_end(uuid)
+            return ref
+        restarts = len(self.restarts.get(uuid, ()))
+        ref = self.make_device(uuid, self.known.get(uuid), restarts)
+        self.actors[uuid] = ref
+        self.counters["spawned"] += 1
+        self._evict()
+        return ref
+
+    def _evict(self) -> None:
+        """Over the bound: ask the least recently seen offline devices to stop."""
+        excess = len(self.actors) - len(self.retiring) - self.max_actors
+        if excess <= 0:
+            return
+        for uuid in list(self.actors):
+            if excess <= 0:
+                break
+            if uuid in self.online or uuid in self.retiring:
+                continue
+            self.retiring.add(uuid)
+            self.actors[uuid].tell(Retire())
+            excess -= 1
+
+    # -- failures ----------------------------------------------------------
+
+    def _failed(self, failure: DeviceFailed) -> None:
+        uuid = failure.uuid
+        self.counters["device_failures"] += 1
+        logger.error("device actor %s failed (%s); restarting it", uuid, failure.error)
+        self.actors.pop(uuid, None)
+        if failure.poison_tokens:
+            # The message that crashed it: completed so the broker does not
+            # hand it back forever; counted so it is seen.
+            self.counters["poison_messages"] += len(failure.poison_tokens)
+            self.mqtt.tell(Complete(failure.poison_tokens))
+        now = time.time()
+        history = self.restarts.setdefault(uuid, deque())
+        history.append(now)
+        while history and now - history[0] > RESTART_WINDOW_S:
+            history.popleft()
+        if len(history) > MAX_RESTARTS:
+            self.down_until[uuid] = now + RESTART_WINDOW_S
+            self.counters["devices_left_down"] += 1
+            logger.error("device actor %s failed %d times within %.0f s; leaving it down for %.0f s",
+                         uuid, len(history), RESTART_WINDOW_S, RESTART_WINDOW_S)
+            for message in failure.unhandled:
+                self._drop(uuid, message)
+            return
+        # Its commands were in its memory: ask the store for them again.
+        self.store.send(ReloadCommands(uuid))
+        ref = self._actor(uuid)
+        for message in failure.unhandled:
+            if not isinstance(message, (Retire, GetSnapshot)):
+                ref.tell(message)
+
+    # -- inspection ----------------------------------------------------------
+
+    def device_refs(self) -> dict[str, Any]:
+        return dict(self.actors)
+
+    def summary(self) -> str:
+        return f"{len(self.actors)} actors, {len(self.online)} online, {len(self.known)} known"
+
+    def state(self) -> dict:
+        return {
+            "actors": len(self.actors),
+            "max_actors": self.max_actors,
+            "known": len(self.known),
+            "online": len(self.online),
+            "left_down": sorted(self.down_until),
+        }
+
+

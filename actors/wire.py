@@ -1,0 +1,110 @@
+"""msgpack encoding of the messages that cross between core and store.
+
+A registered dataclass travels as a msgpack extension holding its type name
+and its fields in declaration order; nested registered dataclasses (a
+`CommandSpec` inside a `CommandState`) and enums travel the same way, so the
+other side gets back exactly the same type, never a looser dict. Arrays come
+back as tuples, keeping messages immutable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import Enum
+from typing import Any, TypeVar
+
+import msgpack
+
+from protocol.values import (
+    Availability,
+    CommandSpec,
+    DeviceFacts,
+    Discovery,
+    Event,
+    Reading,
+    RelayState,
+    Response,
+)
+
+_EXT_DATACLASS = 1
+_REGISTRY: dict[str, type] = {}
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+T = TypeVar("T", bound=type)
+
+
+class WireError(ValueError):
+    """A frame that does not decode into a registered message."""
+
+
+def wire(cls: T) -> T:
+    """Register a frozen dataclass for crossing the process boundary."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls.__name__} is not a dataclass")
+    name = cls.__name__
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise TypeError(f"two wire types named {name}")
+    _REGISTRY[name] = cls
+    _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return cls
+
+
+for _value_type in (Availability, CommandSpec, DeviceFacts, Discovery, Event, Reading, RelayState, Response):
+    wire(_value_type)
+
+
+def _default(obj: Any) -> Any:
+    cls = type(obj)
+    fields = _FIELDS.get(cls)
+    if fields is not None:
+        body = [cls.__name__]
+        body.extend(getattr(obj, name) for name in fields)
+        return msgpack.ExtType(_EXT_DATACLASS, _pack(body))
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"cannot send {cls.__name__} between processes: not registered with @wire")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code != _EXT_DATACLASS:
+        raise WireError(f"unknown extension type {code}")
+    body = _unpack(data)
+    cls = _REGISTRY.get(body[0])
+    if cls is None:
+        raise WireError(f"unknown message type {body[0]!r}")
+    fields = _FIELDS[cls]
+    if len(body) - 1 != len(fields):
+        raise WireError(f"{body[0]}: expected {len(fields)} fields, got {len(body) - 1}")
+    return cls(*body[1:])
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, default=_default, use_bin_type=True, strict_types=False)
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, use_list=False, strict_map_key=False)
+
+
+def encode(message: Any) -> bytes:
+    if type(message) not in _FIELDS:
+        raise TypeError(f"{type(message).__name__} is not a wire message")
+    return _pack(message)
+
+
+def decode(data: bytes) -> Any:
+    try:
+        message = _unpack(data)
+    except WireError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise WireError(f"undecodable frame: {exc}") from None
+    if type(message) not in _FIELDS:
+        raise WireError(f"frame holds {type(message).__name__}, not a message")
+    return message
+
+
+def registered() -> dict[str, type]:
+    return dict(_REGISTRY)

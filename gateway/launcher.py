@@ -1,0 +1,90 @@
+"""The launcher: starts the core and store processes and watches them.
+
+`gateway run` is this. It makes the socket pair the two processes talk
+over, starts both, and forwards SIGTERM/SIGINT to core, which stops cleanly
+(and then tells store to stop). If either process dies unexpectedly the
+launcher stops the other and exits non-zero, so runit restarts the whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from gateway.settings import Settings
+
+logger = logging.getLogger("autocore.launcher")
+
+SETTINGS_ENV = "AUTOCORE__RESOLVED_SETTINGS"
+STOP_GRACE_S = 5.0
+
+
+def _child(role: str, fd: int, settings: Settings) -> subprocess.Popen:
+    env = dict(os.environ)
+    env[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway.child", role, str(fd)],
+        pass_fds=(fd,),
+        env=env,
+    )
+
+
+def _terminate(proc: subprocess.Popen, grace: float) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        logger.error("%s did not stop within %.0f s; killing it", proc.args[3], grace)
+        proc.kill()
+        proc.wait()
+
+
+def run(settings: Settings) -> int:
+    os.makedirs(settings.run_dir, exist_ok=True)
+    core_sock, store_sock = socket.socketpair()
+    store = _child("store", store_sock.fileno(), settings)
+    core = _child("core", core_sock.fileno(), settings)
+    core_sock.close()
+    store_sock.close()
+    stopping = False
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            logger.info("%s received; stopping", signal.Signals(signum).name)
+            if core.poll() is None:
+                core.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    while True:
+        core_rc, store_rc = core.poll(), store.poll()
+        if core_rc is not None or store_rc is not None:
+            break
+        time.sleep(0.05)
+
+    if stopping and core_rc is not None:
+        # Core stopped as asked; it has told store to stop.
+        try:
+            store.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _terminate(store, 1.0)
+        return 0 if core.returncode == 0 and store.returncode == 0 else 1
+
+    which = "core" if core_rc is not None else "store"
+    rc = core_rc if core_rc is not None else store_rc
+    logger.error("the %s process exited unexpectedly (code %s); stopping the other", which, rc)
+    _terminate(core, STOP_GRACE_S)
+    _terminate(store, STOP_GRACE_S)
+    return 1
