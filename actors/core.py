@@ -33,15 +33,14 @@ from actors.messages import (
     StoreReady,
     TransitionRefused,
 )
+from actors.encoders import CommandEncoder
 from actors.mqtt_io import MqttIO
 from actors.router import Router
-from actors.rules.commands import DEFAULT_PLAN, Plan
 from actors.rules.device import DeviceLogic, DeviceRules
 from actors.scheduler import Scheduler
 from actors.supervisor import DeviceSupervisor
 from protocol import outbound
 from protocol.decode import subscriptions
-from protocol.values import CommandSpec, Encoding, Publication, Rejected
 
 logger = logging.getLogger("autocore.core")
 
@@ -54,25 +53,6 @@ def device_rules(settings: Any) -> DeviceRules:
         command_window=settings.command_window,
         fw22_periods=tuple(settings.fw22_period_map.items()),
     )
-
-
-class CommandEncoder:
-    """Turns a command into what is published, by the device's dialect."""
-
-    def __init__(self, settings: Any) -> None:
-        self.prefix = settings.topic_prefix
-        self.gateway_id = settings.gateway_id
-
-    def plan(self, dialect: str, spec: CommandSpec) -> Plan:
-        return DEFAULT_PLAN
-
-    def __call__(self, logic: DeviceLogic, spec: CommandSpec, attempt: int, now: float) -> list[Publication]:
-        try:
-            return [outbound.command_publication(self.prefix, spec, attempt, now, self.gateway_id,
-                                                 Encoding(logic.encoding))]
-        except Rejected as exc:
-            logger.error("command %s for %s cannot be sent: %s", spec.id, spec.device_uuid, exc.detail)
-            return []
 
 
 class Core:

@@ -73,5 +73,9 @@ def run(loaded: LoadedSettings) -> None:
     sys.exit(launch(s))
 
 
+from gateway.simulate import simulate  # noqa: E402
+
+main.add_command(simulate)
+
 if __name__ == "__main__":
     main()
