@@ -52,6 +52,7 @@ def device_rules(settings: Any) -> DeviceRules:
         device_timeout_s=settings.device_timeout_s,
         command_window=settings.command_window,
         fw22_periods=tuple(settings.fw22_period_map.items()),
+        fw22_heartbeat_s=settings.fw22_heartbeat_ms / 1000.0,
     )
 
 

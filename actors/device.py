@@ -50,7 +50,7 @@ class Device(GatewayActor):
         scheduler: Any,
         store: Any,
         availability: Callable[[str, bool], Publication],
-        encode_command: Callable[[DeviceLogic, CommandSpec, int, float], list[Publication]],
+        encode_command: Any,  # actors.encoders.CommandEncoder
         restarts: int = 0,
     ) -> None:
         super().__init__()
@@ -133,6 +133,8 @@ class Device(GatewayActor):
         for spec, attempt in step.sends:
             for publication in self.encode_command(self.logic, spec, attempt, now):
                 self.mqtt.tell(Publish(publication, command=True))
+        for spec, channel, sequence in step.beats:
+            self.mqtt.tell(Publish(self.encode_command.heartbeat(self.logic, spec, channel, sequence, now), command=True))
         if step.status is not None:
             self.supervisor.tell(DeviceStatus(self.uuid, self.known(), self.logic.idle()))
         self._schedule()

@@ -1,35 +1,60 @@
 """What a command becomes on the wire, by the device's dialect.
 
 The one place above protocol/ that looks at a device's dialect: it picks the
-encoder (and the plan that says how the command is confirmed).
+encoder, and the plan that says how the command is confirmed (v1 devices
+answer; firmware 2.2 boards never do, so their commands are confirmed by
+the relay states they report, or run as heartbeat holds).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from actors.rules.commands import DEFAULT_PLAN, Plan
 from actors.rules.device import DeviceLogic
-from protocol import outbound
+from protocol import fw22, outbound
 from protocol.values import CommandSpec, Encoding, Publication, Rejected
 
 logger = logging.getLogger("autocore.device")
 
 
 class CommandEncoder:
-    """Turns a command into what is published, by the device's dialect."""
-
     def __init__(self, settings: Any) -> None:
         self.prefix = settings.topic_prefix
         self.gateway_id = settings.gateway_id
 
     def plan(self, dialect: str, spec: CommandSpec) -> Plan:
-        return DEFAULT_PLAN
+        """How `spec` is carried out; a row that cannot be sent fails at once."""
+        try:
+            if dialect == "fw22":
+                return self._fw22_plan(fw22.plan_command(spec))
+            outbound.command_publication(self.prefix, spec, 1, spec.created_at, self.gateway_id)
+            return DEFAULT_PLAN
+        except Rejected as exc:
+            return Plan(error=exc.detail or exc.reason)
+
+    @staticmethod
+    def _fw22_plan(p: fw22.Fw22Plan) -> Plan:
+        if p.kind is fw22.PlanKind.HOLD:
+            return Plan(retry=False, hold_s=p.hold_s, hold_channel=int(p.channel), silent=True)
+        if p.kind is fw22.PlanKind.RELAY_SET and p.command == "toggle":
+            return Plan(retry=False, toggle=int(p.channel), silent=True)
+        if p.kind is fw22.PlanKind.RELAY_SET:
+            return Plan(retry=p.retry_allowed, confirm=(p.channel, bool(p.expected_state)), silent=True)
+        return Plan(retry=p.retry_allowed, silent=True)
 
     def __call__(self, logic: DeviceLogic, spec: CommandSpec, attempt: int, now: float) -> list[Publication]:
         try:
-            return [outbound.command_publication(self.prefix, spec, attempt, now, self.gateway_id,
-                                                 Encoding(logic.encoding))]
-        except Rejected as exc:
-            logger.error("command %s for %s cannot be sent: %s", spec.id, spec.device_uuid, exc.detail)
+            if logic.dialect == "fw22":
+                publication = fw22.plan_command(spec).publication(self.gateway_id)
+                return [publication] if publication is not None else []
+            return [outbound.command_publication(self.prefix, spec, attempt, now, self.gateway_id, Encoding(logic.encoding))]
+        except (Rejected, ValueError) as exc:
+            # plan() let it through, so this is a bug worth a loud line; the
+            # command then ends in timeout, never silently.
+            logger.error("command %s for %s cannot be encoded: %s", spec.id, spec.device_uuid, exc)
             return []
+
+    def heartbeat(self, logic: DeviceLogic, spec: CommandSpec, channel: int, sequence: int, now: float) -> Publication:
+        return fw22.heartbeat_publication(spec.device_uuid, channel, sequence, self.gateway_id, now)

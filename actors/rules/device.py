@@ -24,6 +24,7 @@ class DeviceRules:
     command_window: int = 1
     fw22_periods: tuple[tuple[str, float], ...] = (("esp32_relay", 30.0), ("display", 5.0), ("esp32_display", 5.0))
     fw22_default_period: float = 30.0
+    fw22_heartbeat_s: float = 0.25
 
     def period(self, dialect: str, device_type: str | None, status_interval: float | None) -> float:
         if dialect == "fw22":
@@ -46,11 +47,13 @@ class DeviceStep:
     events: list[tuple[float, str, Any]] = field(default_factory=list)
     transitions: list[tuple[int, str, dict]] = field(default_factory=list)
     sends: list[tuple[CommandSpec, int]] = field(default_factory=list)
+    beats: list[tuple[CommandSpec, int, int]] = field(default_factory=list)  # heartbeats of holds
     availability: str | None = None  # publish this retained verdict
 
     def add_commands(self, cmd: CommandStep, counters: Counter) -> None:
         self.transitions.extend(cmd.transitions)
         self.sends.extend(cmd.sends)
+        self.beats.extend(cmd.beats)
         counters.update(cmd.counters)
 
     def writes_anything(self) -> bool:
@@ -83,8 +86,8 @@ class DeviceLogic:
         self.encoding = encoding
         self.liveness = Liveness(status=status, boot_id=boot_id, last_seen=last_seen)
         self.liveness.timeout_s = self._timeout()
-        self.commands = CommandWindow(rules.command_window)
         self.relays: dict[int, bool] = {}
+        self.commands = CommandWindow(rules.command_window, beat_s=rules.fw22_heartbeat_s, relays=self.relays)
         self.counters: Counter[str] = Counter()
         self.seq_by_boot: dict[int | None, int] = {}
         self._last_seen_written = last_seen or 0.0
@@ -209,9 +212,7 @@ class DeviceLogic:
             for event, detail in self.liveness.offline(received_at, availability.boot_id, availability.reason):
                 step.events.append((received_at, event, detail))
                 if event == "offline":
-                    step.status = "offline"
-                    step.availability = "offline"
-                    step.last_seen = self.liveness.last_seen
+                    self._went_offline(step, now)
                 if event == "reboot":
                     step.boot_id = self.liveness.boot_id
         elif alive or (availability is not None and availability.online):
@@ -219,12 +220,19 @@ class DeviceLogic:
                 boot_id = availability.boot_id
             self._alive(step, received_at, boot_id, announce=kind == "announce")
         for event in events:
-            detail = event.detail
-            step.events.append((received_at, event.event, detail))
+            step.events.append((received_at, event.event, event.detail))
+            if event.event == "safety_shutoff":
+                step.add_commands(self.commands.shutoff(event.channel, now, self.liveness.online, self.plan), self.counters)
         self._relays(step, relay_states, now)
         if response is not None:
             step.add_commands(self.commands.response(response, now, self.liveness.online, self.plan), self.counters)
         return self._after(step, now, was_online)
+
+    def _went_offline(self, step: DeviceStep, now: float) -> None:
+        step.status = "offline"
+        step.availability = "offline"
+        step.last_seen = self.liveness.last_seen
+        step.add_commands(self.commands.offline(now), self.counters)  # holds stop at once
 
     def _discovery(self, step: DeviceStep, at: float, discovery: Discovery) -> DeviceStep:
         """A device the gateway did not know is registered as `discovered`."""
@@ -239,9 +247,7 @@ class DeviceLogic:
         step = DeviceStep()
         for event, detail in self.liveness.check(now):
             step.events.append((now, event, detail))
-            step.status = "offline"
-            step.availability = "offline"
-            step.last_seen = self.liveness.last_seen
+            self._went_offline(step, now)
         step.add_commands(self.commands.tick(now, self.liveness.online, self.plan), self.counters)
         return step
 
