@@ -20,6 +20,7 @@ from actors.messages import (
     Deadline,
     DeviceFailed,
     DeviceInput,
+    DeviceMessage,
     DeviceStatus,
     DeviceWrite,
     GetSnapshot,
@@ -65,7 +66,10 @@ class Device(GatewayActor):
         self.restarts = restarts
         self._wake_at: float | None = None
         self._current: Any = None
-        self._unemitted: list[Token] = []  # tokens of the input being handled, not yet passed on
+        # While a DeviceInput is handled: the messages not yet started, and
+        # the tokens of the one in hand until they are passed on.
+        self._not_started: list[DeviceMessage] = []
+        self._unemitted: list[Token] = []
 
     def on_start(self) -> None:
         self._schedule()
@@ -77,12 +81,15 @@ class Device(GatewayActor):
         now = time.time()
         logic = self.logic
         if isinstance(message, DeviceInput):
-            self._unemitted = [m.token for m in message.messages]
+            self._not_started = list(message.messages)
+            self._unemitted = []
             if message.seen is not None:
                 s = message.seen
                 step = logic.seen(now, s.received_at, s.count, s.dialect, s.encoding, s.seqs, s.relay_states, s.clock_skew)
                 self._emit(step, (), ())
             for m in message.messages:
+                self._not_started.pop(0)
+                self._unemitted = [m.token]
                 step = logic.message(
                     now, m.received_at, m.dialect, m.encoding, m.kind, alive=m.alive, boot_id=m.boot_id, seq=m.seq,
                     facts=m.facts, availability=m.availability, response=m.response, discovery=m.discovery,
@@ -140,10 +147,15 @@ class Device(GatewayActor):
         self._schedule()
 
     def _schedule(self) -> None:
+        """Ask to be woken at the logic's next deadline. A later deadline than
+        the one already asked for waits for that one to fire (the logic then
+        finds nothing due and asks again), so a stream of messages that only
+        pushes the liveness deadline back costs no timer traffic."""
         wake = self.logic.next_wake()
-        if wake is not None and wake != self._wake_at:
-            self._wake_at = wake
-            self.scheduler.tell(Schedule(("device", self.uuid), wake, self.actor_ref))
+        if wake is None or (self._wake_at is not None and self._wake_at <= wake):
+            return
+        self._wake_at = wake
+        self.scheduler.tell(Schedule(("device", self.uuid), wake, self.actor_ref))
 
     def known(self) -> KnownDevice:
         lg = self.logic
@@ -164,7 +176,11 @@ class Device(GatewayActor):
             envelope = self.actor_inbox.get()
             if not isinstance(envelope.message, GetSnapshot):
                 unhandled.append(envelope.message)
-        poison = self._unemitted if isinstance(self._current, DeviceInput) else []
+        poison: list[Token] = []
+        if isinstance(self._current, DeviceInput):
+            poison = self._unemitted  # the message in hand when it crashed
+            if self._not_started:
+                unhandled.insert(0, DeviceInput(messages=tuple(self._not_started)))
         self.supervisor.tell(DeviceFailed(self.uuid, tuple(unhandled), tuple(poison),
                                           f"{exception_type.__name__}: {exception_value}"))
 

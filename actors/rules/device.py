@@ -194,7 +194,10 @@ class DeviceLogic:
         self.counters["clock_skew"] += clock_skew
         if discovery is not None:
             return self._discovery(step, received_at, discovery)
-        self._known(step, dialect, now)
+        if alive or facts is not None or availability is not None or self.liveness.status is not None:
+            # Not for a message that only names the device (2.2 relay events
+            # carry the uuid in the payload): that does not make it a device.
+            self._known(step, dialect, now)
         self._encoding(step, encoding)
         if facts is not None:
             step.facts = facts
