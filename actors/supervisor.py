@@ -58,7 +58,7 @@ class DeviceSupervisor(GatewayActor):
         self.known: dict[str, KnownDevice] = {}
         self.online: set[str] = set()
         self.retiring: set[str] = set()
-        self.restarts: dict[str, deque[float]] = {}
+        self.restart_history: dict[str, deque[float]] = {}
         self.down_until: dict[str, float] = {}
 
     def load(self, devices: tuple[KnownDevice, ...]) -> None:
@@ -133,7 +133,7 @@ class DeviceSupervisor(GatewayActor):
         if ref is not None and ref.is_alive():
             self.actors.move_to_end(uuid)
             return ref
-        restarts = len(self.restarts.get(uuid, ()))
+        restarts = len(self.restart_history.get(uuid, ()))
         ref = self.make_device(uuid, self.known.get(uuid), restarts)
         self.actors[uuid] = ref
         self.counters["spawned"] += 1
@@ -167,7 +167,7 @@ class DeviceSupervisor(GatewayActor):
             self.counters["poison_messages"] += len(failure.poison_tokens)
             self.mqtt.tell(Complete(failure.poison_tokens))
         now = time.time()
-        history = self.restarts.setdefault(uuid, deque())
+        history = self.restart_history.setdefault(uuid, deque())
         history.append(now)
         while history and now - history[0] > RESTART_WINDOW_S:
             history.popleft()

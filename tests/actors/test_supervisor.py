@@ -141,6 +141,7 @@ def test_cache_evicts_least_recently_seen_offline_devices_and_rebuilds_them(syst
     # Three devices announce (online), then go offline by their Wills.
     for n, uuid in enumerate(("d1", "d2", "d3")):
         sup.tell(Route(messages=((uuid, (announce(uuid, Token(1, n, 1), boot_id=7),)),)))
+    wait_until(lambda: sup.ask(GetSnapshot())["state"]["online"] == 3, 5, what="all online")
     for n, uuid in enumerate(("d1", "d2", "d3")):
         sup.tell(Route(messages=((uuid, (offline_will(uuid, Token(1, 10 + n, 1), boot_id=7),)),)))
     wait_until(lambda: sup.ask(GetSnapshot())["state"]["online"] == 0, 5, what="all offline")
