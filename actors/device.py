@@ -34,7 +34,7 @@ from actors.messages import (
     TransitionRefused,
 )
 from actors.rules.device import DeviceLogic, DeviceStep
-from protocol.values import CommandSpec, Publication
+from protocol.values import Publication
 
 logger = logging.getLogger("autocore.device")
 

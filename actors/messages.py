@@ -19,7 +19,6 @@ from protocol.values import (
     Discovery,
     Event,
     Publication,
-    Reading,
     RelayState,
     Response,
 )

@@ -236,7 +236,7 @@ class MqttIO(GatewayActor):
         self.actor_ref.tell(Connected(self.generation))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        refused = [(t, str(rc)) for (t, _), rc in zip(self.subscriptions, reason_codes) if rc.is_failure]
+        refused = [(t, str(rc)) for (t, _), rc in zip(self.subscriptions, reason_codes, strict=False) if rc.is_failure]
         if refused:
             logger.error("the broker refused subscriptions: %s", refused)
             self.counters["subscriptions_refused"] += len(refused)
