@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -47,6 +48,9 @@ class Broker:
         (self.directory / "data").mkdir(exist_ok=True)
         self.config_path.write_text(
             f"""listener {self.port} 127.0.0.1
+# As root Mosquitto would switch to its own user, which cannot write into
+# pytest's temporary directories (log, persistence).
+user {getpass.getuser()}
 allow_anonymous true
 persistence true
 persistence_location {self.directory / 'data'}/
