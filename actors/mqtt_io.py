@@ -232,7 +232,11 @@ class MqttIO(GatewayActor):
         self.generation += 1
         self.connected = True
         self.connected_since = time.time()
-        client.subscribe([(topic, mqtt.SubscribeOptions(qos=qos)) for topic, qos in self.subscriptions])
+        # Retained messages only for a new subscription: on a resumed session
+        # a retained Will would otherwise arrive again after what the device
+        # sent since, and take a live device offline.
+        client.subscribe([(topic, mqtt.SubscribeOptions(qos=qos, retainHandling=mqtt.SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
+                          for topic, qos in self.subscriptions])
         self.actor_ref.tell(Connected(self.generation))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:

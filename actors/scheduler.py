@@ -16,6 +16,9 @@ from actors.messages import CancelSchedule, Deadline, Schedule
 from actors.rules.timers import TimerHeap
 
 
+MAX_WAIT_S = 3600.0
+
+
 @dataclass(frozen=True)
 class _Fire:
     pass
@@ -53,7 +56,9 @@ class Scheduler(GatewayActor):
                         delay = at - time.time()
                         if delay <= 0:
                             break
-                        self._cond.wait(delay)
+                        # Bounded: a far deadline is simply looked at again
+                        # (threading refuses waits past about 292 years).
+                        self._cond.wait(min(delay, MAX_WAIT_S))
                     else:
                         self._cond.wait()
                 if self._stopping:

@@ -2,6 +2,7 @@
 
     pending -> queued -> sent -> (accepted) -> succeeded | failed
                               \\-> timeout     expired     cancelled
+    (queued -> failed when a row can never be sent: its parameters are wrong)
 
 `cancel_requested` is written by the Config App. The gateway answers it
 with `cancelled` while the command has not been sent; once sent, the command
@@ -35,7 +36,8 @@ FINAL: frozenset[CommandStatus] = frozenset({S.SUCCEEDED, S.FAILED, S.TIMEOUT, S
 # on retry and after a restart.
 TRANSITIONS: dict[CommandStatus, frozenset[CommandStatus]] = {
     S.PENDING: frozenset({S.QUEUED, S.EXPIRED, S.CANCELLED, S.CANCEL_REQUESTED}),
-    S.QUEUED: frozenset({S.SENT, S.EXPIRED, S.CANCELLED, S.CANCEL_REQUESTED}),
+    # queued -> failed: a row that can never be sent (bad parameters) fails at once.
+    S.QUEUED: frozenset({S.SENT, S.FAILED, S.EXPIRED, S.CANCELLED, S.CANCEL_REQUESTED}),
     S.SENT: frozenset({S.SENT, S.ACCEPTED, S.SUCCEEDED, S.FAILED, S.TIMEOUT, S.CANCEL_REQUESTED}),
     S.ACCEPTED: frozenset({S.ACCEPTED, S.SUCCEEDED, S.FAILED, S.TIMEOUT, S.CANCEL_REQUESTED}),
     S.CANCEL_REQUESTED: frozenset(

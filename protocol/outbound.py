@@ -32,7 +32,7 @@ def command_publication(
         common["expires_at"] = iso(spec.expires_at)
     if spec.topic == "relay/command":
         relays = spec.parameters.get("relays") if isinstance(spec.parameters, Mapping) else None
-        if not isinstance(relays, list) or not relays:
+        if not isinstance(relays, (list, tuple)) or not relays:
             raise Rejected(SCHEMA, f"command {spec.id}: a relay/command needs parameters.relays, a non-empty list")
         kind, payload = Kind.RELAY_COMMAND, {"command_id": common["command_id"], "relays": relays, **common}
     elif spec.topic == "command":

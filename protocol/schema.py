@@ -176,12 +176,17 @@ def get_number(
     return number
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what an SQLite INTEGER holds
+
+
 def as_int(value: Any, path: str, minimum: int | None = None) -> int:
-    """An integer; a float with no fraction (17.0) counts as one."""
+    """An integer SQLite can store; a float with no fraction (17.0) counts as one."""
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise fail(path, "integer", value)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise fail(path, "integer of at most 64 bits", value)
     if minimum is not None and value < minimum:
         raise fail(path, f"integer >= {minimum}", value)
     return value

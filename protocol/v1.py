@@ -32,6 +32,7 @@ from protocol.values import (
 )
 
 DEFAULT_STATUS_INTERVAL = 5.0
+MAX_STATUS_INTERVAL = 86400.0  # a day: a longer period is a firmware bug, not a plan
 
 
 def decode_v1(topic: Topic, obj: dict, encoding: Encoding) -> Message:
@@ -94,7 +95,8 @@ def announce(topic: Topic, obj: dict, encoding: Encoding) -> Message:
         name=schema.get_str(obj, "name", path),
         boot_id=boot_id,
         status_interval=schema.get_number(
-            obj, "status_interval", path, default=DEFAULT_STATUS_INTERVAL, positive=True
+            obj, "status_interval", path, default=DEFAULT_STATUS_INTERVAL, positive=True,
+            maximum=MAX_STATUS_INTERVAL
         ),
     )
     return _message(topic, obj, encoding, boot_id=boot_id, facts=facts)

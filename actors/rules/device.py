@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from actors.rules.commands import DEFAULT_PLAN, CommandStep, CommandWindow, Plan
-from actors.rules.liveness import DISCOVERED, ONLINE, Liveness, timeout_for
+from actors.rules.liveness import DISCOVERED, OFFLINE, ONLINE, Liveness, timeout_for
 from protocol.values import CommandSpec, DeviceFacts, Discovery, Response, RelayState
 
 LAST_SEEN_WRITE_S = 5.0  # `devices.last_seen` is refreshed at most this often per device
@@ -212,12 +212,13 @@ class DeviceLogic:
         if seq is not None:
             self._track_seq(boot_id, seq)
         if availability is not None and not availability.online:
+            before = self.liveness.status
             for event, detail in self.liveness.offline(received_at, availability.boot_id, availability.reason):
                 step.events.append((received_at, event, detail))
-                if event == "offline":
-                    self._went_offline(step, now)
                 if event == "reboot":
                     step.boot_id = self.liveness.boot_id
+            if before != OFFLINE and self.liveness.status == OFFLINE:
+                self._went_offline(step, now)
         elif alive or (availability is not None and availability.online):
             if availability is not None and availability.boot_id is not None:
                 boot_id = availability.boot_id

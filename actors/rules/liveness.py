@@ -50,6 +50,12 @@ class Liveness:
         if boot_id is not None and self.boot_id is not None and boot_id < self.boot_id:
             self.stale_wills += 1  # a Will from an earlier connection
             return []
+        if self.status == ONLINE and self.last_seen is not None and now < self.last_seen:
+            # Something the device sent after this was already handled
+            # (telemetry of the same batch goes first): it went offline and
+            # came back. Both are history; the verdict stays online.
+            return [(OFFLINE, {"reason": reason or "will", "came_back_at": self.last_seen}),
+                    (ONLINE, {"previous": OFFLINE})]
         events = self._boot(boot_id)
         if self.status == OFFLINE:
             return events

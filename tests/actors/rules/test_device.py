@@ -424,3 +424,21 @@ def test_idle_and_snapshot():
     assert snap["offline_in_s"] == 10.0
     dev.deadline(15.0)
     assert dev.idle()
+
+
+def test_a_will_handled_after_a_later_reading_is_history_not_a_verdict():
+    dev = DeviceLogic("late-will", DeviceRules())
+    dev.message(0.0, 1.0, "v1", "json", "announce", facts=DeviceFacts(device_type="x", firmware_version="1", boot_id=1))
+    dev.seen(10.0, 5.0, 1, "v1", "json")  # a reading sent after the Will, handled first
+    step = dev.message(10.0, 4.0, "v1", "json", "status", alive=False,
+                       availability=Availability(online=False, boot_id=1))
+    assert [e for _, e, _ in step.events] == ["offline", "online"]
+    assert step.status is None and step.availability is None
+    assert dev.status == "online"
+
+
+def test_a_first_message_that_is_a_will_registers_the_device_offline():
+    dev = DeviceLogic("will-first", DeviceRules())
+    step = dev.message(0.0, 1.0, "v1", "json", "status", alive=False, availability=Availability(online=False, boot_id=3))
+    assert step.ensure == "v1"
+    assert step.status == "offline" and step.availability == "offline"
