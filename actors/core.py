@@ -141,6 +141,14 @@ class Core:
         mqtt.proxy().start_network(router).get()
         logger.info("started; connecting to %s:%s", s.mqtt_host, s.mqtt_port)
 
+    def dead_actor(self) -> str | None:
+        """The name of a core actor that died (an unhandled exception stops a
+        pykka actor for good), if any."""
+        for name, ref in self.refs.items():
+            if not ref.is_alive():
+                return name
+        return None
+
     def wait_subscribed(self, timeout: float | None = None) -> bool:
         return self.refs["MqttIO"].proxy().ever_subscribed.get().wait(timeout)
 
@@ -200,6 +208,14 @@ def run_core(settings: Any, channel_fd: int) -> int:
     while not stop.wait(0.2):
         if core.fatal.is_set():
             logger.error("%s; stopping", core.fatal_reason)
+            core.stop()
+            return 1
+        dead = core.dead_actor()
+        if dead is not None:
+            # A dead actor leaves the process up but deaf (a dead Router
+            # routes nothing, for any device): exit so the launcher and
+            # runit start the whole gateway again.
+            logger.error("the %s actor died; stopping so that the gateway is started again", dead)
             core.stop()
             return 1
     logger.info("stopping")

@@ -9,9 +9,12 @@ busy timeout the whole batch is retried: nothing is acknowledged meanwhile.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import peewee
 
 from actors.base import GatewayActor
 from actors.messages import (
@@ -31,6 +34,12 @@ from storage.db import DatabaseBusy, database, write_transaction
 logger = logging.getLogger("autocore.db")
 
 BUSY_RETRY_S = 0.2
+
+# Errors that say "this value cannot be stored", not "the database is in
+# trouble" (a full disk or an I/O error still stops the writer: nothing is
+# acknowledged that was not stored).
+UNSTORABLE = (OverflowError, TypeError, ValueError, sqlite3.InterfaceError, sqlite3.IntegrityError,
+              sqlite3.DataError, peewee.InterfaceError, peewee.IntegrityError, peewee.DataError)
 
 
 @dataclass(frozen=True)
@@ -93,18 +102,32 @@ class DbWriter(GatewayActor):
     def _write(self, batch: WriteBatch) -> None:
         refused: list[TransitionRefused] = []
         started = time.perf_counter()
+        salvage = False
         while True:
             try:
                 refused.clear()
                 with write_transaction():
-                    inserted = telemetry_repo.insert_rows(database, batch.rows)
-                    for write in batch.writes:
-                        self._apply(write, refused)
+                    if salvage:
+                        inserted = self._write_item_by_item(batch, refused)
+                    else:
+                        inserted = telemetry_repo.insert_rows(database, batch.rows)
+                        for write in batch.writes:
+                            self._apply(write, refused)
                 break
             except DatabaseBusy:
                 self.counters["busy_retries"] += 1
                 logger.warning("the database stayed locked by another program; retrying the batch")
                 time.sleep(BUSY_RETRY_S)
+            except UNSTORABLE as exc:
+                # One value no column can hold (e.g. an integer past SQLite's
+                # 64 bits from a device) used to kill this actor, and with it
+                # storage for every device. Store the batch again item by
+                # item, leaving out (and counting) only what cannot be stored.
+                if salvage:
+                    raise
+                salvage = True
+                self.counters["batches_salvaged"] += 1
+                logger.error("a batch could not be stored (%s: %s); storing it item by item", type(exc).__name__, exc)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         self.batches += 1
         self.commit_ms_last = elapsed_ms
@@ -118,6 +141,30 @@ class DbWriter(GatewayActor):
             self.channel.send(r)
         if self.batcher is not None:
             self.batcher.tell(WriterDone(len(batch.rows)))
+
+    def _write_item_by_item(self, batch: WriteBatch, refused: list[TransitionRefused]) -> int:
+        """Each row and each device write in its own savepoint; the ones that
+        cannot be stored are left out. Their messages are acknowledged all
+        the same: sent again, they could never be stored either."""
+        inserted = 0
+        for row in batch.rows:
+            try:
+                with database.atomic():
+                    inserted += telemetry_repo.insert_rows(database, [row])
+            except UNSTORABLE as exc:
+                self.counters["unstorable_rows"] += 1
+                logger.error("left out a telemetry row of %s that cannot be stored: %s: %s", row[0], type(exc).__name__, exc)
+        for write in batch.writes:
+            refused_here: list[TransitionRefused] = []
+            try:
+                with database.atomic():
+                    self._apply(write, refused_here)
+            except UNSTORABLE as exc:
+                self.counters["unstorable_writes"] += 1
+                logger.error("left out a state change of %s that cannot be stored: %s: %s", write.uuid, type(exc).__name__, exc)
+            else:
+                refused.extend(refused_here)
+        return inserted
 
     def _apply(self, w: DeviceWrite, refused: list[TransitionRefused]) -> None:
         uuid, at = w.uuid, w.at

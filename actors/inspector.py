@@ -2,9 +2,17 @@
 
 A client sends one request frame and reads one reply frame: 4-byte length,
 then a msgpack map. Requests: `{"what": "actors" | "devices" | "device" |
-"commands" | "stats", "uuid": ...}`. The Inspector is an edge of the actor
-system, so it may `ask`: it gathers `GetSnapshot` replies from the core
-actors (and through the channel, from the store's), each with a deadline.
+"commands" | "stats", "uuid": ...}`; the reply is `{"version": 1, <what>:
+...}` or `{"error": text}`, with the keys documented in docs/cli.md (the
+output of `gateway inspect --json` is this reply as it is).
+
+The Inspector is an edge of the actor system, so it may `ask`: it gathers
+`GetSnapshot` replies from the core actors (and through the channel, from
+the store's), each with a deadline. The actors, devices, device and
+commands answers are built key by key here, so an actor's internals can
+change without changing what scripts read; the sections of stats are the
+actors' own state dicts, whose documented keys tests/gateway/test_live.py
+holds to.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from actors.messages import GetSnapshot, SnapshotReply, SnapshotRequest
 logger = logging.getLogger("autocore.inspector")
 
 _HEADER = struct.Struct(">I")
+ANSWER_VERSION = 1  # raised only when a documented key changes meaning or goes away
 ASK_TIMEOUT_S = 2.0
 MAX_REQUEST = 65536
 
@@ -71,6 +80,7 @@ class Inspector(GatewayActor):
         self._ids = itertools.count(1)
         self._waiting: dict[int, Future] = {}
         self._lock = threading.Lock()
+        self._marks: dict[str, tuple[float, int]] = {}  # uuid -> (time, messages) at the last inspection
         self.started = time.time()
 
     def on_start(self) -> None:
@@ -131,44 +141,146 @@ class Inspector(GatewayActor):
                 pass
 
     def answer(self, request: dict) -> dict:
+        """The reply to one request: `{"version": ANSWER_VERSION, <what>: ...}`
+        or `{"error": text}`. The keys are a contract (docs/cli.md): add
+        keys freely, never rename or drop one without raising the version."""
         what = request.get("what")
         if what == "actors":
-            return {"actors": self.core_snapshots() + self.store_snapshots() + self.device_snapshots(summary_only=True)}
-        if what == "devices":
-            return {"devices": [s["state"] for s in self.device_snapshots()]}
-        if what == "device":
+            body: Any = self.actors_answer()
+        elif what == "devices":
+            body = self.devices_answer()
+        elif what == "device":
             uuid = str(request.get("uuid", ""))
-            for snap in self.device_snapshots(only=uuid):
-                state = dict(snap["state"])
-                state["rejections"] = self.router.proxy().device_rejections(uuid).get(timeout=ASK_TIMEOUT_S)
-                state["actor"] = {k: snap[k] for k in ("mailbox", "handled", "restarts")}
-                return {"device": state}
-            return {"error": f"no device {uuid} in the running gateway"}
-        if what == "commands":
-            out = []
-            for snap in self.device_snapshots():
-                cmds = snap["state"]["commands"]
-                for c in cmds["out"]:
-                    out.append({"device": snap["state"]["uuid"], "state": "accepted" if c["accepted"] else "sent", **c})
-                for cid in cmds["queued"]:
-                    out.append({"device": snap["state"]["uuid"], "id": cid, "state": "queued"})
-            return {"commands": sorted(out, key=lambda c: c["id"])}
-        if what == "stats":
-            core = {s["name"]: s for s in self.core_snapshots()}
-            store = {s["name"]: s for s in self.store_snapshots()}
-            return {"stats": {
-                "gateway_id": self.settings.gateway_id,
-                "uptime_s": round(time.time() - self.started, 1),
-                "mqtt": core.get("MqttIO", {}).get("state", {}) | {"counters": core.get("MqttIO", {}).get("counters", {})},
-                "router": core.get("Router", {}).get("state", {}),
-                "devices": core.get("DeviceSupervisor", {}).get("state", {}),
-                "channel": self.channel.snapshot(),
-                "batcher": store.get("TelemetryBatcher", {}).get("state", {}),
-                "writer": store.get("DbWriter", {}).get("state", {}),
-                "memory": {"core_rss_mb": core.get("Heartbeat", {}).get("state", {}).get("rss_mb"),
-                           "store_rss_mb": store.get("DbWriter", {}).get("state", {}).get("rss_mb")},
-            }}
-        return {"error": f"unknown request {what!r}; ask for actors, devices, device, commands or stats"}
+            found = self.devices_answer(only=uuid)
+            if not found:
+                return {"error": f"no device {uuid} in the running gateway"}
+            body = found[0]
+        elif what == "commands":
+            body = self.commands_answer()
+        elif what == "stats":
+            body = self.stats_answer()
+        else:
+            return {"error": f"unknown request {what!r}; ask for actors, devices, device, commands or stats"}
+        return {"version": ANSWER_VERSION, what: body}
+
+    # -- answers -----------------------------------------------------------
+
+    def actors_answer(self) -> list[dict]:
+        actors = []
+        for snap in self.core_snapshots() + self.store_snapshots():
+            actors.append(_actor_entry(snap, parent=None))
+        for snap in self.device_snapshots():
+            actors.append(_actor_entry(snap, parent="DeviceSupervisor"))
+        return actors
+
+    def devices_answer(self, only: str | None = None) -> list[dict]:
+        snaps = self.device_snapshots(only=only)
+        rejections = self._rejections([s["state"].get("uuid") for s in snaps])
+        now = time.time()
+        devices = []
+        for snap in snaps:
+            st = snap["state"]
+            uuid = st.get("uuid")
+            counters = dict(st.get("counters") or {})
+            messages = int(counters.get("messages", 0))
+            rejected = rejections.get(uuid, {})
+            cmds = st.get("commands") or {}
+            devices.append({
+                "uuid": uuid,
+                "status": st.get("status"),
+                "dialect": st.get("dialect"),
+                "device_type": st.get("device_type"),
+                "boot_id": st.get("boot_id"),
+                "encoding": st.get("encoding"),
+                "last_seen": st.get("last_seen"),
+                "timeout_s": st.get("timeout_s"),
+                "offline_in_s": st.get("offline_in_s"),
+                "messages": messages,
+                "rate_per_s": self._device_rate(uuid, messages, now),
+                "rejected": sum(rejected.values()),
+                "rejections": rejected,
+                "seq_gaps": int(counters.get("seq_gaps", 0)),
+                "seq_repeats": int(counters.get("seq_repeats", 0)),
+                "clock_skew": int(counters.get("clock_skew", 0)),
+                "stale_wills": st.get("stale_wills", 0),
+                "relays": dict(st.get("relays") or {}),
+                "commands": {
+                    "window": cmds.get("window"),
+                    "out": [_command_entry(uuid, c) for c in cmds.get("out", [])],
+                    "queued": list(cmds.get("queued", [])),
+                },
+                "counters": counters,
+                "actor": {"mailbox": snap.get("mailbox"), "handled": snap.get("handled"),
+                          "restarts": _int(snap.get("restarts"))},
+            })
+        with self._lock:  # forget devices that are gone
+            if only is None:
+                for gone in set(self._marks) - {d["uuid"] for d in devices}:
+                    del self._marks[gone]
+        return devices
+
+    def commands_answer(self) -> list[dict]:
+        out = []
+        for snap in self.device_snapshots():
+            uuid = snap["state"].get("uuid")
+            cmds = snap["state"].get("commands") or {}
+            out += [_command_entry(uuid, c) for c in cmds.get("out", [])]
+            out += [_command_entry(uuid, {"id": cid}, "queued") for cid in cmds.get("queued", [])]
+        return sorted(out, key=lambda c: c["id"])
+
+    def stats_answer(self) -> dict:
+        core = {s["name"]: s for s in self.core_snapshots()}
+        store = {s["name"]: s for s in self.store_snapshots()}
+
+        def state(snaps: dict, name: str) -> dict:
+            return dict(snaps.get(name, {}).get("state") or {})
+
+        def counters(snaps: dict, name: str) -> dict:
+            return dict(snaps.get(name, {}).get("counters") or {})
+
+        router = state(core, "Router")
+        return {
+            "gateway_id": self.settings.gateway_id,
+            "uptime_s": round(time.time() - self.started, 1),
+            "mqtt": state(core, "MqttIO") | {"counters": counters(core, "MqttIO")},
+            "router": router | {"counters": counters(core, "Router")},
+            "rejections": dict(router.get("rejections") or {}),
+            "devices": state(core, "DeviceSupervisor") | {"counters": counters(core, "DeviceSupervisor")},
+            "channel": self.channel.snapshot(),
+            "batcher": state(store, "TelemetryBatcher"),
+            "writer": state(store, "DbWriter") | {"counters": counters(store, "DbWriter")},
+            "commands": state(store, "CommandFeed"),
+            "retention": state(store, "Retention"),
+            "memory": {"core_rss_mb": state(core, "Heartbeat").get("rss_mb"),
+                       "store_rss_mb": state(store, "DbWriter").get("rss_mb")},
+            "errors": [f"{s.get('name')}: {s['error']}" for s in (*core.values(), *store.values()) if s.get("error")],
+        }
+
+    def _rejections(self, uuids: list[str]) -> dict[str, dict]:
+        """Per-device rejection counts, asked of the Router all at once."""
+        futures = []
+        try:
+            router = self.router.proxy()
+            for uuid in uuids:
+                futures.append((uuid, router.device_rejections(uuid)))
+        except Exception:
+            pass  # the Router is stopping: no rejection counts
+        found: dict[str, dict] = {}
+        for uuid, future in futures:
+            try:
+                found[uuid] = dict(future.get(timeout=ASK_TIMEOUT_S))
+            except Exception:
+                found[uuid] = {}
+        return found
+
+    def _device_rate(self, uuid: str, messages: int, now: float) -> float:
+        """Messages per second since the previous inspection (or the start)."""
+        with self._lock:
+            at, count = self._marks.get(uuid, (self.started, 0))
+            self._marks[uuid] = (now, messages)
+        if now <= at or messages < count:
+            return 0.0
+        return round((messages - count) / (now - at), 1)
 
     def core_snapshots(self) -> list[dict]:
         snaps = []
@@ -195,7 +307,7 @@ class Inspector(GatewayActor):
                 self._waiting.pop(request_id, None)
             return [{"name": "store", "process": "store", "error": f"no answer: {type(exc).__name__}"}]
 
-    def device_snapshots(self, only: str | None = None, summary_only: bool = False) -> list[dict]:
+    def device_snapshots(self, only: str | None = None) -> list[dict]:
         refs = self.supervisor.proxy().device_refs().get(timeout=ASK_TIMEOUT_S)
         if only is not None:
             refs = {only: refs[only]} if only in refs else {}
@@ -212,7 +324,52 @@ class Inspector(GatewayActor):
             except Exception:
                 continue
             snap["name"] = f"Device[{uuid}]"
-            if summary_only:
-                snap.pop("state", None)
+            snap.setdefault("state", {}).setdefault("uuid", uuid)
             snaps.append(snap)
         return snaps
+
+
+# -- the shape of the answers (documented in docs/cli.md) -----------------------
+
+ACTOR_KEYS = ("name", "process", "parent", "mailbox", "handled", "rate_per_s", "restarts", "summary", "counters",
+              "state", "error")
+
+
+def _int(value: Any) -> int:
+    """A count; an actor whose `restarts` is something else (the supervisor
+    keeps its devices' restart times there) counts as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _actor_entry(snap: dict, parent: str | None) -> dict:
+    entry = {
+        "name": snap.get("name"),
+        "process": snap.get("process", "core"),
+        "parent": parent,
+        "mailbox": snap.get("mailbox"),
+        "handled": snap.get("handled"),
+        "rate_per_s": snap.get("rate_per_s"),
+        "restarts": _int(snap.get("restarts")),
+        "summary": snap.get("summary", ""),
+        "counters": dict(snap.get("counters") or {}),
+        # a device's own state is what `devices` answers; here it would only
+        # make the tree heavy
+        "state": dict(snap.get("state") or {}) if parent is None else {},
+        "error": snap.get("error"),
+    }
+    return entry
+
+
+COMMAND_KEYS = ("id", "device", "state", "type", "attempts", "deadline_in_s", "waiting_for_device")
+
+
+def _command_entry(uuid: str | None, c: dict, state: str | None = None) -> dict:
+    return {
+        "id": c.get("id"),
+        "device": uuid,
+        "state": state or ("accepted" if c.get("accepted") else "sent"),
+        "type": c.get("type"),
+        "attempts": c.get("attempts"),
+        "deadline_in_s": c.get("deadline_in_s"),
+        "waiting_for_device": bool(c.get("waiting_for_device", False)),
+    }

@@ -23,6 +23,11 @@ from protocol.values import RATE_LIMITED, Message, Rejected
 logger = logging.getLogger("autocore.router")
 
 REJECTION_LOG_INTERVAL_S = 1.0
+INTERNAL_ERROR = "internal_error"  # the decoder failed where it should have rejected
+UNSTORABLE_VALUE = "unstorable_value"  # valid by the schema, but cannot be encoded for the store
+# What the channel's msgpack encoding raises for a value it cannot carry (it
+# raises before writing a byte, so sending again in smaller pieces is safe).
+UNSENDABLE = (TypeError, ValueError, OverflowError)
 _UUID_LEVEL_AFTER = ("devices", "discovery", "errors")
 
 
@@ -96,6 +101,7 @@ class Router(GatewayActor):
     def _route(self, batch: InboundBatch) -> None:
         rows: list[tuple] = []
         row_tokens = []
+        by_message: list[tuple[str, str, list[tuple], Any]] = []  # (uuid, topic, rows, token)
         done_now = []
         seen: dict[str, _SeenAcc] = {}
         device_msgs: dict[str, list[DeviceMessage]] = defaultdict(list)
@@ -106,6 +112,10 @@ class Router(GatewayActor):
                 msg = decode_message(raw.topic, raw.payload, prefix=self.prefix, max_payload=self.max_payload)
             except Rejected as rej:
                 self._reject(guess_uuid(raw.topic), rej, raw.topic)
+                done_now.append(raw.token)
+                continue
+            except Exception as exc:  # a bug in protocol/: it must not stop the Router for every device
+                self._reject(guess_uuid(raw.topic), Rejected(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"), raw.topic)
                 done_now.append(raw.token)
                 continue
             if not self.limiter.allow(msg.uuid, raw.received_at):
@@ -133,11 +143,18 @@ class Router(GatewayActor):
             if msg_rows:
                 rows.extend(msg_rows)
                 row_tokens.append(raw.token)
+                by_message.append((msg.uuid, raw.topic, msg_rows, raw.token))
             else:
                 done_now.append(raw.token)
         if rows:
-            self.store.send(TelemetryRows(tuple(rows), tuple(row_tokens)))
-            self.counters["rows"] += len(rows)
+            try:
+                self.store.send(TelemetryRows(tuple(rows), tuple(row_tokens)))
+                self.counters["rows"] += len(rows)
+            except UNSENDABLE:
+                # A value that cannot cross to the store (an integer past 64
+                # bits) used to kill the Router, and with it every device's
+                # traffic. Send message by message; reject what cannot go.
+                self._send_one_by_one(by_message, done_now)
         if seen or device_msgs:
             self.supervisor.tell(Route(
                 tuple((uuid, acc.seen()) for uuid, acc in seen.items()),
@@ -147,6 +164,15 @@ class Router(GatewayActor):
             self.mqtt.tell(Complete(tuple(done_now)))
         size = len(batch.messages)
         self.batch_sizes["1" if size == 1 else "2-99" if size < 100 else "100+"] += 1
+
+    def _send_one_by_one(self, by_message: list, done_now: list) -> None:
+        for uuid, topic, msg_rows, token in by_message:
+            try:
+                self.store.send(TelemetryRows(tuple(msg_rows), (token,)))
+                self.counters["rows"] += len(msg_rows)
+            except UNSENDABLE as exc:
+                self._reject(uuid, Rejected(UNSTORABLE_VALUE, f"{type(exc).__name__}: {exc}"), topic)
+                done_now.append(token)
 
     def _reject(self, uuid: str, rej: Rejected, topic: str) -> None:
         self.rejections[rej.reason] += 1

@@ -33,6 +33,7 @@ from actors.messages import (
     StoreReady,
     TelemetryRows,
 )
+from actors.retention import Retention
 from actors.scheduler import Scheduler
 from storage import commands as command_repo
 from storage import devices as device_repo
@@ -75,6 +76,7 @@ class Store:
         self.refs["TelemetryBatcher"] = batcher = TelemetryBatcher.start(s, writer, scheduler, self.channel)
         writer.proxy().set_batcher(batcher).get()
         self.refs["CommandFeed"] = CommandFeed.start(s, writer, scheduler, self.channel)
+        self.refs["Retention"] = Retention.start(s, scheduler)
         ready = StoreReady(os.getpid(), known_devices(), commands_in_flight(s))
         close_database_connection_of_this_thread()
         self.channel.start_reader(self.on_core_message)
@@ -118,6 +120,13 @@ class Store:
         except OSError:
             pass
 
+    def dead_actor(self) -> str | None:
+        """The name of a store actor that died, if any."""
+        for name, ref in self.refs.items():
+            if not ref.is_alive():
+                return name
+        return None
+
     def stop(self) -> None:
         batcher = self.refs.get("TelemetryBatcher")
         if batcher is not None and not self.clean:
@@ -127,7 +136,7 @@ class Store:
                 batcher.tell(Flush("core gone"))
             except pykka.ActorDeadError:
                 pass
-        for name in ("CommandFeed", "TelemetryBatcher", "DbWriter", "Scheduler"):
+        for name in ("Retention", "CommandFeed", "TelemetryBatcher", "DbWriter", "Scheduler"):
             ref = self.refs.get(name)
             if ref is not None:
                 try:
@@ -159,6 +168,13 @@ def run_store(settings: Any, channel_fd: int) -> int:
         logger.error("store could not start: %s", exc)
         pykka.ActorRegistry.stop_all(timeout=1.0)
         return 1
-    store.done.wait()
+    while not store.done.wait(0.2):
+        dead = store.dead_actor()
+        if dead is not None:
+            # A dead actor (the DbWriter above all) leaves the process up but
+            # storing nothing: exit, so the launcher and runit start again.
+            logger.error("the %s actor died; stopping so that the gateway is started again", dead)
+            store.stop()
+            return 1
     store.stop()
     return 0 if store.clean else 1

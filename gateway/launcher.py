@@ -23,12 +23,14 @@ from gateway.settings import Settings
 logger = logging.getLogger("autocore.launcher")
 
 SETTINGS_ENV = "AUTOCORE__RESOLVED_SETTINGS"
+LAUNCHER_PID_ENV = "AUTOCORE__LAUNCHER_PID"  # the children die with this process (gateway.child)
 STOP_GRACE_S = 5.0
 
 
 def _child(role: str, fd: int, settings: Settings) -> subprocess.Popen:
     env = dict(os.environ)
     env[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
+    env[LAUNCHER_PID_ENV] = str(os.getpid())
     return subprocess.Popen(
         [sys.executable, "-m", "gateway.child", role, str(fd)],
         pass_fds=(fd,),
@@ -74,12 +76,17 @@ def run(settings: Settings) -> int:
             break
         time.sleep(0.05)
 
-    if stopping and core_rc is not None:
-        # Core stopped as asked; it has told store to stop.
-        try:
-            store.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            _terminate(store, 1.0)
+    if stopping:
+        # Stopping as asked. Core tells store to stop once everything is
+        # committed and then stops its own actors, so store often exits
+        # first: that exit is expected, not a fault (it used to be taken for
+        # one, and a clean stop then exited 1). Wait for both, within one grace.
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in (core, store):
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _terminate(proc, 1.0)
         return 0 if core.returncode == 0 and store.returncode == 0 else 1
 
     which = "core" if core_rc is not None else "store"

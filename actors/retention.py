@@ -1,0 +1,251 @@
+"""Retention: keeps the telemetry table within its age and size limits.
+
+An actor of the store process. Every `interval_s` it prunes telemetry whose
+`ts` is older than `AUTOCORE_RETENTION_DAYS`, then, while the database uses
+more than `AUTOCORE_DB_MAX_MB`, the oldest stored rows, so a vehicle's SD
+card never fills.
+
+Ingest must never stall for it. SQLite has one write lock, so every delete
+is a short transaction of its own (`batch` rows by primary key, a few
+milliseconds) and the actor pauses between two of them (`pause_s`, or twice
+the last delete's time if longer), through the Scheduler: the DbWriter's
+next BEGIN IMMEDIATE waits at most about one small delete, and snapshots
+are answered between batches. A backlog of old rows (retention turned on
+for a full card) thus drains at several thousand rows a second without
+holding up ingest. Finding the rows is
+done by plain reads, which in WAL mode take no lock.
+
+Finding old rows without an index on `ts` (one would slow every insert):
+rows are stored in id order, and `received_at` grows with the id, so the
+rows received before the cutoff are a prefix of the table. A run walks that
+prefix a window of ids at a time, deleting the rows among them whose `ts` is
+old, and stops at the first window received wholly after the cutoff. A
+reading a device replayed long after taking it (old `ts`, new
+`received_at`) is thus pruned at the latest `retention_days` after it was
+received, and a run costs what there is to delete plus one window.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from typing import Any
+
+import peewee
+
+from actors.base import GatewayActor
+from actors.messages import Deadline, Schedule
+from storage import telemetry as telemetry_repo
+from storage.db import DatabaseBusy, database, write_transaction
+from storage.models import Telemetry
+
+logger = logging.getLogger("autocore.retention")
+
+DAY_S = 86400.0
+MB = 1024 * 1024
+
+
+class Retention(GatewayActor):
+    name = "Retention"
+    process = "store"
+
+    def __init__(
+        self,
+        settings: Any,
+        scheduler: Any,
+        *,
+        first_delay_s: float = 5.0,
+        interval_s: float = 60.0,
+        batch: int = 500,
+        pause_s: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.days = float(settings.retention_days)
+        self.max_bytes = int(float(settings.db_max_mb) * MB)
+        self.scheduler = scheduler
+        self.first_delay_s = first_delay_s
+        self.interval_s = interval_s
+        self.batch = batch
+        self.pause_s = pause_s
+        # the run in progress: phase "age" then "size"; None between runs
+        self.phase: str | None = None
+        self.cutoff: float | None = None
+        self.after_id = 0
+        self.run_started: float | None = None
+        self.run_pruned = 0
+        self.next_run_at: float | None = None
+        # what the Inspector shows
+        self.runs = 0
+        self.pruned_age = 0
+        self.pruned_size = 0
+        self.batches = 0
+        self.busy = 0
+        self.batch_ms_max = 0.0
+        self.last_batch_s = 0.0
+        self.last_run: dict | None = None
+        self.used_bytes: int | None = None
+        self.over_limit_without_telemetry = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.days > 0 or self.max_bytes > 0
+
+    def on_start(self) -> None:
+        if self.enabled:
+            self._wake(time.time() + self.first_delay_s)
+
+    def on_stop(self) -> None:
+        if database.obj is not None and not database.is_closed():
+            database.close()  # this thread's connection
+
+    def _wake(self, at: float) -> None:
+        self.next_run_at = at
+        self.scheduler.tell(Schedule("retention", at, self.actor_ref))
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, Deadline):
+            self.step(time.time())
+            return None
+        return super().handle(message)
+
+    # -- one step: at most one delete transaction ---------------------------
+
+    def step(self, now: float) -> bool:
+        """Do one batch of the current run (starting a run if none is in
+        progress); schedule the next step. True if the run has more to do."""
+        if self.phase is None:
+            self._begin(now)
+        try:
+            more = self._age_step() if self.phase == "age" else self._size_step()
+        except DatabaseBusy:
+            # The Config App holds the lock: try again after a pause.
+            self.busy += 1
+            self.counters["busy"] += 1
+            self._wake(time.time() + max(self.pause_s, 1.0))
+            return True
+        except (peewee.PeeweeException, sqlite3.Error) as exc:
+            # A damaged or missing table, a full disk: give this run up, log
+            # it, and try again at the next interval rather than stop pruning.
+            self.counters["errors"] += 1
+            logger.error("retention run failed: %s: %s", type(exc).__name__, exc)
+            self.phase = None
+            self._wake(time.time() + self.interval_s)
+            return False
+        if not more and self.phase == "age" and self.max_bytes > 0:
+            self.phase, more = "size", True
+        if more:
+            self._wake(time.time() + self._pause())
+            return True
+        self._finish(time.time())
+        return False
+
+    def _pause(self) -> float:
+        """Between two deletes, at least `pause_s` and twice the last
+        delete's time: a writer that found the lock taken sleeps in SQLite's
+        busy handler in growing steps, and must find it free when it wakes."""
+        return max(self.pause_s, 2.0 * self.last_batch_s)
+
+    def _begin(self, now: float) -> None:
+        self.phase = "age"
+        self.cutoff = now - self.days * DAY_S if self.days > 0 else None
+        self.after_id = 0
+        self.run_started = now
+        self.run_pruned = 0
+
+    def _finish(self, now: float) -> None:
+        try:
+            self.used_bytes = telemetry_repo.used_bytes()
+        except DatabaseBusy:
+            pass
+        self.runs += 1
+        self.last_run = {
+            "at": round(self.run_started or now, 3),
+            "duration_s": round(now - (self.run_started or now), 3),
+            "pruned": self.run_pruned,
+        }
+        if self.run_pruned:
+            logger.info("pruned %d telemetry rows (older than %g days or over %g MB)", self.run_pruned,
+                        self.days, self.max_bytes / MB)
+        self.phase = None
+        self._wake(now + self.interval_s)
+
+    def _delete(self, ids: list[int], condition: Any = None) -> int:
+        started = time.perf_counter()
+        where = Telemetry.id.in_(ids)
+        if condition is not None:
+            where &= condition
+        with write_transaction():
+            removed = Telemetry.delete().where(where).execute()
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        self.batches += 1
+        self.last_batch_s = elapsed_ms / 1000.0
+        self.batch_ms_max = max(self.batch_ms_max, elapsed_ms)
+        self.run_pruned += removed
+        return removed
+
+    def _age_step(self) -> bool:
+        if self.cutoff is None:
+            return False
+        cutoff = self.cutoff
+        window = list(
+            Telemetry.select(Telemetry.id, Telemetry.ts, Telemetry.received_at)
+            .where(Telemetry.id > self.after_id)
+            .order_by(Telemetry.id)
+            .limit(self.batch)
+            .tuples()
+        )
+        if not window:
+            return False
+        old = [i for i, ts, _ in window if ts < cutoff]
+        if old:
+            # ts re-checked in the delete: the row may have changed meanwhile.
+            self.pruned_age += self._delete(old, Telemetry.ts < cutoff)
+        self.after_id = window[-1][0]
+        still_old_region = any(received < cutoff for _, _, received in window)
+        return still_old_region and len(window) == self.batch
+
+    def _size_step(self) -> bool:
+        if self.max_bytes <= 0:
+            return False
+        used = telemetry_repo.used_bytes()
+        self.used_bytes = used
+        if used <= self.max_bytes:
+            self.over_limit_without_telemetry = False
+            return False
+        ids = [i for (i,) in Telemetry.select(Telemetry.id).order_by(Telemetry.id).limit(self.batch).tuples()]
+        if not ids:
+            if not self.over_limit_without_telemetry:
+                logger.warning("the database uses %.1f MB, over AUTOCORE_DB_MAX_MB (%g), with no telemetry left to prune",
+                               used / MB, self.max_bytes / MB)
+            self.over_limit_without_telemetry = True
+            return False
+        self.pruned_size += self._delete(ids)
+        return True
+
+    # -- inspection ----------------------------------------------------------
+
+    def summary(self) -> str:
+        if not self.enabled:
+            return "off"
+        doing = f"pruning ({self.phase})" if self.phase else "idle"
+        return f"{doing}, {self.pruned_age + self.pruned_size} rows pruned in {self.runs} runs"
+
+    def state(self) -> dict:
+        now = time.time()
+        return {
+            "enabled": self.enabled,
+            "retention_days": self.days,
+            "db_max_mb": round(self.max_bytes / MB, 3),
+            "running": self.phase is not None,
+            "runs": self.runs,
+            "pruned_age": self.pruned_age,
+            "pruned_size": self.pruned_size,
+            "batches": self.batches,
+            "batch_ms_max": round(self.batch_ms_max, 2),
+            "busy": self.busy,
+            "last_run": self.last_run,
+            "next_run_in_s": None if self.next_run_at is None or self.phase else round(self.next_run_at - now, 1),
+            "db_used_mb": None if self.used_bytes is None else round(self.used_bytes / MB, 2),
+            "over_limit_without_telemetry": self.over_limit_without_telemetry,
+        }

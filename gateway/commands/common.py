@@ -1,0 +1,264 @@
+"""What the subcommands share: errors and exit codes, `--json` output,
+durations, and opening the database for reading or writing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sqlite3
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+import click
+
+from gateway.settings import Settings
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+
+class Failure(click.ClickException):
+    """A runtime failure: one line on stderr, exit code 1."""
+
+    exit_code = EXIT_RUNTIME
+
+    def __init__(self, message: str, prefix: str = "error: ") -> None:
+        super().__init__(message)
+        self.prefix = prefix
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"{self.prefix}{self.message}", err=True)
+
+
+def fail_line(message: str) -> Failure:
+    """A failure shown as the line itself, with no `error:` in front (the
+    not-running message is meant to be read, and grepped, as it is)."""
+    return Failure(message, prefix="")
+
+
+# -- output ---------------------------------------------------------------
+
+
+def json_option(func: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (keys in docs/cli.md).")(func)
+
+
+def _default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def to_json(value: Any, *, lines: bool = False) -> str:
+    """One JSON document: indented, or compact on one line (JSON Lines, for
+    `--watch` and `--follow`)."""
+    if lines:
+        return json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(value, default=_default, ensure_ascii=False, indent=2)
+
+
+def echo_json(value: Any, *, lines: bool = False) -> None:
+    click.echo(to_json(value, lines=lines))
+
+
+def record_dict(record: Any) -> dict:
+    """A repository record (frozen dataclass) as a plain dict."""
+    out = dataclasses.asdict(record)
+    for key, value in out.items():
+        if isinstance(value, tuple):
+            out[key] = list(value)
+    return out
+
+
+# -- durations and times -----------------------------------------------------
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `10m`, `1h30m`, `7d`, `2w`, `500ms` -> seconds. ValueError otherwise."""
+    t = text.strip().lower().replace(" ", "")
+    if not t:
+        raise ValueError("empty duration")
+    try:
+        value = float(t)
+    except ValueError:
+        pos, total = 0, 0.0
+        for m in _PART.finditer(t):
+            if m.start() != pos:
+                break
+            total += float(m.group(1)) * _UNITS[m.group(2)]
+            pos = m.end()
+        if pos != len(t) or pos == 0:
+            raise ValueError(f"{text!r} is not a duration such as 30s, 10m, 1h30m or 7d") from None
+        value = total
+    if value != value or value < 0:
+        raise ValueError(f"{text!r} is not a duration such as 30s, 10m, 1h30m or 7d")
+    return value
+
+
+def parse_time(text: str) -> float:
+    """An ISO 8601 time (`2025-01-08T10:30:00Z`, `2025-01-08`; no offset
+    means UTC) -> seconds since the epoch. ValueError otherwise."""
+    t = text.strip()
+    if t.endswith(("Z", "z")):
+        t = t[:-1] + "+00:00"
+    dt = datetime.fromisoformat(t)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+class TimeBound(click.ParamType):
+    """`10m` (that long ago), or an ISO 8601 time -> seconds since the epoch."""
+
+    name = "DURATION|TIME"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return time.time() - parse_duration(value)
+        except ValueError as duration_error:
+            try:
+                return parse_time(value)
+            except ValueError:
+                self.fail(f"{value!r}: {duration_error}, or a time such as 2025-01-08T10:30:00Z", param, ctx)
+
+
+class Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+TIME_BOUND = TimeBound()
+DURATION = Duration()
+
+
+# -- the database --------------------------------------------------------------
+
+
+def _missing(settings: Settings) -> Failure:
+    return Failure(
+        f"no database at {settings.db_path} (the gateway creates it at its first start; "
+        "`gateway db migrate` creates it now)"
+    )
+
+
+def database_error(settings: Settings, exc: BaseException) -> Failure:
+    from storage.db import DatabaseBusy
+
+    if isinstance(exc, DatabaseBusy) or "locked" in str(exc):
+        return Failure(f"the database {settings.db_path} stayed locked by another program for "
+                       f"{settings.db_busy_timeout_ms} ms; try again")
+    return Failure(f"database {settings.db_path}: {exc}")
+
+
+@contextmanager
+def reading(settings: Settings) -> Iterator[Any]:
+    """A read-only connection (`query_only`) to the database, which must
+    exist; pass it as `db=` to the repositories. It never takes the write
+    lock, so it never holds up the gateway."""
+    import peewee
+
+    from storage.db import open_reader
+
+    if not os.path.exists(settings.db_path):
+        raise _missing(settings)
+    db = open_reader(settings.db_path, busy_timeout_ms=settings.db_busy_timeout_ms)
+    try:
+        db.connect()
+        yield db
+    except (peewee.PeeweeException, sqlite3.Error) as exc:
+        raise database_error(settings, exc) from None
+    finally:
+        if not db.is_closed():
+            db.close()
+
+
+@contextmanager
+def writing(settings: Settings, *, create: bool = False, migrate: bool = False) -> Iterator[Any]:
+    """The database bound as the repositories' `database`, for a few short
+    write transactions. It must exist unless `create`."""
+    import peewee
+
+    from storage.db import close_database, open_database
+
+    if not create and not os.path.exists(settings.db_path):
+        raise _missing(settings)
+    try:
+        db = open_database(settings.db_path, synchronous=settings.db_synchronous,
+                           busy_timeout_ms=settings.db_busy_timeout_ms, migrate=migrate)
+    except (peewee.PeeweeException, sqlite3.Error, OSError) as exc:
+        raise database_error(settings, exc) from None
+    try:
+        yield db
+    except (peewee.PeeweeException, sqlite3.Error) as exc:
+        raise database_error(settings, exc) from None
+    finally:
+        close_database()
+
+
+# -- shell completion ------------------------------------------------------------
+
+
+def _completion_db_path(ctx: click.Context) -> str:
+    """The database completion reads: `--db-path` if already typed, else
+    the environment, else the default (a `--config` file is not read)."""
+    root = ctx
+    path = None
+    while root is not None and path is None:
+        path = root.params.get("db_path")
+        root = root.parent
+    return path or os.environ.get("AUTOCORE_DB_PATH") or Settings().db_path
+
+
+def _complete_query(ctx: click.Context, sql: str, args: tuple) -> list[str]:
+    path = _completion_db_path(ctx)
+    if not os.path.exists(path):
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5)
+        try:
+            return [str(r[0]) for r in conn.execute(sql, args)]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+
+
+def complete_device(ctx: click.Context, param: Any, incomplete: str) -> list[str]:
+    """Shell completion of a device uuid from the devices table."""
+    return _complete_query(ctx, "SELECT uuid FROM devices WHERE uuid LIKE ? ESCAPE '\\' ORDER BY uuid LIMIT 200",
+                           (_like_prefix(incomplete),))
+
+
+def complete_open_command(ctx: click.Context, param: Any, incomplete: str) -> list[str]:
+    """Shell completion of the id of a command that has not finished."""
+    return _complete_query(
+        ctx,
+        "SELECT id FROM commands WHERE status IN ('pending','queued','sent','accepted') "
+        "AND CAST(id AS TEXT) LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT 200",
+        (_like_prefix(incomplete),),
+    )
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

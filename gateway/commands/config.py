@@ -1,0 +1,81 @@
+"""`gateway config show`: the effective configuration and where each value came from."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from gateway import tables
+from gateway.cli import setting_options
+from gateway.commands.common import echo_json, json_option
+from gateway.settings import ENV_PREFIX, SETTING_FIELDS, LoadedSettings, env_name, flag_name
+
+
+@click.group()
+def config() -> None:
+    """The gateway's configuration.
+
+    \b
+    Example:
+      gateway config show --config /etc/autocore/gateway.toml
+    """
+
+
+# AUTOCORE_* variables that are not settings of the gateway: the launcher's
+# own (AUTOCORE__*), `make run`'s, the simulator's and the tests'.
+NOT_SETTINGS = (ENV_PREFIX + "_", ENV_PREFIX + "DEMO_", ENV_PREFIX + "SIM_", ENV_PREFIX + "TEST_")
+
+
+def unknown_environment(environ: dict[str, str] | None = None) -> list[str]:
+    """AUTOCORE_* variables that are no setting: a misspelt name is
+    otherwise silently ignored."""
+    environ = dict(os.environ if environ is None else environ)
+    known = {env_name(f.name) for f in SETTING_FIELDS}
+    return sorted(k for k in environ
+                  if k.startswith(ENV_PREFIX) and k not in known and not k.startswith(NOT_SETTINGS))
+
+
+@config.command()
+@json_option
+@setting_options(show=())
+def show(loaded: LoadedSettings, as_json: bool) -> None:
+    """Every setting's effective value and its source: default, file,
+    environment or flag (flags beat the environment, which beats the file).
+
+    Secrets are shown as ***. A bad value anywhere is one line naming the
+    setting and what is wrong, and exit code 2. AUTOCORE_* variables that
+    are no setting (a misspelt name) are warned about on stderr.
+
+    \b
+    Examples:
+      gateway config show
+      AUTOCORE_MQTT_PORT=1884 gateway config show --json
+    """
+    config_file = click.get_current_context().params.get("config")
+    rows = []
+    for f in SETTING_FIELDS:
+        value = getattr(loaded.settings, f.name)
+        if f.metadata.get("secret") and value:
+            value = "***"
+        rows.append({
+            "name": f.name,
+            "variable": env_name(f.name),
+            "flag": flag_name(f.name),
+            "value": value,
+            "default": f.default,
+            "source": loaded.sources[f.name],
+        })
+    for name in unknown_environment():
+        click.echo(f"warning: {name} is set but is no setting (ignored)", err=True)
+    if as_json:
+        echo_json({"config_file": config_file, "settings": rows})
+        return
+    if config_file:
+        click.echo(f"config file: {config_file}\n")
+    click.echo(tables.table(
+        ["VARIABLE", "VALUE", "SOURCE"],
+        [[r["variable"], "-" if r["value"] is None else str(r["value"]),
+          f"file {config_file}" if r["source"] == "file" else r["source"]] for r in rows],
+        right=(),
+    ))

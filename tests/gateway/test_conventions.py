@@ -1,0 +1,136 @@
+"""What every command shares: help with an example, exit codes, settings
+errors as one line, `config show`, shell completion."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+
+from gateway.cli import main
+
+
+def all_commands(group: click.Group = main, path: tuple[str, ...] = ()):
+    for name, cmd in sorted(group.commands.items()):
+        if name == "simulate":  # another engineer's command
+            continue
+        yield path + (name,), cmd
+        if isinstance(cmd, click.Group):
+            yield from all_commands(cmd, path + (name,))
+
+
+COMMANDS = [p for p, _ in all_commands()]
+
+
+def test_the_cli_surface():
+    assert set(COMMANDS) >= {
+        ("inspect",), ("inspect", "actors"), ("inspect", "devices"), ("inspect", "device"), ("inspect", "commands"),
+        ("inspect", "stats"), ("devices",), ("command",), ("command", "send"), ("command", "list"),
+        ("command", "cancel"), ("telemetry",), ("db",), ("db", "migrate"), ("db", "prune"), ("config",),
+        ("config", "show"), ("run",),
+    }
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_an_example(cli, path):
+    result = cli(*path, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.stdout
+    assert "gateway " + path[0] in result.stdout.split("Example", 1)[1]
+
+
+@pytest.mark.parametrize("path", [p for p, c in all_commands() if not isinstance(c, click.Group)], ids=" ".join)
+def test_an_unknown_option_is_a_usage_error(cli, path):
+    result = cli(*path, "--no-such-option")
+    assert result.exit_code == 2
+    assert "No such option" in result.stderr
+
+
+def test_unknown_command_is_a_usage_error(cli):
+    assert cli("frobnicate").exit_code == 2
+    assert cli("inspect", "everything").exit_code == 2
+
+
+@pytest.mark.parametrize("args, env, expected", [
+    ([], {"AUTOCORE_MQTT_PORT": "abc"}, "error: AUTOCORE_MQTT_PORT (environment): expected int, got 'abc'"),
+    (["--mqtt-port", "70000"], {}, "error: AUTOCORE_MQTT_PORT (flag): must be a port number between 1 and 65535, got '70000'"),
+    ([], {"AUTOCORE_LOG_FORMAT": "xml"}, "error: AUTOCORE_LOG_FORMAT (environment): must be one of text, json, got 'xml'"),
+])
+def test_a_bad_setting_anywhere_is_one_line_and_exit_2(cli, args, env, expected):
+    for command in (["config", "show"], ["devices"], ["inspect", "stats"]):
+        result = cli(*command, *args, env=env)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.stderr.splitlines() == [expected]
+        assert result.stdout == ""
+
+
+def test_a_bad_setting_in_the_file_names_the_file(cli, tmp_path):
+    config = tmp_path / "gw.toml"
+    config.write_text('retention_days = -1\n')
+    result = cli("config", "show", "--config", str(config))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: AUTOCORE_RETENTION_DAYS (file {config}): must be 0 or greater, got -1"]
+    config.write_text('mqtt_prot = 1\n')
+    result = cli("config", "show", "--config", str(config))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"error: {config}: unknown setting 'mqtt_prot'"]
+
+
+def test_config_show_names_the_source_of_every_value(cli, tmp_path):
+    config = tmp_path / "gw.toml"
+    config.write_text('AUTOCORE_MQTT_HOST = "broker.local"\nmqtt_port = 1884\nmqtt_password = "s3cret"\n')
+    result = cli("config", "show", "--config", str(config), "--mqtt-port", "1885",
+                 env={"AUTOCORE_BATCH_ROWS": "500", "AUTOCORE_MQTT_PROT": "1"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:]}
+    assert lines["AUTOCORE_MQTT_HOST"][1:] == ["broker.local", "file", str(config)]
+    assert lines["AUTOCORE_MQTT_PORT"][1:] == ["1885", "flag"]
+    assert lines["AUTOCORE_BATCH_ROWS"][1:] == ["500", "environment"]
+    assert lines["AUTOCORE_MQTT_PASSWORD"][1:] == ["***", "file", str(config)]
+    assert lines["AUTOCORE_GATEWAY_ID"][1:] == ["autocore-gateway", "default"]
+    assert "s3cret" not in result.output
+    assert result.stderr.splitlines() == ["warning: AUTOCORE_MQTT_PROT is set but is no setting (ignored)"]
+    doc = json.loads(cli("config", "show", "--json", "--config", str(config)).stdout)
+    by_name = {s["name"]: s for s in doc["settings"]}
+    assert doc["config_file"] == str(config)
+    assert by_name["mqtt_port"] == {"name": "mqtt_port", "variable": "AUTOCORE_MQTT_PORT", "flag": "--mqtt-port",
+                                    "value": 1884, "default": 1883, "source": "file"}
+    assert by_name["mqtt_password"]["value"] == "***"
+    assert by_name["mqtt_username"]["value"] is None
+
+
+def test_every_setting_flag_works_on_every_command_but_help_stays_short(cli):
+    result = cli("devices", "--help")
+    assert "--db-path" in result.stdout and "--mqtt-port" not in result.stdout
+    assert "Every setting of `gateway run` is also accepted" in result.stdout
+    other = cli("devices", "--db-path", str(cli.db_path.parent / "other.db"))
+    assert other.exit_code == 1 and "other.db" in other.stderr
+    assert "--mqtt-port" in cli("run", "--help").stdout
+
+
+def complete(cli, words: str, env: dict | None = None) -> list[str]:
+    result = cli(env={"_GATEWAY_COMPLETE": "bash_complete", "COMP_WORDS": words,
+                      "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1)), **(env or {})})
+    assert result.exit_code == 0, result.output
+    return [line.split(",", 1)[1] for line in result.stdout.splitlines()]
+
+
+def test_shell_completion(filled_db):
+    assert "inspect" in complete(filled_db, "gateway ins")
+    assert complete(filled_db, "gateway inspect dev") == ["device", "devices"]
+    assert complete(filled_db, "gateway devices --status o") == ["online", "offline"]
+    # device ids from the database
+    assert complete(filled_db, "gateway inspect device re") == ["relay-01"]
+    assert complete(filled_db, "gateway telemetry ") == ["display-01", "relay-01"]
+    # ids of unfinished commands
+    assert complete(filled_db, "gateway command cancel ") == ["1"]
+
+
+def test_unknown_environment_names_only_misspelt_settings():
+    from gateway.commands.config import unknown_environment
+
+    assert unknown_environment({"AUTOCORE_MQTT_PROT": "1", "AUTOCORE_MQTT_PORT": "1", "AUTOCORE__RESOLVED_SETTINGS": "{}",
+                                "AUTOCORE_DEMO_PORT": "1", "AUTOCORE_SIM_USERNAME": "x", "AUTOCORE_TEST_ECHO": "1",
+                                "HOME": "/root"}) == ["AUTOCORE_MQTT_PROT"]
