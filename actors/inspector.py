@@ -207,7 +207,7 @@ class Inspector(GatewayActor):
                 "commands": {
                     "window": cmds.get("window"),
                     "out": [_command_entry(uuid, c) for c in cmds.get("out", [])],
-                    "queued": list(cmds.get("queued", [])),
+                    "queued": [q["id"] for q in cmds.get("queued", [])],
                 },
                 "counters": counters,
                 "actor": {"mailbox": snap.get("mailbox"), "handled": snap.get("handled"),
@@ -225,7 +225,7 @@ class Inspector(GatewayActor):
             uuid = snap["state"].get("uuid")
             cmds = snap["state"].get("commands") or {}
             out += [_command_entry(uuid, c) for c in cmds.get("out", [])]
-            out += [_command_entry(uuid, {"id": cid}, "queued") for cid in cmds.get("queued", [])]
+            out += [_command_entry(uuid, q, "queued") for q in cmds.get("queued", [])]
         return sorted(out, key=lambda c: c["id"])
 
     def stats_answer(self) -> dict:
@@ -372,4 +372,5 @@ def _command_entry(uuid: str | None, c: dict, state: str | None = None) -> dict:
         "attempts": c.get("attempts"),
         "deadline_in_s": c.get("deadline_in_s"),
         "waiting_for_device": bool(c.get("waiting_for_device", False)),
+        "hold": c.get("hold"),  # firmware 2.2 heartbeat hold: channel, remaining_s, heartbeats
     }

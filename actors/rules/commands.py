@@ -319,7 +319,7 @@ class CommandWindow:
     def snapshot(self, now: float) -> dict:
         return {
             "window": self.window,
-            "queued": [s.id for s in self.queue],
+            "queued": [{"id": s.id, "type": s.command_type, "expires_in_s": round(_expiry(s) - now, 3)} for s in self.queue],
             "out": [
                 {
                     "id": h.spec.id,

@@ -217,7 +217,7 @@ def test_command_send_wait_follows_a_command_to_success(live, devices):
 
         held = wait_until(in_flight, 15, what="the command accepted and in flight")
         assert held["type"] == "relay_control" and held["attempts"] == 1
-        assert set(held) == {"id", "device", "state", "type", "attempts", "deadline_in_s", "waiting_for_device"}
+        assert set(held) == {"id", "device", "state", "type", "attempts", "deadline_in_s", "waiting_for_device", "hold"}
         human = run_cli(gateway, "inspect", "commands")
         assert any(line.split()[1:3] == ["cmd-ok", "accepted"] for line in human.stdout.splitlines())
         # --wait has seen it accepted, and goes on waiting: accepted is not final

@@ -475,7 +475,7 @@ def test_snapshot():
     w.take(spec(2), "queued", 0, 0.0)
     w.pump(0.0, True, default_plan)
     snap = w.snapshot(1.0)
-    assert snap["queued"] == [2]
+    assert [q["id"] for q in snap["queued"]] == [2]
     assert snap["out"][0]["id"] == 1 and snap["out"][0]["attempts"] == 1
     assert snap["out"][0]["deadline_in_s"] == 4.0
 
