@@ -12,6 +12,7 @@ from actors.retention import DAY_S, MB, Retention
 from gateway.settings import Settings
 from storage import telemetry as telemetry_repo
 from storage.db import close_database, database, open_database
+from tests.support.broker import wait_until
 
 
 class FakeScheduler:
@@ -154,13 +155,8 @@ def test_the_actor_runs_on_its_own_with_the_scheduler(db):
     scheduler = Scheduler.start("store")
     actor = Retention.start(Settings(retention_days=30), scheduler, first_delay_s=0, batch=400, pause_s=0.001)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            snap = actor.ask(GetSnapshot(), timeout=5)
-            if snap["state"]["runs"] >= 1:
-                break
-            assert time.monotonic() < deadline, snap
-            time.sleep(0.01)
+        snap = wait_until(lambda: (lambda s: s if s["state"]["runs"] >= 1 else None)(actor.ask(GetSnapshot(), timeout=5)),
+                          10, what="the first retention run")
         assert snap["name"] == "Retention" and snap["process"] == "store"
         assert snap["state"]["pruned_age"] == 1500
         assert snap["handled"] >= 4  # one Deadline per batch

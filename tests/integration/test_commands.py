@@ -23,11 +23,10 @@ def online_device(devices, db, **kw):
 
 
 def stays(predicate, duration: float, what: str) -> None:
-    """A negative check: `predicate` holds for the whole observation window."""
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline:
-        assert predicate(), what
-        time.sleep(0.02)
+    """A negative check: `predicate` holds for the whole observation window
+    (waiting, with that deadline, for it to stop holding must time out)."""
+    with pytest.raises(AssertionError, match="timed out"):
+        wait_until(lambda: not predicate(), duration, what=f"a break of: {what}")
     assert predicate(), what
 
 

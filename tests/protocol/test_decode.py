@@ -34,7 +34,7 @@ from tests.protocol.helpers import (
 )
 
 fw22 = decode_module._fw22()
-needs_fw22 = pytest.mark.skipif(fw22 is None, reason="protocol.fw22 not written yet")
+assert fw22 is not None, "protocol.fw22 must be importable"
 
 
 def reject(call, *args, **kwargs) -> Rejected:
@@ -149,7 +149,6 @@ def test_status_without_2x_version_is_v1():
     assert (message.dialect, message.kind) == (Dialect.V1, Kind.STATUS)
 
 
-@needs_fw22
 def test_status_with_2x_version_goes_to_fw22():
     payload = {"protocol_version": "2.2.0", "uuid": UUID, "status": "online", "firmware_version": "2.0.0",
                "type": "esp32_relay", "uptime": 9}
@@ -157,7 +156,6 @@ def test_status_with_2x_version_goes_to_fw22():
     assert (message.dialect, message.kind, message.uuid) == (Dialect.FW22, Kind.FW22_STATUS, UUID)
 
 
-@needs_fw22
 def test_fw22_topics_under_autocore_whatever_the_prefix():
     payload = orjson.dumps({"protocol_version": "2.2.0", "channels": {"1": True}})
     message = decode_message(f"autocore/devices/{UUID}/relays/state", payload, prefix="fleet/a", max_payload=MAX)

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import decode as decode_module
 from protocol.codec import decode as codec_decode
 from protocol.codec import encode
 from protocol.decode import decode_message
@@ -162,7 +161,6 @@ def test_examples_with_one_value_swapped(data):
     decodes_or_rejects(f"{PREFIX}/{suffix}", blob)
 
 
-@pytest.mark.skipif(decode_module._fw22() is None, reason="protocol.fw22 not written yet")
 @FAST
 @given(json_maps)
 def test_status_claimed_by_fw22_never_raises_anything_else(obj):

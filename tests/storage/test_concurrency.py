@@ -11,7 +11,14 @@ import time
 import pytest
 
 from storage import commands, devices, events, telemetry
-from storage.db import DatabaseBusy, close_database, database, open_database, write_transaction
+from storage.db import (
+    DatabaseBusy,
+    close_database,
+    database,
+    open_database,
+    write_transaction,
+)
+from tests.support.broker import wait_until
 
 from .conftest import lock_held_by_other_connection
 
@@ -125,18 +132,19 @@ def test_the_reader_sees_commits_of_both_writers(db, db_path):
     reader = open_reader(db_path)
     seen = {}
 
+    started = threading.Event()
+
     def poller():
         # The poller thread has its own connection to the reader database.
         first = data_version(reader)
-        deadline = time.monotonic() + 5
-        while data_version(reader) == first and time.monotonic() < deadline:
-            time.sleep(0.01)
+        started.set()
+        wait_until(lambda: data_version(reader) != first, 5, interval=0.01, what="data_version to change")
         seen["rows"] = [c.command_type for c in commands.pending_commands(db=reader)]
         reader.close()
 
     t = threading.Thread(target=poller)
     t.start()
-    time.sleep(0.1)
+    assert started.wait(5)
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("INSERT INTO commands (device_uuid, command_type) VALUES ('d1', 'reboot')")
     conn.close()
