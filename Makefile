@@ -28,11 +28,13 @@ test: system-deps $(STAMP)
 run: system-deps $(STAMP)
 	$(PY) -m gateway.demo
 
+# The storage insert path (rows/s) and the protocol path (decode -> validate -> rows).
 bench-storage: $(STAMP)
 	$(PY) -m bench.storage
+	$(PY) -m bench.protocol_bench
 
 bench: system-deps $(STAMP)
-	$(PY) -m bench.run $(if $(QUICK),--quick,)
+	$(PY) -m bench.run $(if $(QUICK),--quick,) $(if $(REPEAT),--repeat $(REPEAT),)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache .hypothesis
