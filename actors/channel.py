@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from actors import wire
+from actors.framing import HEADER, frame, recv_frame
 
 logger = logging.getLogger(__name__)
 
-_HEADER = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024
 
 
@@ -44,48 +43,30 @@ class Channel:
         return cls(socket.socket(fileno=fd), name)
 
     def send(self, message: Any) -> None:
-        data = wire.encode(message)
-        frame = _HEADER.pack(len(data)) + data
+        data = frame(wire.encode(message))
         with self._send_lock:
-            self._sock.sendall(frame)
+            self._sock.sendall(data)
             self.frames_sent += 1
-            self.bytes_sent += len(frame)
+            self.bytes_sent += len(data)
 
     def start_reader(self, on_message: Callable[[Any], None]) -> None:
         self._reader = threading.Thread(target=self._read_loop, args=(on_message,), name=f"channel-{self._name}", daemon=True)
         self._reader.start()
 
-    def _recv_exact(self, n: int) -> bytes | None:
-        chunks = []
-        while n:
-            chunk = self._sock.recv(min(n, 1 << 20))
-            if not chunk:
-                return None
-            chunks.append(chunk)
-            n -= len(chunk)
-        return b"".join(chunks)
-
     def _read_loop(self, on_message: Callable[[Any], None]) -> None:
         reason = "closed by the other process"
         try:
             while True:
-                header = self._recv_exact(_HEADER.size)
-                if header is None:
-                    break
-                (size,) = _HEADER.unpack(header)
-                if size > MAX_FRAME:
-                    reason = f"frame of {size} bytes is over the limit"
-                    break
-                data = self._recv_exact(size)
-                if data is None:
-                    break
+                data = recv_frame(self._sock, MAX_FRAME)
                 self.frames_received += 1
-                self.bytes_received += size + _HEADER.size
+                self.bytes_received += len(data) + HEADER.size
                 on_message(wire.decode(data))
+        except EOFError:
+            pass
+        except ValueError as exc:  # over the limit, or wire.WireError
+            reason = f"bad frame: {exc}"
         except OSError as exc:
             reason = f"socket error: {exc}"
-        except wire.WireError as exc:
-            reason = f"bad frame: {exc}"
         logger.debug("channel %s: %s", self._name, reason)
         on_message(ChannelClosed(reason))
 

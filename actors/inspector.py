@@ -21,7 +21,6 @@ import itertools
 import logging
 import os
 import socket
-import struct
 import threading
 import time
 from concurrent.futures import Future
@@ -30,38 +29,22 @@ from typing import Any, Callable
 import msgpack
 
 from actors.base import GatewayActor
+from actors.framing import frame, recv_frame
 from actors.messages import GetSnapshot, SnapshotReply, SnapshotRequest
 
 logger = logging.getLogger("autocore.inspector")
 
-_HEADER = struct.Struct(">I")
 ANSWER_VERSION = 1  # raised only when a documented key changes meaning or goes away
 ASK_TIMEOUT_S = 2.0
 MAX_REQUEST = 65536
 
 
 def send_frame(sock: socket.socket, obj: Any) -> None:
-    data = msgpack.packb(obj, use_bin_type=True, default=str)
-    sock.sendall(_HEADER.pack(len(data)) + data)
+    sock.sendall(frame(msgpack.packb(obj, use_bin_type=True, default=str)))
 
 
-def recv_frame(sock: socket.socket, limit: int = 512 * 1024 * 1024) -> Any:
-    header = _recv_exact(sock, _HEADER.size)
-    (size,) = _HEADER.unpack(header)
-    if size > limit:
-        raise ValueError(f"frame of {size} bytes is over the limit")
-    return msgpack.unpackb(_recv_exact(sock, size), raw=False, strict_map_key=False)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    chunks = []
-    while n:
-        chunk = sock.recv(min(n, 1 << 20))
-        if not chunk:
-            raise ConnectionError("the other side closed the connection")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+def recv_map(sock: socket.socket, limit: int) -> Any:
+    return msgpack.unpackb(recv_frame(sock, limit), raw=False, strict_map_key=False)
 
 
 class Inspector(GatewayActor):
@@ -131,7 +114,7 @@ class Inspector(GatewayActor):
         with conn:
             try:
                 conn.settimeout(10)
-                request = recv_frame(conn, MAX_REQUEST)
+                request = recv_map(conn, MAX_REQUEST)
                 reply = self.answer(request if isinstance(request, dict) else {})
             except Exception as exc:  # a bad client must not hurt the gateway
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
