@@ -32,11 +32,12 @@ from paho.mqtt.properties import Properties
 
 from actors.base import GatewayActor
 from actors.messages import Complete, Connected, InboundBatch, Publish, RawInbound, StopReading, Token
+from actors.paho_client import GatewayClient
 from protocol.values import Publication
 
 logger = logging.getLogger("autocore.mqtt")
 
-READ_BURST = 1000  # most packets read before the batch goes on
+MAX_BATCH = 2000  # messages read before the batch goes on to the Router
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 
@@ -98,7 +99,7 @@ class MqttIO(GatewayActor):
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
-        client = mqtt.Client(
+        client = GatewayClient(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=s.mqtt_client_id,
             protocol=mqtt.MQTTv5,
@@ -191,8 +192,8 @@ class MqttIO(GatewayActor):
             rlist: list[Any] = [self._wake_r]
             if not full:
                 rlist.append(sock)
-            wlist = [sock] if client.want_write() else []
-            pending = not full and hasattr(sock, "pending") and sock.pending() > 0
+            wlist = [sock] if client.want_write() or client.acks_waiting() else []
+            pending = not full and (client.buffered() or (hasattr(sock, "pending") and sock.pending() > 0))
             try:
                 readable, writable, _ = select.select(rlist, wlist, [], 0 if pending else 1.0)
             except (OSError, ValueError):
@@ -203,17 +204,21 @@ class MqttIO(GatewayActor):
                 except BlockingIOError:
                     pass
             if sock in readable or pending:
-                for _ in range(READ_BURST):
+                start = self.received
+                while True:
                     before = self.received
                     if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
                         self._flush_inbound()
                         return
-                    if self.received == before or self.received - self.completed >= self.max_unacked:
+                    if (self.received == before or self.received - start >= MAX_BATCH
+                            or self.received - self.completed >= self.max_unacked):
                         break
                 self._flush_inbound()
             if client.want_write() or sock in writable:
                 if client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
                     return
+            if client.acks_waiting():
+                self.counters["acks_written"] += client.write_acks(self.generation)
             if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
                 return
 
@@ -288,17 +293,19 @@ class MqttIO(GatewayActor):
         return None
 
     def _complete(self, tokens: tuple[Token, ...]) -> None:
+        """The network thread writes the PUBACKs, in batches (GatewayClient)."""
         client = self.client
         acked = 0
+        generation = self.generation
         for token in tokens:
             self.completed += 1
             if token.qos == 0:
                 continue
-            if token.generation != self.generation:
+            if token.generation != generation:
                 self.counters["acks_dropped_old_connection"] += 1  # the broker redelivers it
                 continue
             if client is not None:
-                client.ack(token.mid, token.qos)
+                client.pending_acks.append((token.generation, token.mid))
                 acked += 1
         self.counters["acked"] += acked
         self._wake()

@@ -4,6 +4,8 @@ commands leave ahead of other traffic, a publish paho refuses for lack of
 room stays queued in order until there is room, and acknowledgements go
 only to the connection a message came on."""
 
+from collections import deque
+
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -24,7 +26,7 @@ class FakeClient:
     def __init__(self, room):
         self.room = room
         self.published = []
-        self.acked = []
+        self.pending_acks = deque()
 
     def publish(self, topic, payload, qos=0, retain=False):
         if self.room == 0:
@@ -32,9 +34,6 @@ class FakeClient:
         self.room -= 1
         self.published.append(topic)
         return Info(mqtt.MQTT_ERR_SUCCESS)
-
-    def ack(self, mid, qos):
-        self.acked.append(mid)
 
 
 def pub(topic, qos=1):
@@ -68,6 +67,60 @@ def test_acks_go_only_to_the_connection_the_message_came_on(io):
     io.generation = 2
     io.received = 4
     io.handle(Complete((Token(1, 10, 1), Token(2, 11, 1), Token(2, 12, 0), Token(2, 13, 1))))
-    assert io.client.acked == [11, 13]  # QoS 0 needs none; connection 1's is redelivered by the broker
+    # QoS 0 needs none; connection 1's is redelivered by the broker.
+    assert list(io.client.pending_acks) == [(2, 11), (2, 13)]
     assert io.counters["acks_dropped_old_connection"] == 1
     assert io.unacked == 0  # every one of them has left the pipeline
+
+
+class FakeSocket:
+    def __init__(self, takes):
+        self.takes = list(takes)  # bytes accepted by each send(); None: would block
+        self.sent = b""
+
+    def send(self, data):
+        take = self.takes.pop(0) if self.takes else len(data)
+        if take is None:
+            raise BlockingIOError
+        self.sent += data[:take]
+        return min(take, len(data))
+
+
+def gateway_client(sock):
+    from actors.paho_client import GatewayClient
+
+    client = GatewayClient(mqtt.CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv5, manual_ack=True)
+    client._sock = sock
+    return client
+
+
+def test_pubacks_go_in_one_write_for_the_current_connection_only():
+    sock = FakeSocket([])
+    client = gateway_client(sock)
+    client.pending_acks.extend([(2, 1), (1, 2), (2, 300)])
+    assert client.write_acks(generation=2) == 2
+    assert sock.sent == bytes([0x40, 2, 0, 1, 0x40, 2, 1, 44])  # packet ids 1 and 300
+    assert not client.acks_waiting()
+
+
+def test_a_half_written_batch_of_pubacks_is_finished_before_anything_else():
+    sock = FakeSocket([3, None])
+    client = gateway_client(sock)
+    client.pending_acks.extend([(1, 1), (1, 2)])
+    assert client.write_acks(generation=1) == 2
+    assert sock.sent == bytes([0x40, 2, 0])  # the socket took 3 bytes
+    client.pending_acks.append((1, 3))
+    assert client.write_acks(generation=1) == 0  # would block: nothing new starts
+    assert client.write_acks(generation=1) == 1  # the rest of the batch, then the new one
+    assert sock.sent == bytes([0x40, 2, 0, 1, 0x40, 2, 0, 2, 0x40, 2, 0, 3])
+
+
+def test_no_puback_is_written_while_paho_has_a_packet_half_written():
+    sock = FakeSocket([])
+    client = gateway_client(sock)
+    client._out_packet.append({"command": 0x30, "packet": b"xx", "pos": 1, "to_process": 1})
+    client.pending_acks.append((1, 9))
+    assert client.write_acks(generation=1) == 0
+    assert sock.sent == b""
+    client._out_packet.clear()
+    assert client.write_acks(generation=1) == 1
