@@ -124,3 +124,21 @@ def test_no_puback_is_written_while_paho_has_a_packet_half_written():
     assert sock.sent == b""
     client._out_packet.clear()
     assert client.write_acks(generation=1) == 1
+
+
+def test_a_publish_without_properties_is_read_without_paho_s_message_objects():
+    import struct
+
+    got = []
+    client = gateway_client(FakeSocket([]))
+    client.on_message = lambda c, u, m: got.append((m.topic, m.payload, m.qos, m.mid, m.retain))
+    topic = "autocore/devices/é-1/telemetry".encode()
+    for qos, mid, props, retain in ((1, 7, b"\x00", 0), (0, 0, b"\x00", 1), (1, 8, b"\x02\x01\x01", 0)):
+        body = struct.pack("!H", len(topic)) + topic + (struct.pack("!H", mid) if qos else b"") + props + b'{"a":1}'
+        client._in_packet["command"] = 0x30 | (qos << 1) | retain
+        client._in_packet["packet"] = bytearray(body)
+        assert client._handle_publish() == mqtt.MQTT_ERR_SUCCESS
+    # The third has a property (payload format indicator): paho's own path, same result.
+    assert got == [("autocore/devices/é-1/telemetry", b'{"a":1}', 1, 7, False),
+                   ("autocore/devices/é-1/telemetry", b'{"a":1}', 0, 0, True),
+                   ("autocore/devices/é-1/telemetry", b'{"a":1}', 1, 8, False)]
