@@ -33,6 +33,7 @@ from actors.messages import (
     StoreReady,
     TelemetryRows,
 )
+from actors.checkpointer import Checkpointer
 from actors.retention import Retention
 from actors.scheduler import Scheduler
 from storage import commands as command_repo
@@ -70,13 +71,15 @@ class Store:
 
     def start(self) -> None:
         s = self.settings
-        open_database(s.db_path, synchronous=s.db_synchronous, busy_timeout_ms=s.db_busy_timeout_ms)
+        open_database(s.db_path, synchronous=s.db_synchronous, busy_timeout_ms=s.db_busy_timeout_ms,
+                      autocheckpoint=False)
         self.refs["Scheduler"] = scheduler = Scheduler.start("store")
         self.refs["DbWriter"] = writer = DbWriter.start(s, self.channel)
         self.refs["TelemetryBatcher"] = batcher = TelemetryBatcher.start(s, writer, scheduler, self.channel)
         writer.proxy().set_batcher(batcher).get()
         self.refs["CommandFeed"] = CommandFeed.start(s, writer, scheduler, self.channel)
         self.refs["Retention"] = Retention.start(s, scheduler)
+        self.refs["Checkpointer"] = Checkpointer.start(s, scheduler)
         ready = StoreReady(os.getpid(), known_devices(), commands_in_flight(s))
         close_database_connection_of_this_thread()
         self.channel.start_reader(self.on_core_message)
@@ -136,7 +139,7 @@ class Store:
                 batcher.tell(Flush("core gone"))
             except pykka.ActorDeadError:
                 pass
-        for name in ("Retention", "CommandFeed", "TelemetryBatcher", "DbWriter", "Scheduler"):
+        for name in ("Checkpointer", "Retention", "CommandFeed", "TelemetryBatcher", "DbWriter", "Scheduler"):
             ref = self.refs.get(name)
             if ref is not None:
                 try:

@@ -94,6 +94,8 @@ class Settings:
     db_path: str = setting("var/autocore.db", "SQLite database file shared with the Config App")
     db_synchronous: str = setting("NORMAL", "SQLite synchronous pragma", _one_of("NORMAL", "FULL"))
     db_busy_timeout_ms: int = setting(5000, "how long a write waits for another connection's lock", _positive)
+    db_checkpoint_ms: int = setting(1000, "how often the write-ahead log is copied into the database", _positive)
+    db_wal_max_mb: float = setting(64.0, "the write-ahead log is truncated once it grows past this", _positive)
     run_dir: str = setting("var/run", "directory of the control socket gateway.sock")
 
     # Logging

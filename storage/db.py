@@ -111,6 +111,7 @@ def open_database(
     synchronous: str = "NORMAL",
     busy_timeout_ms: int = 5000,
     migrate: bool = True,
+    autocheckpoint: bool = True,
 ) -> SqliteDatabase:
     """Open the writer database at `path`, bind `database` to it, migrate.
 
@@ -135,6 +136,10 @@ def open_database(
             ("journal_mode", "wal"),
             ("synchronous", sync),
             ("foreign_keys", 1),
+            # Off for the gateway's writer: a checkpoint inside a commit waits
+            # on fsync and stalls ingest; actors/checkpointer.py runs them on
+            # a connection of its own instead.
+            ("wal_autocheckpoint", 1000 if autocheckpoint else 0),
         ],
     )
     database.initialize(db)

@@ -85,6 +85,9 @@ class FakeSocket:
         self.sent += data[:take]
         return min(take, len(data))
 
+    def close(self):
+        pass
+
 
 def gateway_client(sock):
     from actors.paho_client import GatewayClient
