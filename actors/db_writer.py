@@ -111,8 +111,10 @@ class DbWriter(GatewayActor):
                         inserted = self._write_item_by_item(batch, refused)
                     else:
                         inserted = telemetry_repo.insert_rows(database, batch.rows)
+                        seen = []
                         for write in batch.writes:
-                            self._apply(write, refused)
+                            self._apply(write, refused, seen)
+                        device_repo.touch_last_seen(seen)
                 break
             except DatabaseBusy:
                 self.counters["busy_retries"] += 1
@@ -166,7 +168,9 @@ class DbWriter(GatewayActor):
                 refused.extend(refused_here)
         return inserted
 
-    def _apply(self, w: DeviceWrite, refused: list[TransitionRefused]) -> None:
+    def _apply(self, w: DeviceWrite, refused: list[TransitionRefused], seen: list | None = None) -> None:
+        """One device's changes; its bare last_seen refresh goes to `seen`
+        (written for the whole batch at once) when given."""
         uuid, at = w.uuid, w.at
         if w.ensure:
             device_repo.ensure_device(uuid, at, w.ensure)
@@ -185,7 +189,10 @@ class DbWriter(GatewayActor):
         if w.encoding and w.facts is None:
             device_repo.set_encoding(uuid, w.encoding)
         if w.last_seen is not None and w.status is None:
-            device_repo.touch_last_seen([(uuid, w.last_seen)])
+            if seen is not None:
+                seen.append((uuid, w.last_seen))
+            else:
+                device_repo.touch_last_seen([(uuid, w.last_seen)])
         if w.events:
             event_repo.append_events((uuid, ts, event, detail) for ts, event, detail in w.events)
         for t in w.transitions:
