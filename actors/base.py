@@ -21,6 +21,9 @@ class GatewayActor(pykka.ThreadingActor):
 
     name = "actor"
     process = "core"
+    # An actor that does not stop in time must not keep the process alive:
+    # stopping is bounded (actors/core.py, actors/store.py), runit restarts.
+    use_daemon_thread = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -44,7 +44,8 @@ from protocol.decode import subscriptions
 
 logger = logging.getLogger("autocore.core")
 
-STOP_DEADLINE_S = 4.0
+STOP_DRAIN_S = 2.5  # after the signal: committing what was taken
+STOP_DEADLINE_S = 4.0  # after the signal: everything (the launcher's run must end within 5 s)
 
 
 def device_rules(settings: Any) -> DeviceRules:
@@ -154,36 +155,61 @@ class Core:
 
     # -- stop ----------------------------------------------------------------
 
-    def stop(self) -> bool:
+    def stop(self, signalled_at: float | None = None) -> bool:
         """Stop taking messages, commit and acknowledge what was taken,
-        publish the offline status, disconnect, stop every actor."""
+        publish the offline status, disconnect, stop every actor; all within
+        STOP_DEADLINE_S of the signal. What is not committed by then is left
+        to the broker, which delivers it again (nothing acknowledged is lost)."""
         self.stop_requested.set()
-        deadline = time.time() + STOP_DEADLINE_S
+        started = signalled_at if signalled_at is not None else time.monotonic()
+        drain_until = started + STOP_DRAIN_S
+        finish_until = started + STOP_DEADLINE_S
         clean = True
         mqtt = self.refs.get("MqttIO")
-        try:
-            if mqtt is not None:
+        if mqtt is not None:
+            io = mqtt.proxy()
+            try:
                 mqtt.tell(StopReading())
                 self.channel.send(Flush("shutdown"))
-                while time.time() < deadline and not mqtt.proxy().drained().get(timeout=1.0):
-                    self.flushed.wait(0.02)
-                if not mqtt.proxy().drained().get(timeout=1.0):
+                drained = False
+                while not drained and time.monotonic() < drain_until:
+                    drained = io.drained().get(timeout=max(0.05, drain_until - time.monotonic()))
+                    if not drained:
+                        self.flushed.wait(0.02)
+                if not drained:
                     clean = False
                     logger.warning("stopping with messages not yet committed: the broker will deliver them again")
-                hb = self.refs["Heartbeat"].proxy().status("offline").get(timeout=1.0)
-                mqtt.proxy().publish_and_disconnect(hb, max(0.2, deadline - time.time())).get(timeout=2.0)
+            except pykka.Timeout:
+                clean = False
+                logger.warning("stopping with messages not yet committed: the broker will deliver them again")
+            except Exception as exc:
+                clean = False
+                logger.error("error while draining: %s", exc)
+            try:
+                # If MqttIO cannot answer in time the socket just closes, and
+                # the broker publishes our Will: the same offline status.
+                budget = max(0.2, finish_until - time.monotonic() - 0.5)
+                last = self.refs["Heartbeat"].proxy().status("offline").get(timeout=budget)
+                io.publish_and_disconnect(last, budget / 2).get(timeout=budget)
+            except Exception as exc:
+                clean = False
+                logger.warning("could not publish the offline status (%s); the broker sends the Last Will", exc)
+        try:
             self.channel.send(Stop("shutdown"))
-        except Exception as exc:  # stop anyway
-            clean = False
-            logger.error("error while stopping: %s", exc)
-        for name in ("Inspector", "Router", "DeviceSupervisor", "Heartbeat", "MqttIO", "Scheduler"):
-            ref = self.refs.get(name)
-            if ref is not None:
-                try:
-                    ref.stop(timeout=1.0)
-                except Exception:
-                    pass
-        pykka.ActorRegistry.stop_all(timeout=1.0)
+        except OSError:
+            pass
+        # Every actor at once (there may be thousands of devices), then wait
+        # once; an actor that does not stop in time dies with the process.
+        futures = []
+        for ref in pykka.ActorRegistry.get_all():
+            try:
+                futures.append(ref.stop(block=False))
+            except Exception:
+                pass
+        try:
+            pykka.get_all(futures, timeout=max(0.1, finish_until + 0.5 - time.monotonic()))
+        except Exception:
+            pass
         return clean
 
 
@@ -191,7 +217,13 @@ def run_core(settings: Any, channel_fd: int) -> int:
     channel = Channel.from_fd(channel_fd, "core")
     core = Core(settings, channel)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signalled: list[float] = []
+
+    def on_sigterm(*_: Any) -> None:
+        signalled.append(time.monotonic())
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher decides
     try:
         core.start()
@@ -219,7 +251,7 @@ def run_core(settings: Any, channel_fd: int) -> int:
             core.stop()
             return 1
     logger.info("stopping")
-    clean = core.stop()
+    clean = core.stop(signalled[0] if signalled else None)
     logger.info("stopped%s", "" if clean else " (some messages left to the broker to deliver again)")
     return 0
 
