@@ -5,18 +5,16 @@ socket, and publishing long streams fast."""
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
-import struct
 import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import paho.mqtt.client as mqtt
 
+from gateway import control
 from tests.support.broker import wait_until
 
 # Short timeouts so the suite stays fast (PROTOCOL's defaults are seconds).
@@ -113,30 +111,9 @@ class Db:
 
 # -- the control socket --------------------------------------------------------
 
-_HEADER = struct.Struct(">I")
-
-
 def inspect(socket_path: Path, what: str, **fields: Any) -> dict:
-    """One request to the gateway's control socket (4-byte length + msgpack map)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(10)
-        sock.connect(str(socket_path))
-        data = msgpack.packb({"what": what, **fields}, use_bin_type=True)
-        sock.sendall(_HEADER.pack(len(data)) + data)
-        header = _recv_exact(sock, _HEADER.size)
-        (size,) = _HEADER.unpack(header)
-        return msgpack.unpackb(_recv_exact(sock, size), raw=False, strict_map_key=False)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    chunks = []
-    while n:
-        chunk = sock.recv(n)
-        if not chunk:
-            raise ConnectionError("the gateway closed the control socket")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+    """One request to the gateway's control socket, through the CLI's own client."""
+    return control.request(str(socket_path), what, **fields)
 
 
 def device_rejections(socket_path: Path, uuid: str) -> dict:
