@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from actors.base import GatewayActor
-from actors.db_writer import ClaimCommands
-from actors.messages import CancelsRequested, CommandsRequested, CommandState, Deadline, ReloadCommands, Schedule
+from actors.db_writer import ClaimCommands, command_state
+from actors.messages import CancelsRequested, CommandsRequested, Deadline, ReloadCommands, Schedule
 from storage import commands as command_repo
 from storage.db import DatabaseBusy, data_version, open_reader
 
@@ -83,13 +83,8 @@ class CommandFeed(GatewayActor):
             self.channel.send(CancelsRequested(tuple(new)))
 
     def _reload(self, device_uuid: str) -> None:
-        s = self.settings
-        states = tuple(
-            CommandState(command_repo.to_spec(r, s.command_timeout_s, default_ttl=s.command_ttl_s,
-                                              default_max_attempts=s.command_max_attempts),
-                         r.status, r.attempts or 0, r.sent_at)
-            for r in command_repo.in_flight(db=self.reader) if r.device_uuid == device_uuid
-        )
+        states = tuple(command_state(r, self.settings)
+                       for r in command_repo.in_flight(db=self.reader) if r.device_uuid == device_uuid)
         if states:
             self.channel.send(CommandsRequested(states))
 

@@ -24,7 +24,6 @@ from actors.messages import (
     DeviceWrite,
     TransitionRefused,
 )
-from protocol.lifecycle import CommandStatus
 from storage import commands as command_repo
 from storage import devices as device_repo
 from storage import events as event_repo
@@ -40,6 +39,14 @@ BUSY_RETRY_S = 0.2
 # acknowledged that was not stored).
 UNSTORABLE = (OverflowError, TypeError, ValueError, sqlite3.InterfaceError, sqlite3.IntegrityError,
               sqlite3.DataError, peewee.InterfaceError, peewee.IntegrityError, peewee.DataError)
+
+
+def command_state(record: command_repo.CommandRecord, settings: Any) -> CommandState:
+    """A `commands` row as core's device logic holds it, the gateway's
+    defaults filled in where the row leaves them NULL."""
+    spec = command_repo.to_spec(record, settings.command_timeout_s, default_ttl=settings.command_ttl_s,
+                                default_max_attempts=settings.command_max_attempts)
+    return CommandState(spec, record.status, record.attempts or 0, record.sent_at)
 
 
 @dataclass(frozen=True)
@@ -216,12 +223,7 @@ class DbWriter(GatewayActor):
             return  # the feed asks again on its next poll
         if records:
             self.counters["commands_claimed"] += len(records)
-            self.channel.send(CommandsRequested(tuple(
-                CommandState(command_repo.to_spec(r, s.command_timeout_s, default_ttl=s.command_ttl_s,
-                                                  default_max_attempts=s.command_max_attempts),
-                             CommandStatus.QUEUED.value, r.attempts or 0)
-                for r in records
-            )))
+            self.channel.send(CommandsRequested(tuple(command_state(r, s) for r in records)))
 
     # -- inspection ----------------------------------------------------------
 

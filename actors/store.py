@@ -19,7 +19,7 @@ from actors.base import rss_mb
 from actors.batcher import TelemetryBatcher
 from actors.channel import Channel, ChannelClosed
 from actors.command_feed import CommandFeed
-from actors.db_writer import DbWriter
+from actors.db_writer import DbWriter, command_state
 from actors.messages import (
     CommandState,
     DeviceWrite,
@@ -53,12 +53,7 @@ def known_devices() -> tuple[KnownDevice, ...]:
 
 
 def commands_in_flight(settings: Any) -> tuple[CommandState, ...]:
-    return tuple(
-        CommandState(command_repo.to_spec(r, settings.command_timeout_s, default_ttl=settings.command_ttl_s,
-                                          default_max_attempts=settings.command_max_attempts),
-                     r.status, r.attempts or 0, r.sent_at)
-        for r in command_repo.in_flight()
-    )
+    return tuple(command_state(r, settings) for r in command_repo.in_flight())
 
 
 class Store:
