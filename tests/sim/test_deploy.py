@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import re
 import socket
+import sqlite3
 import subprocess
 import threading
 from pathlib import Path
@@ -84,7 +85,12 @@ ACCOUNTS = {"autocore-gateway": "gw-secret", "sim-relay-board-01": "d1-secret", 
 
 
 @pytest.fixture
-def secure_broker(tmp_path):
+def secure_broker(secure_listeners):
+    return secure_listeners["plain"]
+
+
+@pytest.fixture
+def secure_listeners(tmp_path):
     # openssl and mosquitto_passwd come with the machine and with `make test`'s mosquitto.
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                     "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
@@ -118,7 +124,7 @@ def secure_broker(tmp_path):
             return False
 
     wait_until(accepting, 10, what="the secure broker")
-    yield plain
+    yield {"plain": plain, "tls": tls, "ca": tmp_path / "cert.pem"}
     proc.terminate()
     proc.wait(5)
 
@@ -148,7 +154,10 @@ class Account:
         self.connected.set()
 
     def publish(self, topic: str):
-        info = self.client.publish(topic, b'{"probe": 1}', qos=1)
+        return self.publish_payload(topic, b'{"probe": 1}')
+
+    def publish_payload(self, topic: str, payload: bytes):
+        info = self.client.publish(topic, payload, qos=1)
         wait_until(lambda: info.mid in self.acks, 5, what=f"PUBACK for {topic}")
         return self.acks[info.mid]
 
@@ -233,3 +242,39 @@ def test_the_shared_fw22_account_gets_the_fw22_topics_and_nothing_of_v1(secure_b
     assert not reads(port, board, "autocore/system/broadcast", marker)
     assert not reads(port, board, "autocore/devices/sim-relay-board-01/command", marker)
     assert reads(port, board, "autocore/devices/esp32-0123456789abcdef/relays/heartbeat", marker)
+
+
+def test_the_gateway_serves_devices_through_the_secure_broker_over_tls(secure_listeners, tmp_path):
+    """Username, password and TLS (AUTOCORE_MQTT_USERNAME, _PASSWORD, _TLS_CA)
+    end to end: the gateway logs in over the TLS listener (the certificate is
+    for `localhost`), a device with its own account announces on the plain
+    one, and the device is registered."""
+    from tests.support.gateway import GatewayProcess
+
+    gw = GatewayProcess(tmp_path / "gw", secure_listeners["tls"], mqtt_host="localhost",
+                        mqtt_username="autocore-gateway", mqtt_password=ACCOUNTS["autocore-gateway"],
+                        mqtt_tls_ca=secure_listeners["ca"], mqtt_client_id="autocore-gateway")
+    gw.start()
+    try:
+        device = Account(secure_listeners["plain"], "sim-relay-board-01")
+        try:
+            ack = device.publish_payload("autocore/devices/sim-relay-board-01/announce",
+                                         b'{"device_type": "relay_board", "firmware_version": "1.0", "boot_id": 1}')
+            assert not ack.is_failure
+        finally:
+            device.close()
+
+        def registered():
+            conn = sqlite3.connect(f"file:{gw.db_path}?mode=ro", uri=True)
+            try:
+                return conn.execute("SELECT status FROM devices WHERE uuid = 'sim-relay-board-01'").fetchall()
+            except sqlite3.OperationalError:
+                return []
+            finally:
+                conn.close()
+
+        assert wait_until(registered, 10, what="the device registered through the secure broker") == [("online",)]
+        assert gw.stop() == 0
+    finally:
+        if gw.proc is not None and gw.proc.poll() is None:
+            gw.kill()
