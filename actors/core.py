@@ -196,6 +196,7 @@ class Core:
                 logger.warning("could not publish the offline status (%s); the broker sends the Last Will", exc)
         try:
             self.channel.send(Stop("shutdown"))
+            self.channel.flush(0.5)
         except OSError:
             pass
         # Every actor at once (there may be thousands of devices), then wait

@@ -117,11 +117,12 @@ class DbWriter(GatewayActor):
                     if salvage:
                         inserted = self._write_item_by_item(batch, refused)
                     else:
-                        inserted = telemetry_repo.insert_rows(database, batch.rows)
-                        seen = []
+                        seen: list = []
+                        rows = list(batch.rows)
                         for write in batch.writes:
-                            self._apply(write, refused, seen)
+                            self._apply(write, refused, seen, rows)
                         device_repo.touch_last_seen(seen)
+                        inserted = telemetry_repo.insert_rows(database, rows)
                 break
             except DatabaseBusy:
                 self.counters["busy_retries"] += 1
@@ -143,7 +144,8 @@ class DbWriter(GatewayActor):
         self.commit_ms_max = max(self.commit_ms_max, elapsed_ms)
         self.commit_ms_total += elapsed_ms
         self.rows_inserted += inserted
-        self.rows_repeated += len(batch.rows) - inserted
+        offered = len(batch.rows) + sum(len(w.rows) for w in batch.writes)
+        self.rows_repeated += max(offered - inserted, 0)
         if batch.tokens:
             self.channel.send(Committed(batch.tokens))
         for r in refused:
@@ -175,9 +177,10 @@ class DbWriter(GatewayActor):
                 refused.extend(refused_here)
         return inserted
 
-    def _apply(self, w: DeviceWrite, refused: list[TransitionRefused], seen: list | None = None) -> None:
-        """One device's changes; its bare last_seen refresh goes to `seen`
-        (written for the whole batch at once) when given."""
+    def _apply(self, w: DeviceWrite, refused: list[TransitionRefused], seen: list | None = None,
+               rows: list | None = None) -> None:
+        """One device's changes. Given `seen` and `rows`, its bare last_seen
+        refresh and its telemetry rows join the batch's (written at once)."""
         uuid, at = w.uuid, w.at
         if w.ensure:
             device_repo.ensure_device(uuid, at, w.ensure)
@@ -209,7 +212,9 @@ class DbWriter(GatewayActor):
                 current = command_repo.get_command(t.command_id)
                 refused.append(TransitionRefused(uuid, t.command_id, t.status, current.status if current else None))
                 self.counters["transitions_refused"] += 1
-        if w.rows:
+        if w.rows and rows is not None:
+            rows.extend(w.rows)
+        elif w.rows:
             telemetry_repo.insert_rows(database, w.rows)
 
     # -- commands --------------------------------------------------------

@@ -111,11 +111,10 @@ class Telemetry(BaseModel):
 
     class Meta:
         table_name = "telemetry"
+        # The message identity, unique on (device_uuid, boot_id, seq, idx),
+        # is a partial index made by migration 3 (peewee's Meta cannot say
+        # WHERE): only rows with a seq can be redeliveries worth refusing.
         indexes = (
-            # The message identity: INSERT OR IGNORE stores a redelivery
-            # once. NULLs are distinct in SQLite unique indexes, so rows
-            # without seq (or boot_id) are never deduplicated.
-            (("device_uuid", "boot_id", "seq", "idx"), True),
             # Per-device time-range queries.
             (("device_uuid", "ts"), False),
         )

@@ -92,6 +92,7 @@ class DeviceLogic:
         self.seq_by_boot: dict[int | None, int] = {}
         self._last_seen_written = last_seen or 0.0
         self._plan_fn = plan
+        self._facts_written: DeviceFacts | None = None  # a 2.2 status repeats them every few seconds
 
     # -- helpers -------------------------------------------------------
 
@@ -200,7 +201,9 @@ class DeviceLogic:
             self._known(step, dialect, now)
         self._encoding(step, encoding)
         if facts is not None:
-            step.facts = facts
+            if facts != self._facts_written or kind == "announce" or step.ensure:
+                step.facts = facts
+                self._facts_written = facts
             if facts.device_type:
                 self.device_type = facts.device_type
             if facts.status_interval:
