@@ -15,6 +15,7 @@ Kinds:
   responders  devices that answer every command at once (one connection each)
   silent      devices that announce, report for a while, then go silent (no Will)
   status      devices sending status reports every few seconds
+  mixed       paced v1 telemetry and firmware 2.2 relays/state + display status, in given shares
 """
 
 from __future__ import annotations
@@ -311,17 +312,128 @@ def run_status(args) -> None:
     emit({"sent": counters.get("sent", 0), "errors": counters.get("errors", 0)})
 
 
+# -- mixed fleet: v1 telemetry and firmware 2.2 together ----------------------
+
+
+def fw22_status(uuid: str, device_type: str, uptime: float, n: int) -> dict:
+    """A 2.2 `status` (online) as the boards send it; `uptime` carries the
+    publish time (epoch seconds) so the harness can time the row."""
+    body = {"protocol_version": "2.2.0", "uuid": uuid, "timestamp": "1970-01-01T00:00:09Z", "status": "online",
+            "type": device_type, "firmware_version": "2.2.0", "ip_address": "0.0.0.0", "wifi_signal": -55,
+            "free_memory": 198312 - n % 1000, "uptime": uptime}
+    if device_type == "esp32_relay":
+        body |= {"board_id": 1, "channels": 16}
+    else:
+        body |= {"system": {"free_heap": 151000 + n % 500, "cpu_temp": 41.5, "loop_ms": 3},
+                 "display": {"brightness": 80, "touch_events": n % 97}}
+    return body
+
+
+def relay_channels(k: int) -> dict:
+    """16 channels whose states spell `k` (mod 65536) in binary: channel n is bit n-1.
+    The harness decodes a message's 16 rows back into k to find its publish time."""
+    return {str(n + 1): bool(k >> n & 1) for n in range(16)}
+
+
+def run_mixed(args) -> None:
+    """Paced load of three device kinds on `connections` connections:
+    v1 telemetry (QoS 1, `timestamp` = publish time), 2.2 relay boards
+    (`relays/state`, 16 channels, QoS 1) and 2.2 displays (`status`, QoS 0,
+    `uptime` = publish time). `--v1-share` of the messages are v1; of the 2.2
+    ones `--relay-share` are relays/state. Every 2.2 board first sends its
+    retained `status` online (QoS 1), as on connect."""
+    n_v1 = round(args.devices * args.v1_share)
+    n_22 = args.devices - n_v1
+    n_relay = round(n_22 * args.relay_share) if n_22 else 0
+    v1 = uuids(n_v1, f"{args.stem}-v1")
+    relays = uuids(n_relay, f"{args.stem}-relay")
+    displays = uuids(n_22 - n_relay, f"{args.stem}-display")
+    conns = [connect(client(f"{args.stem}-mixed-{k}"), args.port) for k in range(args.connections)]
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    infos = []
+    for i, u in enumerate(relays + displays):
+        kind = "esp32_relay" if i < len(relays) else "esp32_display"
+        infos.append(conns[i % len(conns)].publish(f"{PREFIX}/devices/{u}/status",
+                                                   dumps(fw22_status(u, kind, 9, 0)).encode(), qos=1, retain=True))
+    for info in infos:
+        info.wait_for_publish(10)
+    time.sleep(0.5)
+    # One schedule of (kind, device) slots, so the shares hold at any moment.
+    slots: list[tuple[str, int]] = []
+    kinds = [("v1", len(v1), args.v1_share if v1 else 0.0),
+             ("relay", len(relays), (1 - args.v1_share) * args.relay_share if relays else 0.0),
+             ("display", len(displays), (1 - args.v1_share) * (1 - args.relay_share) if displays else 0.0)]
+    weight = sum(w for _, _, w in kinds)
+    for kind, n, w in kinds:
+        slots += [(kind, j) for j in range(round(100 * w / weight))]
+    random.Random(3).shuffle(slots)
+    stop = threading.Event()
+    results: list[dict] = [{} for _ in conns]
+    relay_pub: list[dict] = [{} for _ in conns]  # "uuid k" -> publish time, per worker
+
+    def worker(c_idx: int) -> None:
+        c = conns[c_idx]
+        counters_k = results[c_idx]
+        pub = relay_pub[c_idx]
+        # Each connection owns its share of every kind's devices (a device's messages stay in order).
+        mine = {"v1": v1[c_idx::len(conns)], "relay": relays[c_idx::len(conns)], "display": displays[c_idx::len(conns)]}
+        nxt = {kind: 0 for kind in mine}
+        seqs: dict[str, int] = {}
+
+        def step(i: int) -> None:
+            kind = slots[i % len(slots)][0]
+            devs = mine[kind]
+            if not devs:
+                return
+            u = devs[nxt[kind] % len(devs)]
+            nxt[kind] += 1
+            k = seqs[u] = seqs.get(u, 0) + 1
+            now = time.time()
+            if kind == "v1":
+                publish_checked(c, f"{PREFIX}/devices/{u}/telemetry", dumps(telemetry(k, args.boot_id, now, i * 0.37)).encode(),
+                                1, counters_k)
+            elif kind == "relay":
+                pub[f"{u} {k % 65536}"] = now
+                body = {"protocol_version": "2.2.0", "uuid": u, "timestamp": "1970-01-01T00:00:39Z", "board_id": 1,
+                        "channels": relay_channels(k)}
+                publish_checked(c, f"{PREFIX}/devices/{u}/relays/state", dumps(body).encode(), 1, counters_k)
+            else:
+                publish_checked(c, f"{PREFIX}/devices/{u}/status", dumps(fw22_status(u, "esp32_display", now, k)).encode(),
+                                0, counters_k)
+            counters_k[kind] = counters_k.get(kind, 0) + 1
+
+        paced(args.rate / len(conns), args.seconds, step, stop)
+
+    emit({"ready": True, "v1": len(v1), "relays": len(relays), "displays": len(displays)})
+    t0 = time.time()
+    workers = [threading.Thread(target=worker, args=(k,)) for k in range(len(conns))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    t1 = time.time()
+    time.sleep(0.5)  # QoS 0 messages still in paho's buffer
+    for c in conns:
+        c.disconnect()
+        c.loop_stop()
+    sent = sum(r.get("sent", 0) for r in results)
+    emit({"t0": t0, "t1": t1, "sent": sent, "errors": sum(r.get("errors", 0) for r in results),
+          "by_kind": {kind: sum(r.get(kind, 0) for r in results) for kind in ("v1", "relay", "display")},
+          "rate": sent / (t1 - t0) if t1 > t0 else 0.0,
+          "relay_published": {key: at for p in relay_pub for key, at in p.items()}})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="benchmark load generators")
     sub = parser.add_subparsers(dest="kind", required=True)
-    for kind in ("live", "responders", "silent", "status"):
+    for kind in ("live", "responders", "silent", "status", "mixed"):
         p = sub.add_parser(kind)
         p.add_argument("--port", type=int, required=True)
         p.add_argument("--devices", type=int, default=100)
         p.add_argument("--stem", default=f"bench-{kind}")
         p.add_argument("--boot-id", type=int, default=1)
         p.add_argument("--seconds", type=float, default=60.0, help="stop after this long at most")
-        if kind == "live":
+        if kind in ("live", "mixed"):
             p.add_argument("--connections", type=int, default=4)
             p.add_argument("--rate", type=float, required=True, help="messages per second, all devices together")
         if kind == "silent":
@@ -329,11 +441,15 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--interval", type=float, default=0.5, help="status_interval announced")
             p.add_argument("--talk", type=float, default=1.0, help="seconds of reports before the last message")
             p.add_argument("--spread", type=float, default=1.0, help="last messages spread over this long")
+        if kind == "mixed":
+            p.add_argument("--v1-share", type=float, default=0.5, help="share of the messages (and devices) that are v1")
+            p.add_argument("--relay-share", type=float, default=0.75,
+                           help="share of the 2.2 messages that are relays/state (QoS 1); the rest display status (QoS 0)")
         if kind == "status":
             p.add_argument("--interval", type=float, default=5.0, help="seconds between a device's reports")
             p.add_argument("--per-connection", type=int, default=500)
     args = parser.parse_args(argv)
-    {"live": run_live, "responders": run_responders, "silent": run_silent, "status": run_status}[args.kind](args)
+    {"live": run_live, "responders": run_responders, "silent": run_silent, "status": run_status, "mixed": run_mixed}[args.kind](args)
 
 
 if __name__ == "__main__":
