@@ -222,6 +222,8 @@ def render_device(d: dict) -> str:
         ("stale wills", d.get("stale_wills")),
         ("relays", ", ".join(f"{k} {'on' if v else 'off'}" for k, v in sorted(relays.items(), key=_relay_order))
          or "none reported"),
+        ("held", ", ".join(f"channel {h['channel']} for {tables.seconds(h['remaining_s'])} more (command {c.get('id')}, "
+                           f"{h['heartbeats']} heartbeats)" for c in out if (h := c.get("hold"))) or "nothing"),
         ("commands", f"window {cmds.get('window', '-')}, {len(out)} out, {len(queued)} queued"
          + (f" (queued: {', '.join(str(i) for i in queued)})" if queued else "")),
         ("actor", f"mailbox {actor.get('mailbox', '-')}, handled {actor.get('handled', '-')}, "

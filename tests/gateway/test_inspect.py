@@ -266,3 +266,18 @@ def test_watch_outlives_a_gateway_restart(cli):
     assert result.exit_code == 0, result.output
     assert result.stdout.count("relay_control") == 1
     assert result.stdout.count(f"gateway is not running: no socket at {cli.socket_path}") == 2
+
+
+def test_device_view_shows_a_firmware_22_hold_with_its_remaining_time():
+    from gateway.commands.inspect import render_device
+
+    text = render_device({"uuid": "esp32-9c1a77b0e2f41d03", "status": "online", "dialect": "fw22", "encoding": "json",
+                          "relays": {"3": True, "1": False},
+                          "commands": {"window": 1, "queued": [], "out": [
+                              {"id": 7, "device": "esp32-9c1a77b0e2f41d03", "state": "sent", "type": "relay_control",
+                               "attempts": 1, "deadline_in_s": 0.2, "waiting_for_device": False,
+                               "hold": {"channel": 3, "remaining_s": 1.25, "heartbeats": 4}}]}})
+    lines = dict(line.split(None, 1) for line in text.splitlines()[:17] if line.strip())
+    assert lines["dialect"] == "fw22, json"
+    assert lines["relays"] == "1 off, 3 on"
+    assert lines["held"] == "channel 3 for 1.2s more (command 7, 4 heartbeats)"
