@@ -37,7 +37,7 @@ import peewee
 from actors.base import GatewayActor
 from actors.messages import Deadline, Schedule
 from storage import telemetry as telemetry_repo
-from storage.db import DatabaseBusy, database, write_transaction
+from storage.db import DatabaseBusy, database
 from storage.models import Telemetry
 
 logger = logging.getLogger("autocore.retention")
@@ -170,13 +170,9 @@ class Retention(GatewayActor):
         self.phase = None
         self._wake(now + self.interval_s)
 
-    def _delete(self, ids: list[int], condition: Any = None) -> int:
+    def _delete(self, ids: list[int], before_ts: float | None = None) -> int:
         started = time.perf_counter()
-        where = Telemetry.id.in_(ids)
-        if condition is not None:
-            where &= condition
-        with write_transaction():
-            removed = Telemetry.delete().where(where).execute()
+        removed = telemetry_repo.delete_rows(ids, before_ts=before_ts, copies_limit=self.batch)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         self.batches += 1
         self.last_batch_s = elapsed_ms / 1000.0
@@ -199,8 +195,9 @@ class Retention(GatewayActor):
             return False
         old = [i for i, ts, _ in window if ts < cutoff]
         if old:
-            # ts re-checked in the delete: the row may have changed meanwhile.
-            self.pruned_age += self._delete(old, Telemetry.ts < cutoff)
+            # The Config App's copies go with them, up to a batch of its
+            # rows older than the cutoff per delete.
+            self.pruned_age += self._delete(old, cutoff)
         self.after_id = window[-1][0]
         still_old_region = any(received < cutoff for _, _, received in window)
         return still_old_region and len(window) == self.batch

@@ -48,7 +48,7 @@ def known_devices() -> tuple[KnownDevice, ...]:
         KnownDevice(uuid=d.uuid, status=d.status or "offline", device_type=d.device_type, boot_id=d.boot_id,
                     status_interval=d.status_interval, protocol=d.protocol or "v1", encoding=d.encoding or "json",
                     last_seen=d.last_seen)
-        for d in device_repo.list_devices()
+        for d in device_repo.list_devices(owner_names=False)
     )
 
 
@@ -67,7 +67,7 @@ class Store:
     def start(self) -> None:
         s = self.settings
         open_database(s.db_path, synchronous=s.db_synchronous, busy_timeout_ms=s.db_busy_timeout_ms,
-                      autocheckpoint=False)
+                      autocheckpoint=False, register_devices=s.config_app_register)
         self.refs["Scheduler"] = scheduler = Scheduler.start("store")
         self.refs["DbWriter"] = writer = DbWriter.start(s, self.channel)
         self.refs["TelemetryBatcher"] = batcher = TelemetryBatcher.start(s, writer, scheduler, self.channel)

@@ -209,7 +209,7 @@ class Watch:
 
     def devices(self, uuids: list[str]) -> dict[str, tuple]:
         marks = ",".join("?" * len(uuids))
-        rows = self.query(f"SELECT uuid, device_type, protocol, encoding, status FROM devices WHERE uuid IN ({marks})",
+        rows = self.query(f"SELECT uuid, device_type, protocol, encoding, status FROM gateway_devices WHERE uuid IN ({marks})",
                           tuple(uuids))
         return {row[0]: row for row in rows}
 

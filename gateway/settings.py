@@ -97,6 +97,8 @@ class Settings:
     db_checkpoint_ms: int = setting(1000, "how often the write-ahead log is copied into the database", _positive)
     db_wal_max_mb: float = setting(64.0, "the write-ahead log is truncated once it grows past this", _positive)
     run_dir: str = setting("var/run", "directory of the control socket gateway.sock")
+    config_app_register: bool = setting(
+        True, "a device the Config App's devices table lacks gets a row there (where that table exists)")
 
     # Logging
     log_level: str = setting("INFO", "log level", _one_of("DEBUG", "INFO", "WARNING", "ERROR"))

@@ -112,6 +112,7 @@ def open_database(
     busy_timeout_ms: int = 5000,
     migrate: bool = True,
     autocheckpoint: bool = True,
+    register_devices: bool = True,
 ) -> SqliteDatabase:
     """Open the writer database at `path`, bind `database` to it, migrate.
 
@@ -120,6 +121,8 @@ def open_database(
     of failing; then journal_mode=WAL, synchronous and foreign_keys.
     synchronous=NORMAL in WAL loses at most the last commits on a power cut,
     never consistency; FULL also survives that, at a cost per commit.
+    `register_devices`: whether a device the Config App's `devices` lacks
+    gets a row there (storage/config_app.py).
     """
     sync = synchronous.upper()
     if sync not in SYNCHRONOUS_MODES:
@@ -127,6 +130,9 @@ def open_database(
     if busy_timeout_ms <= 0:
         raise ValueError(f"busy_timeout_ms must be greater than 0, got {busy_timeout_ms}")
     _make_parent(path)
+    from storage import config_app
+
+    config_app.configure(register=register_devices)
     db = GatewayDatabase(
         path,
         timeout=busy_timeout_ms / 1000.0,

@@ -1,9 +1,11 @@
-"""The device registry (`devices`).
+"""The device registry (`gateway_devices`).
 
-Rows are written by the gateway (first message, announce, liveness) and by
-the Config App (2.2 boards register over HTTP), so updates touch only the
-columns they mean to change and an update of a row that disappeared
-(deleted by the Config App) recreates it where that makes sense.
+Rows are written by the gateway (first message, announce, liveness); an
+update touches only the columns it means to change, and an update of a row
+that disappeared (deleted by hand) recreates it where that makes sense.
+Every write also brings the device's row in the Config App's `devices` up
+to date where that table exists (storage/config_app.py), in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -14,13 +16,11 @@ from typing import Any, Iterable
 from peewee import fn
 
 from protocol.values import DeviceFacts, Dialect, Discovery, Encoding
+from storage import config_app
 from storage.db import bound, busy_errors, database, write_transaction
 from storage.models import Device
 
 STATUSES = ("online", "offline", "discovered")
-
-# Devices per touch_last_seen statement: 3 parameters each, well under
-# SQLite's 32766-variable limit.
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,21 @@ class DeviceRecord:
     protocol: str
     relay_count: int | None
     encoding: str
+    owner_name: str | None = None  # the name the owner gave it in the Config App, if any
+
+    @property
+    def display_name(self) -> str | None:
+        return self.owner_name or self.name
 
 
-def _record(row: dict) -> DeviceRecord:
+def _record(row: dict, owner_name: str | None = None) -> DeviceRecord:
     caps = row["capabilities"]
     row["capabilities"] = tuple(caps) if isinstance(caps, list) else (() if caps is None else caps)
-    return DeviceRecord(**row)
+    return DeviceRecord(**row, owner_name=owner_name)
+
+
+def _project(uuids, now: float) -> None:
+    config_app.project_devices(database.connection(), uuids, now)
 
 
 def _seen_at_least(now: float):
@@ -77,6 +86,8 @@ def ensure_device(uuid: str, now: float, dialect: Dialect | str) -> bool:
             .as_rowcount()
             .execute()
         )
+        if inserted:
+            _project([uuid], now)
     return inserted == 1
 
 
@@ -117,11 +128,11 @@ def upsert_facts(
     values["encoding"] = _value(Encoding, encoding)
     with write_transaction():
         updated = Device.update({**values, "last_seen": _seen_at_least(now)}).where(Device.uuid == uuid).execute()
-        if updated:
-            return False
-        values.setdefault("device_type", "unknown")
-        Device.insert(uuid=uuid, status="online", first_seen=now, last_seen=now, **values).execute()
-    return True
+        if not updated:
+            values.setdefault("device_type", "unknown")
+            Device.insert(uuid=uuid, status="online", first_seen=now, last_seen=now, **values).execute()
+        _project([uuid], now)
+    return not updated
 
 
 def register_discovered(uuid: str, discovery: Discovery, now: float) -> bool:
@@ -142,6 +153,8 @@ def register_discovered(uuid: str, discovery: Discovery, now: float) -> bool:
             .as_rowcount()
             .execute()
         )
+        if inserted:
+            _project([uuid], now)
     return inserted == 1
 
 
@@ -157,11 +170,11 @@ def set_status(uuid: str, status: str, now: float, boot_id: int | None = None) -
     if boot_id is not None:
         values[Device.boot_id] = boot_id
     with write_transaction():
-        if Device.update(values).where(Device.uuid == uuid).execute():
-            return
-        Device.insert(
-            uuid=uuid, device_type="unknown", status=status, first_seen=now, last_seen=now, boot_id=boot_id
-        ).execute()
+        if not Device.update(values).where(Device.uuid == uuid).execute():
+            Device.insert(
+                uuid=uuid, device_type="unknown", status=status, first_seen=now, last_seen=now, boot_id=boot_id
+            ).execute()
+        _project([uuid], now)
 
 
 def set_protocol(uuid: str, dialect: Dialect | str) -> bool:
@@ -193,20 +206,33 @@ def touch_last_seen(items: Iterable[tuple[str, float]]) -> int:
         before = conn.total_changes
         with busy_errors():
             conn.executemany(_TOUCH_SQL, [(ts, uuid) for uuid, ts in latest.items()])
-        return conn.total_changes - before
+        touched = conn.total_changes - before
+        _project(latest, max(latest.values()))
+        return touched
 
 
 _TOUCH_SQL = f"UPDATE {Device._meta.table_name} SET last_seen = MAX(IFNULL(last_seen, ?1), ?1) WHERE uuid = ?2"
 
 
+def names(uuids: Iterable[str] | None = None, *, db=None) -> dict[str, str]:
+    """The names the owner gave these devices (all, with None) in the
+    Config App, where it has them; {} otherwise."""
+    conn = (database if db is None else db).connection()
+    with busy_errors():
+        return config_app.device_names(conn, uuids)
+
+
 def get_device(uuid: str, *, db=None) -> DeviceRecord | None:
     rows = list(bound(Device.select().where(Device.uuid == uuid).dicts(), db))
-    return _record(rows[0]) if rows else None
+    return _record(rows[0], names([uuid], db=db).get(uuid)) if rows else None
 
 
-def list_devices(status: str | None = None, *, db=None) -> list[DeviceRecord]:
-    """Devices in uuid order, optionally only those with `status`."""
+def list_devices(status: str | None = None, *, db=None, owner_names: bool = True) -> list[DeviceRecord]:
+    """Devices in uuid order, optionally only those with `status`; with
+    the Config App's names for them unless `owner_names` is False."""
     q = Device.select()
     if status is not None:
         q = q.where(Device.status == status)
-    return [_record(row) for row in bound(q.order_by(Device.uuid).dicts(), db)]
+    rows = list(bound(q.order_by(Device.uuid).dicts(), db))
+    given = names(None, db=db) if owner_names and rows else {}
+    return [_record(row, given.get(row["uuid"])) for row in rows]

@@ -1,6 +1,7 @@
 """The device history (`device_events`): announce, online, offline,
 reboot, discovered, and the 2.2 boards' error, safety_shutoff and
-relay_change. Append-only."""
+relay_change. Append-only. Each event is also copied into the Config App's `event_logs`
+where that table exists."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any, Iterable
 
 from peewee import chunked
 
-from storage.db import bound, write_transaction
+from storage import config_app
+from storage.db import bound, database, write_transaction
 from storage.models import DeviceEvent
 
 # Rows per INSERT statement: 4 parameters each, far below SQLite's limit;
@@ -36,6 +38,7 @@ def append_events(rows: Iterable[tuple[str, float, str, Any]]) -> int:
     with write_transaction():
         for chunk in chunked(rows, _CHUNK):
             DeviceEvent.insert_many(chunk, fields=fields).execute()
+        config_app.log_events(database.connection(), rows)
     return len(rows)
 
 

@@ -12,7 +12,8 @@ must not fail. Add new steps at the end; never edit an applied one.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from peewee import Entity, Model
 
@@ -50,13 +51,16 @@ def _add_columns(model: type[Model], names: tuple[str, ...]) -> None:
 
 
 def create_contract_tables() -> None:
+    _rename_old_registry()  # a registry made under its old name keeps its rows
     for model in CONTRACT_MODELS:
         model._schema.create_table(safe=True)
         _ensure_indexes(model)
 
 
 def add_gateway_device_columns() -> None:
-    _add_columns(Device, GATEWAY_DEVICE_COLUMNS)
+    # On a database whose registry still has its old name, step 4 adds them.
+    if database.table_exists(Device._meta.table_name):
+        _add_columns(Device, GATEWAY_DEVICE_COLUMNS)
 
 
 IDENTITY_INDEX = "telemetry_identity"
@@ -82,12 +86,63 @@ def partial_identity_index() -> None:
     database.execute_sql(f"DROP INDEX IF EXISTS {_OLD_IDENTITY_INDEX}")
 
 
+OLD_REGISTRY = "devices"  # the registry's name before the Config App's table of that name was known
+
+
+def _is_gateway_registry(table: str) -> bool:
+    """The gateway's old registry (uuid primary key, `device_type`), as
+    opposed to the Config App's `devices` (integer `id`, `type`)."""
+    columns = _existing_columns(table)
+    return {"uuid", "device_type"} <= columns and "id" not in columns
+
+
+def move_registry() -> None:
+    """The registry becomes `gateway_devices`, leaving `devices` to the
+    Config App (PROTOCOL.md, "The Config App's database").
+
+    * An older gateway's `devices` is renamed, rows and all. SQLite's
+      RENAME would rewrite every foreign key that points at `devices` (the
+      Config App's `relay_boards`, `telemetry_data`, made after ours) to
+      point at `gateway_devices`; `migrate()` turns foreign keys off and
+      `legacy_alter_table` on around the steps, so they stay as they are.
+    * Where `devices` is the Config App's, an older gateway added its
+      three columns to it (and then failed to start): they are dropped
+      again, and only if they are exactly what it added.
+    """
+    _rename_old_registry()
+    Device._schema.create_table(safe=True)
+    _add_columns(Device, GATEWAY_DEVICE_COLUMNS)
+    _ensure_indexes(Device)
+    if database.table_exists(OLD_REGISTRY) and not _is_gateway_registry(OLD_REGISTRY):
+        _drop_columns_an_older_gateway_added(OLD_REGISTRY)
+
+
+def _rename_old_registry() -> None:
+    registry = Device._meta.table_name
+    if (not database.table_exists(registry) and database.table_exists(OLD_REGISTRY)
+            and _is_gateway_registry(OLD_REGISTRY)):
+        database.execute_sql(f'ALTER TABLE "{OLD_REGISTRY}" RENAME TO "{registry}"')
+
+
+# What migration 2 of an older gateway added to the Config App's `devices`.
+_ADDED_TO_CONFIG_APP = {"protocol": "TEXT", "relay_count": "INTEGER", "encoding": "TEXT"}
+
+
+def _drop_columns_an_older_gateway_added(table: str) -> None:
+    cursor = database.execute_sql(f'PRAGMA table_info("{table}")')
+    declared = {row[1]: (row[2] or "").upper() for row in cursor.fetchall()}
+    for name, type_ in _ADDED_TO_CONFIG_APP.items():
+        if declared.get(name) == type_:
+            database.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{name}"')
+
+
 Step = tuple[int, str, Callable[[], None]]
 
 STEPS: list[Step] = [
     (1, "contract tables and indexes", create_contract_tables),
     (2, "gateway columns of devices (protocol, relay_count, encoding)", add_gateway_device_columns),
     (3, "message identity as a partial unique index (rows with a seq)", partial_identity_index),
+    (4, "the registry is gateway_devices; the Config App's devices is left as it made it", move_registry),
 ]
 
 
@@ -106,6 +161,26 @@ def migrate(*, now: float | None = None) -> list[int]:
     `now` (default: the wall clock) is only recorded as `applied_at`.
     """
     applied_at = time.time() if now is None else now
+    with _renames_keep_foreign_keys():
+        return _migrate(applied_at)
+
+
+@contextmanager
+def _renames_keep_foreign_keys() -> Iterator[None]:
+    """Both pragmas are needed for a RENAME to leave other tables' foreign
+    keys alone, and `foreign_keys` cannot change inside a transaction."""
+    fk = database.execute_sql("PRAGMA foreign_keys").fetchone()[0]
+    legacy = database.execute_sql("PRAGMA legacy_alter_table").fetchone()[0]
+    database.execute_sql("PRAGMA foreign_keys = OFF")
+    database.execute_sql("PRAGMA legacy_alter_table = ON")
+    try:
+        yield
+    finally:
+        database.execute_sql(f"PRAGMA legacy_alter_table = {int(legacy)}")
+        database.execute_sql(f"PRAGMA foreign_keys = {int(fk)}")
+
+
+def _migrate(applied_at: float) -> list[int]:
     done: list[int] = []
     with write_transaction():
         SchemaVersion._schema.create_table(safe=True)

@@ -1,14 +1,17 @@
-"""The tables the gateway shares with the Config App (PROTOCOL.md, "Tables
-the Config App shares"), plus `schema_version`.
+"""The gateway's own tables (PROTOCOL.md, "Tables the Config App shares"),
+plus `schema_version`. The Config App's own tables (`devices`,
+`telemetry_data`, `event_logs`, its configuration) are not models: the
+gateway never creates or reshapes them; storage/config_app.py writes into
+them with plain SQL where they exist.
 
 Table and column names are the contract. The Config App inserts rows too
 (commands above all), so defaults that matter to it are SQL defaults
 (`constraints=[SQL("DEFAULT ...")]`), not only peewee's Python defaults.
 Times are REAL seconds since the epoch. JSON columns are TEXT holding JSON.
 
-No foreign keys from telemetry or device_events to devices: telemetry may
-be written before its device row in the same batch order, and the Config
-App may delete a device whose history we keep.
+No foreign keys from telemetry or device_events to gateway_devices:
+telemetry may be written before its device row in the same batch order,
+and a device's history outlives its registry row.
 """
 
 from __future__ import annotations
@@ -68,17 +71,17 @@ class Device(BaseModel):
     status = TextField(null=True, constraints=_default("'offline'"))  # online | offline | discovered
     first_seen = FloatField(null=True)
     last_seen = FloatField(null=True)
-    # The gateway's own columns (added by a migration when the Config App
-    # created the table first).
+    # Columns past the contract's (added by migration 2 to a registry an
+    # older version created with the contract's columns only).
     protocol = TextField(default="v1", constraints=_default("'v1'"))  # v1 | fw22
     relay_count = IntegerField(null=True)
     encoding = TextField(default="json", constraints=_default("'json'"))  # json | msgpack, as last used
 
     class Meta:
-        table_name = "devices"
+        table_name = "gateway_devices"
 
 
-# Columns the gateway adds to a contract-only `devices` table.
+# Columns the gateway adds to a contract-only registry.
 GATEWAY_DEVICE_COLUMNS = ("protocol", "relay_count", "encoding")
 
 

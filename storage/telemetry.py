@@ -4,7 +4,9 @@ The insert is the gateway's hot path and the one write that bypasses
 peewee's query builder: FIELD-NOTES measured `insert_many` at ~25k rows/s
 (building the SQL is the cost) against ~160k rows/s for sqlite3's
 `executemany` with one prepared statement. It still runs inside
-`db.atomic()`, so it joins the DbWriter's batch transaction.
+`db.atomic()`, so it joins the DbWriter's batch transaction. Where the
+Config App's `telemetry_data` exists, a trigger on the connection copies
+each inserted row there (storage/config_app.py); retention prunes both.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from storage import config_app
 from storage.db import bound, busy_errors, database, write_transaction
 from storage.models import Telemetry
 
@@ -69,11 +72,13 @@ def insert_rows(db, rows: Sequence[tuple]) -> int:
         return 0
     with write_transaction(db):
         conn = db.connection()
-        before = conn.total_changes
+        # The copy into telemetry_data rides on the insert (a trigger).
+        config_app.before_telemetry(conn, (row[0] for row in rows), max(row[5] for row in rows))
         with busy_errors():
-            conn.executemany(_INSERT_SQL, rows)
-        # total_changes counts only rows really inserted, not ignored ones.
-        return conn.total_changes - before
+            cursor = conn.executemany(_INSERT_SQL, rows)
+        # The statements' own changes: rows really inserted, not ignored
+        # ones, and not the trigger's copies.
+        return cursor.rowcount
 
 
 def query(
@@ -132,12 +137,32 @@ def prune_older_than(cutoff_ts: float, batch: int = 5000) -> int:
         ]
         if not ids:
             return deleted
-        with write_transaction():
-            # ts re-checked: the row may have been replaced meanwhile.
-            deleted += Telemetry.delete().where(Telemetry.id.in_(ids) & (Telemetry.ts < cutoff_ts)).execute()
+        deleted += delete_rows(ids, before_ts=cutoff_ts)
         if len(ids) < batch:
             return deleted
         after = ids[-1]
+
+
+def delete_rows(ids: Sequence[int], *, before_ts: float | None = None, copies_limit: int | None = None) -> int:
+    """Delete the telemetry rows `ids` (only those with `ts` before
+    `before_ts`, if given: a row is re-checked, it may have changed) in one
+    short transaction; return how many. Their copies in the Config App's
+    `telemetry_data` go in the same transaction: with `before_ts`, up to
+    `copies_limit` (default len(ids)) of its rows older than that; without,
+    as many of its oldest rows as were deleted here."""
+    with write_transaction():
+        removed = 0
+        if ids:
+            where = Telemetry.id.in_(list(ids))
+            if before_ts is not None:
+                where &= Telemetry.ts < before_ts
+            removed = Telemetry.delete().where(where).execute()
+        conn = database.connection()
+        if before_ts is not None:
+            config_app.prune_older_than(conn, before_ts, len(ids) if copies_limit is None else copies_limit)
+        else:
+            config_app.prune_oldest(conn, removed)
+    return removed
 
 
 def used_bytes(db=None) -> int:
@@ -160,9 +185,8 @@ def prune_to_size(max_bytes: int, batch: int = 5000, *, max_rows: int | None = N
     deleted = 0
     while used_bytes() > max_bytes and (max_rows is None or deleted < max_rows):
         n = batch if max_rows is None else min(batch, max_rows - deleted)
-        with write_transaction():
-            oldest = Telemetry.select(Telemetry.id).order_by(Telemetry.id).limit(n)
-            removed = Telemetry.delete().where(Telemetry.id.in_(oldest)).execute()
+        oldest = [i for (i,) in Telemetry.select(Telemetry.id).order_by(Telemetry.id).limit(n).tuples()]
+        removed = delete_rows(oldest)
         if removed == 0:
             break
         deleted += removed

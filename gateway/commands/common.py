@@ -205,7 +205,8 @@ def writing(settings: Settings, *, create: bool = False, migrate: bool = False) 
         raise _missing(settings)
     try:
         db = open_database(settings.db_path, synchronous=settings.db_synchronous,
-                           busy_timeout_ms=settings.db_busy_timeout_ms, migrate=migrate)
+                           busy_timeout_ms=settings.db_busy_timeout_ms, migrate=migrate,
+                           register_devices=settings.config_app_register)
     except (peewee.PeeweeException, sqlite3.Error, OSError) as exc:
         raise database_error(settings, exc) from None
     try:
@@ -246,7 +247,7 @@ def _complete_query(ctx: click.Context, sql: str, args: tuple) -> list[str]:
 
 def complete_device(ctx: click.Context, param: Any, incomplete: str) -> list[str]:
     """Shell completion of a device uuid from the devices table."""
-    return _complete_query(ctx, "SELECT uuid FROM devices WHERE uuid LIKE ? ESCAPE '\\' ORDER BY uuid LIMIT 200",
+    return _complete_query(ctx, "SELECT uuid FROM gateway_devices WHERE uuid LIKE ? ESCAPE '\\' ORDER BY uuid LIMIT 200",
                            (_like_prefix(incomplete),))
 
 

@@ -21,7 +21,8 @@ STATUSES = ("online", "offline", "discovered")
 def devices(loaded: LoadedSettings, status: str | None, as_json: bool) -> None:
     """Every device in the database, as the gateway last wrote it.
 
-    Needs no running gateway. What the running gateway holds in memory
+    NAME is the one the owner gave the device in the Config App, where it
+    has one, else the device's own. Needs no running gateway. What the running gateway holds in memory
     (rates, command windows) is `gateway inspect devices`.
 
     \b
@@ -34,14 +35,14 @@ def devices(loaded: LoadedSettings, status: str | None, as_json: bool) -> None:
     with reading(loaded.settings) as db:
         records = device_repo.list_devices(status, db=db)
     if as_json:
-        echo_json({"devices": [record_dict(r) for r in records]})
+        echo_json({"devices": [record_dict(r) | {"display_name": r.display_name} for r in records]})
         return
     if not records:
         click.echo(f"no {status + ' ' if status else ''}devices in {loaded.settings.db_path}")
         return
     now = time.time()
     rows = [
-        [r.uuid, r.status, r.device_type, r.name, r.protocol, r.firmware_version, r.ip_address, r.boot_id,
+        [r.uuid, r.status, r.device_type, r.display_name, r.protocol, r.firmware_version, r.ip_address, r.boot_id,
          tables.ago(r.last_seen, now), tables.timestamp(r.first_seen)]
         for r in records
     ]

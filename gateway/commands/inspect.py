@@ -3,6 +3,7 @@ control socket of the running gateway."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, Callable
@@ -11,7 +12,15 @@ import click
 
 from gateway import tables
 from gateway.cli import setting_options
-from gateway.commands.common import Failure, complete_device, echo_json, fail_line, json_option, to_json
+from gateway.commands.common import (
+    Failure,
+    complete_device,
+    echo_json,
+    fail_line,
+    json_option,
+    reading,
+    to_json,
+)
 from gateway.control import ControlError, GatewayNotRunning, request
 from gateway.settings import LoadedSettings
 
@@ -46,12 +55,35 @@ def _view_options(func: Callable) -> Callable:
     return setting_options(show=("run_dir",))(func)
 
 
+def _with_names(loaded: LoadedSettings, what: str, reply: dict) -> dict:
+    """Each device's `name`: the one its owner gave it in the Config App,
+    else its own (the running gateway holds neither). Read from the
+    database without a lock; an unreadable database leaves names out."""
+    if what not in ("devices", "device") or not isinstance(reply.get(what), (list, dict)):
+        return reply
+    shown = reply[what] if what == "devices" else [reply[what]]
+    uuids = [d.get("uuid") for d in shown if isinstance(d, dict) and d.get("uuid")]
+    if not uuids or not os.path.exists(loaded.settings.db_path):
+        return reply
+    from storage import devices as device_repo
+
+    try:
+        with reading(loaded.settings) as db:
+            names = device_repo.names(uuids, db=db)
+    except click.ClickException:
+        return reply
+    for d in shown:
+        if isinstance(d, dict) and names.get(d.get("uuid")):
+            d["name"] = names[d["uuid"]]
+    return reply
+
+
 def run_view(loaded: LoadedSettings, what: str, render: Callable[[Any], str], as_json: bool,
              watch: float | None, count: int | None, **fields: Any) -> None:
     path = loaded.settings.socket_path
 
     def ask() -> dict:
-        return request(path, what, **fields)
+        return _with_names(loaded, what, request(path, what, **fields))
 
     if watch is None:
         reply = _first(ask)
@@ -169,14 +201,14 @@ def render_devices(devices: list[dict]) -> str:
         return "no devices in the running gateway"
     now = time.time()
     rows = [
-        [d.get("uuid"), d.get("status"), d.get("dialect"), d.get("device_type"), d.get("boot_id"),
+        [d.get("uuid"), d.get("name"), d.get("status"), d.get("dialect"), d.get("device_type"), d.get("boot_id"),
          tables.ago(d.get("last_seen"), now), d.get("messages"), d.get("rate_per_s"), d.get("rejected"),
          d.get("seq_gaps"), d.get("seq_repeats"), len((d.get("commands") or {}).get("out") or []),
          len((d.get("commands") or {}).get("queued") or [])]
         for d in devices
     ]
-    return tables.table(["UUID", "STATUS", "DIALECT", "TYPE", "BOOT", "LAST SEEN", "MSGS", "RATE/S", "REJECTED",
-                         "GAPS", "REPEATS", "OUT", "QUEUED"], rows, right=(4, 6, 7, 8, 9, 10, 11, 12))
+    return tables.table(["UUID", "NAME", "STATUS", "DIALECT", "TYPE", "BOOT", "LAST SEEN", "MSGS", "RATE/S",
+                         "REJECTED", "GAPS", "REPEATS", "OUT", "QUEUED"], rows, right=(5, 7, 8, 9, 10, 11, 12, 13))
 
 
 @inspect.command()
@@ -208,6 +240,7 @@ def render_device(d: dict) -> str:
     actor = d.get("actor") or {}
     items: list[tuple[str, Any]] = [
         ("device", d.get("uuid")),
+        ("name", d.get("name")),
         ("status", status),
         ("type", d.get("device_type")),
         ("dialect", f"{d.get('dialect') or '-'}, {d.get('encoding') or '-'}"),

@@ -49,7 +49,7 @@ def fleet_of(broker, kinds, **fw22):
 
 
 def status_of(gw, uuid):
-    rows = query(gw, "SELECT status, protocol FROM devices WHERE uuid = ?", (uuid,))
+    rows = query(gw, "SELECT status, protocol FROM gateway_devices WHERE uuid = ?", (uuid,))
     return rows[0] if rows else None
 
 
@@ -94,7 +94,7 @@ def test_registration_liveness_from_the_relay_period_will_and_return(broker, gat
     try:
         # Registered from its first combined status, as a 2.2 device.
         wait_until(lambda: status_of(gateway, relay) == ("online", "fw22"), 10, what="relay registered online")
-        device_type = query(gateway, "SELECT device_type FROM devices WHERE uuid = ?", (relay,))[0][0]
+        device_type = query(gateway, "SELECT device_type FROM gateway_devices WHERE uuid = ?", (relay,))[0][0]
         assert device_type == "esp32_relay"
         wait_until(lambda: query(gateway, "SELECT COUNT(*) FROM telemetry WHERE device_uuid = ? AND metric LIKE 'relay.%.state'",
                                  (relay,))[0][0] >= 16, 10, what="relays/state rows")

@@ -186,12 +186,13 @@ def test_devices_table(cli, fake):
     result = cli("inspect", "devices")
     assert result.exit_code == 0, result.output
     header, row = result.stdout.splitlines()
-    assert header.split() == ["UUID", "STATUS", "DIALECT", "TYPE", "BOOT", "LAST", "SEEN", "MSGS", "RATE/S",
+    assert header.split() == ["UUID", "NAME", "STATUS", "DIALECT", "TYPE", "BOOT", "LAST", "SEEN", "MSGS", "RATE/S",
                               "REJECTED", "GAPS", "REPEATS", "OUT", "QUEUED"]
     cells = row.split()
-    assert cells[:5] + cells[6:] == ["relay-01", "online", "v1", "relay_board", "7", "ago", "1200", "12.5", "3", "4",
-                                     "1", "1", "2"]
-    assert cells[5].endswith("s")  # how long ago, e.g. 2.1s
+    # No database here, so no name the owner gave it.
+    assert cells[:6] + cells[7:] == ["relay-01", "-", "online", "v1", "relay_board", "7", "ago", "1200", "12.5", "3",
+                                     "4", "1", "1", "2"]
+    assert cells[6].endswith("s")  # how long ago, e.g. 2.1s
 
 
 def test_device_detail(cli, fake):

@@ -51,7 +51,7 @@ class Db:
         return None if row is None else row[0]
 
     def device(self, uuid: str) -> dict | None:
-        found = self.rows("SELECT * FROM devices WHERE uuid = ?", uuid)
+        found = self.rows("SELECT * FROM gateway_devices WHERE uuid = ?", uuid)
         return dict(found[0]) if found else None
 
     def field(self, uuid: str, name: str) -> Any:

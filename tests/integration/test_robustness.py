@@ -152,7 +152,7 @@ def test_garbage_on_every_topic_leaves_the_gateway_serving(gateways, db, devices
                what="the valid message after the garbage")
     # Nothing of the garbage reached the database.
     assert db.one("SELECT COUNT(*) FROM telemetry WHERE device_uuid != ?", dev.uuid) == 0
-    assert [r["uuid"] for r in db.rows("SELECT uuid FROM devices")] == [dev.uuid]
+    assert [r["uuid"] for r in db.rows("SELECT uuid FROM gateway_devices")] == [dev.uuid]
     assert db.one("SELECT COUNT(*) FROM device_events WHERE device_uuid != ?", dev.uuid) == 0
     wait_until(lambda: unacknowledged(gw) == 0, 5, what="the garbage acknowledged")
     assert gw.proc.poll() is None

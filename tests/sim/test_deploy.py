@@ -267,7 +267,7 @@ def test_the_gateway_serves_devices_through_the_secure_broker_over_tls(secure_li
         def registered():
             conn = sqlite3.connect(f"file:{gw.db_path}?mode=ro", uri=True)
             try:
-                return conn.execute("SELECT status FROM devices WHERE uuid = 'sim-relay-board-01'").fetchall()
+                return conn.execute("SELECT status FROM gateway_devices WHERE uuid = 'sim-relay-board-01'").fetchall()
             except sqlite3.OperationalError:
                 return []
             finally:

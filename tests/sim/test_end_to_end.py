@@ -76,7 +76,7 @@ def test_a_mixed_fleet_comes_online_stores_telemetry_and_answers_commands(broker
     fleet.start()
     try:
         def every_device_online():
-            rows = query(db, "SELECT uuid, protocol, status FROM devices")
+            rows = query(db, "SELECT uuid, protocol, status FROM gateway_devices")
             online = {uuid: protocol for uuid, protocol, status in rows if status == "online"}
             return online if set(online) >= set(kinds) else None
 
@@ -128,6 +128,6 @@ def test_a_mixed_fleet_comes_online_stores_telemetry_and_answers_commands(broker
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 10
 
     # The fleet's connections closed without DISCONNECT: every Will takes its device offline.
-    wait_until(lambda: all(s == "offline" for (s,) in query(db, "SELECT status FROM devices")), 15,
+    wait_until(lambda: all(s == "offline" for (s,) in query(db, "SELECT status FROM gateway_devices")), 15,
                what="every device offline after the fleet stopped")
     assert gateway.stop() == 0

@@ -72,9 +72,9 @@ def test_set_status(db):
         devices.set_status("d1", "sleepy", 60.0)
 
 
-def test_set_status_recreates_a_row_the_config_app_deleted(db):
+def test_set_status_recreates_a_row_deleted_by_hand(db):
     devices.ensure_device("d1", 10.0, "v1")
-    database.execute_sql("DELETE FROM devices WHERE uuid = 'd1'")
+    database.execute_sql("DELETE FROM gateway_devices WHERE uuid = 'd1'")
     devices.set_status("d1", "offline", 20.0)
     assert devices.get_device("d1").status == "offline"
 

@@ -11,7 +11,8 @@ from storage import commands, devices, migrations, telemetry
 from storage.db import close_database, database, open_database
 from storage.models import CONTRACT_MODELS, SchemaVersion
 
-# The contract's tables as a Config App might create them: only the
+# The contract's tables as an older gateway (or a hand-made script) created them,
+# registry still named `devices`: only the
 # contract's columns, loose types, its own name for the dedup index.
 CONTRACT_ONLY = """
 CREATE TABLE devices (uuid TEXT PRIMARY KEY, device_type TEXT, name TEXT, firmware_version TEXT,
@@ -71,7 +72,7 @@ def test_over_a_contract_only_schema(db_path, tmp_path):
 
     db = open_database(db_path)
     try:
-        cols = [c.name for c in db.get_columns("devices")]
+        cols = [c.name for c in db.get_columns("gateway_devices")]
         assert {"protocol", "relay_count", "encoding"} <= set(cols)
         # The Config App's row got the defaults of the new columns.
         dev = devices.get_device("esp32-relay-01")
@@ -120,7 +121,7 @@ def test_a_partly_migrated_devices_table_gets_only_what_it_lacks(db_path):
     conn.close()
     db = open_database(db_path)
     try:
-        names = [c.name for c in db.get_columns("devices")]
+        names = [c.name for c in db.get_columns("gateway_devices")]
         assert names.count("protocol") == 1 and "encoding" in names and "relay_count" in names
         assert devices.get_device("esp32-relay-01").protocol == "fw22"  # theirs, kept
     finally:
