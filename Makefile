@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench bench-storage system-deps venv clean
+.PHONY: run test bench bench-storage bench-config-app system-deps venv clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ run: system-deps $(STAMP)
 bench-storage: $(STAMP)
 	$(PY) -m bench.storage
 	$(PY) -m bench.protocol_bench
+
+# The Config App's telemetry reads on a telemetry_data of 10 million rows.
+bench-config-app: $(STAMP)
+	$(PY) -m bench.config_app_queries $(if $(ROWS),--rows $(ROWS),)
 
 bench: system-deps $(STAMP)
 	$(PY) -m bench.run $(if $(QUICK),--quick,) $(if $(REPEAT),--repeat $(REPEAT),)

@@ -79,7 +79,12 @@ def test_on_the_config_apps_database(gateways, devices, broker, tmp_path):
     gw = gateways()
 
     # A 2.2 relay board the owner registered: online, its state, then its Will.
-    board = devices(RELAY, client_id="fw22-relay")
+    # Connected as the relay firmware does: its Last Will is the offline status.
+    board = devices(RELAY, client_id="fw22-relay", connect=False)
+    client = board._make()
+    client.will_set(board.topic("status"), json.dumps(fw22_status(RELAY, online=False, reason="connection lost")),
+                    qos=1, retain=True)
+    board._start(client)
     board.publish("status", fw22_status(RELAY), retain=True)
     board.publish("relays/state", relay_state(RELAY, c1=True, c2=False))
 
@@ -117,8 +122,8 @@ def test_on_the_config_apps_database(gateways, devices, broker, tmp_path):
     newest = read(db_path, app.telemetry_latest, v1_id, 2)
     assert {r[3] for r in newest} == {"fuel_level", "oil_pressure"} and {r[2] for r in newest} == {"analog"}
 
-    # The relay's Last Will: offline there too, with an event.
-    board.publish("status", fw22_status(RELAY, online=False, reason="connection lost"), retain=True)
+    # The relay drops off: the broker publishes its Last Will; offline there too, with an event.
+    board.drop()
     wait_until(lambda: relay_row()["status"] == "offline", 10, what="the relay board offline in devices")
     events = read(db_path, app.events_by_device, relay_id)
     mine = [(e[1], e[2], e[4], e[6]) for e in events if e[2] == "gateway"]
