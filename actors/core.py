@@ -54,6 +54,8 @@ def device_rules(settings: Any) -> DeviceRules:
         command_window=settings.command_window,
         fw22_periods=tuple(settings.fw22_period_map.items()),
         fw22_heartbeat_s=settings.fw22_heartbeat_ms / 1000.0,
+        command_timeout_s=settings.command_timeout_s,
+        gateway_id=settings.gateway_id,
     )
 
 

@@ -93,7 +93,7 @@ class Device(GatewayActor):
                 step = logic.message(
                     now, m.received_at, m.dialect, m.encoding, m.kind, alive=m.alive, boot_id=m.boot_id, seq=m.seq,
                     facts=m.facts, availability=m.availability, response=m.response, discovery=m.discovery,
-                    events=m.events, relay_states=m.relay_states, clock_skew=m.clock_skew,
+                    events=m.events, relay_states=m.relay_states, clock_skew=m.clock_skew, observed=m.observed,
                 )
                 self._emit(step, m.rows, (m.token,))
         elif isinstance(message, Deadline):

@@ -187,6 +187,7 @@ class Inspector(GatewayActor):
                 "clock_skew": int(counters.get("clock_skew", 0)),
                 "stale_wills": st.get("stale_wills", 0),
                 "relays": dict(st.get("relays") or {}),
+                "relay_commands": st.get("relay_commands") or {"waiting": 0, "recent": []},
                 "commands": {
                     "window": cmds.get("window"),
                     "out": [_command_entry(uuid, c) for c in cmds.get("out", [])],

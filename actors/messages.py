@@ -18,6 +18,7 @@ from protocol.values import (
     DeviceFacts,
     Discovery,
     Event,
+    ObservedCommand,
     Publication,
     RelayState,
     Response,
@@ -96,6 +97,7 @@ class DeviceMessage:
     relay_states: tuple[RelayState, ...] = ()
     rows: tuple[tuple, ...] = ()  # telemetry rows, TELEMETRY_COLUMNS order
     clock_skew: int = 0
+    observed: ObservedCommand | None = None  # a 2.2 relay command someone else sent the device
 
 
 @dataclass(frozen=True)

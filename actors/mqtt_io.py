@@ -33,6 +33,7 @@ from paho.mqtt.properties import Properties
 from actors.base import GatewayActor
 from actors.messages import Complete, Connected, InboundBatch, Publish, RawInbound, StopReading, Token
 from actors.paho_client import GatewayClient
+from protocol.decode import no_local
 from protocol.values import Publication
 
 logger = logging.getLogger("autocore.mqtt")
@@ -239,8 +240,11 @@ class MqttIO(GatewayActor):
         self.connected_since = time.time()
         # Retained messages only for a new subscription: on a resumed session
         # a retained Will would otherwise arrive again after what the device
-        # sent since, and take a live device offline.
-        client.subscribe([(topic, mqtt.SubscribeOptions(qos=qos, retainHandling=mqtt.SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
+        # sent since, and take a live device offline. No Local where the
+        # gateway only observes others (2.2 relays/set, where it also sends
+        # its own commands: those must not come back as observed ones).
+        client.subscribe([(topic, mqtt.SubscribeOptions(qos=qos, noLocal=no_local(topic),
+                                                        retainHandling=mqtt.SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
                           for topic, qos in self.subscriptions])
         self.actor_ref.tell(Connected(self.generation))
 

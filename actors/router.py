@@ -57,7 +57,7 @@ class _SeenAcc:
 
 def needs_device(msg: Message) -> bool:
     """Messages that change device state go through the device's actor."""
-    return bool(msg.facts or msg.availability or msg.response or msg.discovery or msg.events)
+    return bool(msg.facts or msg.availability or msg.response or msg.discovery or msg.events or msg.observed)
 
 
 def telemetry_rows(msg: Message, received_at: float, skew_s: float) -> tuple[list[tuple], int]:
@@ -105,6 +105,7 @@ class Router(GatewayActor):
         done_now = []
         seen: dict[str, _SeenAcc] = {}
         device_msgs: dict[str, list[DeviceMessage]] = defaultdict(list)
+        observed: set[str] = set()  # devices with an observed relay command in this batch
         self.counters["batches"] += 1
         self.counters["messages"] += len(batch.messages)
         for raw in batch.messages:
@@ -123,11 +124,16 @@ class Router(GatewayActor):
                 done_now.append(raw.token)
                 continue
             msg_rows, skewed = telemetry_rows(msg, raw.received_at, self.skew_s) if msg.readings else ([], 0)
-            if needs_device(msg):
+            if msg.observed is not None:
+                observed.add(msg.uuid)
+            # A relay state report after an observed relay command of the same
+            # batch goes in order with it (the fast path's summary reaches the
+            # device before the batch's messages): it may be the board's answer.
+            if needs_device(msg) or (msg.relay_states and msg.uuid in observed):
                 device_msgs[msg.uuid].append(DeviceMessage(
                     raw.received_at, msg.dialect.value, msg.encoding.value, msg.protocol_version, msg.kind.value,
                     raw.token, msg.alive, msg.boot_id, msg.seq, msg.facts, msg.availability, msg.response,
-                    msg.discovery, msg.events, msg.relay_states, tuple(msg_rows), skewed,
+                    msg.discovery, msg.events, msg.relay_states, tuple(msg_rows), skewed, msg.observed,
                 ))
                 continue
             acc = seen.get(msg.uuid)

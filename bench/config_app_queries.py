@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=20, help="devices the readings belong to (at least 4)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each query (median reported)")
     parser.add_argument("--json", action="store_true", help="one JSON document instead of the table")
+    parser.add_argument("--extra-index", action="append", default=[], metavar="COLUMNS",
+                        help="also index telemetry_data on these columns (e.g. device_id,timestamp): what an index "
+                             "the Config App lacks would change; repeatable")
     args = parser.parse_args(argv)
     if args.devices < 4:
         parser.error("--devices must be at least 4")
@@ -103,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         ids = fill(path, args.rows, args.devices)
         fill_s = time.time() - started
         conn = sqlite3.connect(path)
+        for n, columns in enumerate(args.extra_index):
+            conn.execute(f"CREATE INDEX extra_{n} ON telemetry_data ({columns})")
         results = {}
         for who, device_id in ids.items():
             results[f"GET /api/telemetry/{{id}} ({who})"] = timed(conn, LATEST, (device_id,), args.repeat)

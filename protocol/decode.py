@@ -74,6 +74,14 @@ def parse_topic(topic: str, prefix: str) -> Topic:
     return parsed
 
 
+def no_local(topic_filter: str) -> bool:
+    """Whether a filter is subscribed with MQTT v5 No Local: one the gateway
+    reads only to observe what others publish there (2.2 `relays/set`),
+    where its own publications must not come back to it."""
+    fw22 = _fw22()
+    return fw22 is not None and topic_filter in fw22.OBSERVED
+
+
 def _says_fw22(obj: dict) -> bool:
     version = obj.get("protocol_version")
     return isinstance(version, str) and version.startswith("2.")

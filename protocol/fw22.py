@@ -9,12 +9,17 @@ silent.
 """
 
 from protocol.fw22_inbound import (
+    GATEWAY_USER,
     LEVELS,
+    OBSERVED,
     PREFIX,
     RELAY_EVENTS,
+    RefusedCommand,
     decode,
+    is_own_relay_command,
     level_source,
     parse_topic,
+    refused_command,
     subscriptions,
 )
 from protocol.fw22_outbound import (
@@ -34,22 +39,27 @@ from protocol.fw22_outbound import (
 
 __all__ = [
     "COMMAND_QOS",
+    "GATEWAY_USER",
     "HEARTBEAT_QOS",
     "LEVELS",
     "MAX_CHANNEL",
     "MAX_PAYLOAD",
+    "OBSERVED",
     "PREFIX",
     "PROTOCOL_VERSION",
     "RELAY_CONTROL",
     "RELAY_EVENTS",
     "Fw22Plan",
     "PlanKind",
+    "RefusedCommand",
     "decode",
     "heartbeat_publication",
+    "is_own_relay_command",
     "level_source",
     "other_command_publication",
     "parse_topic",
     "plan_command",
+    "refused_command",
     "relay_set_publication",
     "subscriptions",
 ]

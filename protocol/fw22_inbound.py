@@ -33,12 +33,26 @@ Rules this module adds where PROTOCOL.md is silent (each one is tested):
   `context.command` holds a payload with a `command_id` (an object, JSON
   text, or JSON text the relay cut short) the message also carries a
   `failed` Response for that id.
+* `autocore/devices/{uuid}/relays/set` is read only to observe the relay
+  commands others send (the Config App's UI, a display): the message carries
+  an `ObservedCommand` for `{uuid}`, is never acted on and is no sign of
+  life of `{uuid}` (`alive=False`: the board did not send it). It needs a
+  `channel` (a number or "all") and a `command` (text) or a `state` (true or
+  false); `user`, `source` (else `source_uuid`, else a `uuid` other than the
+  topic's: on this topic a payload's uuid names its sender, never checked
+  against the topic) and `function_type` are kept when they are text, cut
+  to 64 characters. `is_own_relay_command` tells the gateway's own
+  (`user` "gateway" or `source` the gateway id) from others'.
+* An `error` payload answers a relays/set when it echoes the payload it
+  refused in `context.command` (`refused_command`); errors that echo
+  nothing (a hold's heartbeat timeout) answer no relays/set.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from protocol.codec import decode as decode_payload
@@ -58,6 +72,7 @@ from protocol.values import (
     Event,
     Kind,
     Message,
+    ObservedCommand,
     Reading,
     RelayState,
     Rejected,
@@ -72,6 +87,13 @@ PREFIX = "autocore"  # hard-coded in the 2.2 firmware, whatever AUTOCORE_TOPIC_P
 LEVELS = ("status/operational", "telemetry/data", "diagnostics", "display/touch", "config/ack")
 
 RELAY_EVENTS = ("safety_shutoff", "relay_change")
+
+# Topics read only to observe what others send there, never the gateway's
+# own publications: subscribed with MQTT v5 No Local.
+OBSERVED = (f"{PREFIX}/devices/+/relays/set",)
+GATEWAY_USER = "gateway"  # the `user` of the gateway's own relays/set
+_LABEL_MAX = 64
+_COMMAND_MAX = 32
 
 # Levels below a device that belong to v1 (device -> gateway and gateway ->
 # device): not 2.2 topics, whatever prefix v1 uses.
@@ -90,16 +112,18 @@ _STATUS_NOT_READINGS = _IDENTITY | {"channels", "capabilities"}
 
 
 def subscriptions() -> list[tuple[str, int]]:
-    """The topic filters of the 2.2 inbound table, all at QoS 1.
+    """The topic filters of the 2.2 inbound table, all at QoS 1, then the
+    observed `relays/set` (`OBSERVED`, subscribed with No Local).
 
     Exact filters, never a `#` below a device: boards talk to each other on
-    `relays/set`, `relays/heartbeat` and `commands/...`, which the gateway
-    must not receive.
+    `relays/heartbeat` and `commands/...`, which the gateway must not
+    receive; of `relays/set` it reads only others' commands, to record them.
     """
     device = f"{PREFIX}/devices/+"
     filters = [f"{device}/status", f"{device}/relays/state"]
     filters += [f"{device}/{level}" for level in LEVELS]
     filters += [f"{PREFIX}/telemetry/relays/data", f"{PREFIX}/errors/+/+"]
+    filters += OBSERVED
     return [(topic_filter, 1) for topic_filter in filters]
 
 
@@ -107,9 +131,9 @@ def parse_topic(topic: str) -> Topic | None:
     """The 2.2 meaning of a topic, None when it is not a 2.2 topic.
 
     Raises Rejected(BAD_TOPIC) for a topic of the 2.2 namespace the gateway
-    never reads (boards' `relays/set`, `relays/heartbeat`, `commands/...`,
-    malformed `errors` and `telemetry` topics) and Rejected(BAD_UUID) for a
-    2.2 topic whose uuid level is not a valid uuid.
+    never reads (boards' `relays/heartbeat`, `commands/...`, levels below
+    `relays/set`, malformed `errors` and `telemetry` topics) and
+    Rejected(BAD_UUID) for a 2.2 topic whose uuid level is not a valid uuid.
     """
     levels = topic.split("/")
     if len(levels) < 2 or levels[0] != PREFIX:
@@ -139,10 +163,12 @@ def _parse_device_topic(topic: str, rest: list[str]) -> Topic | None:
             raise Rejected(BAD_TOPIC, f"{_show(topic)}: no level below the device")
         raise Rejected(BAD_TOPIC, f"{_show(topic)}: empty topic level")
     first = rest[1]
+    if sub == "relays/set":
+        return Topic(Kind.FW22_RELAY_SET, _uuid_level(rest[0], topic), Dialect.FW22)
     if (first == "relays" and len(rest) > 2 and rest[2] in ("set", "heartbeat")) or first == "commands":
         raise Rejected(
             BAD_TOPIC,
-            f"{_show(topic)}: relays/set, relays/heartbeat and commands/... carry commands between boards; the gateway never reads them",
+            f"{_show(topic)}: relays/heartbeat and commands/... carry commands between boards; the gateway never reads them",
         )
     if any(not level for level in rest[1:]):
         raise Rejected(BAD_TOPIC, f"{_show(topic)}: empty topic level")
@@ -194,6 +220,9 @@ def decode(topic: Topic, obj: Mapping[str, Any], encoding: Encoding = Encoding.J
     try:
         if topic.kind is Kind.FW22_RELAY_EVENTS:
             return _relay_events(obj, version, encoding)
+        if topic.kind is Kind.FW22_RELAY_SET:
+            base = {"uuid": topic.uuid, "kind": topic.kind, "encoding": encoding, "protocol_version": version}
+            return _message(base, alive=False, observed=_observed_command(obj, topic.uuid or ""))
         uuid = _check_uuid(obj, topic.uuid or "")
         base = {"uuid": uuid, "kind": topic.kind, "encoding": encoding, "protocol_version": version}
         if topic.kind is Kind.FW22_STATUS:
@@ -415,3 +444,91 @@ def _error_text(obj: Mapping[str, Any], context: Mapping[str, Any], error_type: 
     if isinstance(reason, str) and reason:
         text = f"{text} ({reason})"
     return text
+
+
+# --- observed relay commands (relays/set) -------------------------------------
+
+
+def _observed_command(obj: Mapping[str, Any], target: str) -> ObservedCommand:
+    raw = obj.get("channel")
+    channel: int | str | None = "all" if raw == "all" else _channel(raw)
+    if channel is None:
+        shown = "none" if raw is None else _show(raw, 20) if isinstance(raw, str) else type_name(raw)
+        raise Rejected(SCHEMA, f'channel: expected a channel number (1, 2, ...) or "all", got {shown}')
+    command = obj.get("command")
+    if command is not None and (not isinstance(command, str) or not 0 < len(command) <= _COMMAND_MAX
+                                or not _clean(command)):
+        shown = _show(command, 40) if isinstance(command, str) else type_name(command)
+        raise Rejected(SCHEMA, f'command: expected "on", "off" or "toggle", got {shown}')
+    state = obj.get("state")
+    if state is not None and not isinstance(state, bool):
+        raise Rejected(SCHEMA, f"state: expected true or false, got {type_name(state)}")
+    if command is None and state is None:
+        raise Rejected(SCHEMA, 'relays/set: neither "command" nor "state": no relay command to record')
+    if command is not None:
+        state = {"on": True, "off": False}.get(command)  # the relay reads `command` first
+    source = _label(obj, "source") or _label(obj, "source_uuid")
+    if source is None:
+        sender = _label(obj, "uuid")
+        source = sender if sender != target else None
+    return ObservedCommand(
+        channel=channel,
+        command=command,
+        state=state,
+        function_type=_label(obj, "function_type"),
+        user=_label(obj, "user"),
+        source=source,
+        command_id=_command_id(obj),
+    )
+
+
+def _label(obj: Mapping[str, Any], key: str) -> str | None:
+    """A descriptive text field of an observed command: kept when it is
+    non-empty text (cut to 64 characters), else left out, never a reason to
+    lose the command from the record."""
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        return None
+    return value[:_LABEL_MAX]
+
+
+def is_own_relay_command(command: ObservedCommand, gateway_id: str) -> bool:
+    """Whether an observed relays/set is one the gateway sent itself (the
+    No Local subscription should already keep those away)."""
+    return command.user == GATEWAY_USER or (command.source is not None and command.source == gateway_id)
+
+
+@dataclass(frozen=True)
+class RefusedCommand:
+    """What an `error` payload says of the relays/set it refused.
+
+    `echo` is the payload it echoed (None when the echo is too damaged to
+    read), `command_id` that payload's id, `error_code` and `error_message`
+    the error's own."""
+
+    echo: Mapping[str, Any] | None
+    command_id: str | None
+    error_code: str | None
+    error_message: str | None
+
+
+def refused_command(detail: Any) -> RefusedCommand | None:
+    """The relays/set an `error` event's payload (`Event.detail`) refuses,
+    or None when it echoes no command in `context.command`."""
+    if not isinstance(detail, Mapping):
+        return None
+    context = detail.get("context")
+    command = context.get("command") if isinstance(context, Mapping) else None
+    if not (isinstance(command, Mapping) or (isinstance(command, str) and command.strip())):
+        return None
+    echo = _echoed_command(command)
+    code = detail.get("error_code", detail.get("code"))
+    if isinstance(code, int) and not isinstance(code, bool) and abs(code) < 10**20:
+        code = str(code)
+    message = detail.get("error_message", detail.get("message"))
+    return RefusedCommand(
+        echo=echo,
+        command_id=_command_id(echo),
+        error_code=code[:_LABEL_MAX] if isinstance(code, str) and code else None,
+        error_message=message[:256] if isinstance(message, str) and message else None,
+    )

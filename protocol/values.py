@@ -44,6 +44,7 @@ class Kind(str, Enum):
     FW22_LEVEL = "fw22_level"  # status/operational, telemetry/data, diagnostics, ...
     FW22_RELAY_EVENTS = "fw22_relay_events"  # autocore/telemetry/relays/data
     FW22_ERROR = "fw22_error"  # autocore/errors/{uuid}/{type}
+    FW22_RELAY_SET = "fw22_relay_set"  # autocore/devices/{uuid}/relays/set, observed (others' commands)
 
 
 class Rejected(Exception):
@@ -153,6 +154,41 @@ class Event:
     channel: int | None = None
 
 
+@dataclass(frozen=True)
+class ObservedCommand:
+    """A relay command another client (the Config App's UI, a display)
+    published on a 2.2 board's `relays/set`: recorded, never acted on.
+
+    `channel` is a channel number or "all"; `command` the word as sent (None
+    when the payload had only `state`, as the Config App's UI sends it);
+    `state` the state it asks for (None for a toggle, or for a word the relay
+    does not know). The other fields are the payload's, where it gave text."""
+
+    channel: int | str
+    command: str | None = None
+    state: bool | None = None
+    function_type: str | None = None
+    user: str | None = None
+    source: str | None = None
+    command_id: str | None = None
+
+    @property
+    def toggle(self) -> bool:
+        return self.command == "toggle"
+
+    def detail(self) -> dict[str, Any]:
+        """The `relay_command` event's detail."""
+        return {
+            "channel": self.channel,
+            "command": self.command,
+            "state": self.state,
+            "function_type": self.function_type,
+            "user": self.user,
+            "source": self.source,
+            "command_id": self.command_id,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class RelayState:
     relay_id: int
@@ -186,6 +222,7 @@ class Message:
     response: Response | None = None
     discovery: Discovery | None = None
     events: tuple[Event, ...] = field(default=())
+    observed: ObservedCommand | None = None  # a relay command someone else sent the device
 
 
 @dataclass(frozen=True)

@@ -373,7 +373,8 @@ def log_events(conn: sqlite3.Connection, rows: Sequence[tuple[str, float, str, A
     for uuid, ts, event, detail in rows:
         payload = dict(detail) if isinstance(detail, dict) else ({} if detail is None else {"detail": detail})
         payload.setdefault("uuid", uuid)
-        error = event == "error"
+        # An error event, or the error a relay answered a command with.
+        error = event == "error" or (isinstance(detail, dict) and detail.get("outcome") == "error")
         params.append((local_datetime(ts), uuid, event,
                        json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str),
                        "error" if error else "success", _error_message(detail) if error else None))

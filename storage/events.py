@@ -1,6 +1,7 @@
 """The device history (`device_events`): announce, online, offline,
-reboot, discovered, and the 2.2 boards' error, safety_shutoff and
-relay_change. Append-only. Each event is also copied into the Config App's `event_logs`
+reboot, discovered, the 2.2 boards' error, safety_shutoff and
+relay_change, and relay commands others sent them (relay_command,
+relay_command_result). Append-only. Each event is also copied into the Config App's `event_logs`
 where that table exists."""
 
 from __future__ import annotations

@@ -8,12 +8,15 @@ the store, publications for MqttIO and a wake-up time for the Scheduler.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from actors.rules.commands import DEFAULT_PLAN, CommandStep, CommandWindow, Plan
 from actors.rules.liveness import DISCOVERED, OFFLINE, ONLINE, Liveness, timeout_for
-from protocol.values import CommandSpec, DeviceFacts, Discovery, Response, RelayState
+from actors.rules.observed import ObservedCommands
+from protocol.fw22 import refused_command
+from protocol.values import CommandSpec, DeviceFacts, Discovery, ObservedCommand, Response, RelayState
 
 LAST_SEEN_WRITE_S = 5.0  # `devices.last_seen` is refreshed at most this often per device
 
@@ -25,6 +28,8 @@ class DeviceRules:
     fw22_periods: tuple[tuple[str, float], ...] = (("esp32_relay", 30.0), ("display", 5.0), ("esp32_display", 5.0))
     fw22_default_period: float = 30.0
     fw22_heartbeat_s: float = 0.25
+    command_timeout_s: float = 5.0  # also how long an observed relay command waits for the board's answer
+    gateway_id: str = "autocore-gateway"  # its own relays/set are never recorded as observed
 
     def period(self, dialect: str, device_type: str | None, status_interval: float | None) -> float:
         if dialect == "fw22":
@@ -88,6 +93,7 @@ class DeviceLogic:
         self.liveness.timeout_s = self._timeout()
         self.relays: dict[int, bool] = {}
         self.commands = CommandWindow(rules.command_window, beat_s=rules.fw22_heartbeat_s, relays=self.relays)
+        self.observed = ObservedCommands(rules.command_timeout_s, rules.gateway_id)
         self.counters: Counter[str] = Counter()
         self.seq_by_boot: dict[int | None, int] = {}
         self._last_seen_written = last_seen or 0.0
@@ -154,11 +160,19 @@ class DeviceLogic:
         if len(self.seq_by_boot) > 4:  # only recent boots matter
             self.seq_by_boot.pop(next(iter(self.seq_by_boot)))
 
-    def _relays(self, step: DeviceStep, states: tuple[RelayState, ...], now: float) -> None:
+    def _relays(self, step: DeviceStep, states: tuple[RelayState, ...], now: float, received_at: float) -> None:
         for s in states:
             self.relays[s.relay_id] = s.state
         if states:
             step.add_commands(self.commands.relay_states(states, now, self.liveness.online, self.plan), self.counters)
+            if self.observed.waiting:
+                reported = {s.relay_id: s.state for s in states}
+                self._observed_events(step, self.observed.relay_states(reported, received_at, self.relays))
+
+    def _observed_events(self, step: DeviceStep, events: list) -> None:
+        step.events.extend(events)
+        self.counters.update(self.observed.counters)
+        self.observed.counters.clear()
 
     def _after(self, step: DeviceStep, now: float, was_online: bool) -> DeviceStep:
         if self.liveness.online and not was_online:
@@ -182,14 +196,20 @@ class DeviceLogic:
             boot_id = boot if boot is not None else boot_id
             self._track_seq(boot, seq)
         self._alive(step, received_at, boot_id)
-        self._relays(step, relay_states, now)
+        self._relays(step, relay_states, now, received_at)
         return self._after(step, now, was_online)
 
     def message(self, now: float, received_at: float, dialect: str, encoding: str, kind: str, *,
                 alive: bool = True, boot_id: int | None = None, seq: int | None = None,
                 facts: DeviceFacts | None = None, availability=None, response: Response | None = None,
-                discovery: Discovery | None = None, events=(), relay_states=(), clock_skew: int = 0) -> DeviceStep:
+                discovery: Discovery | None = None, events=(), relay_states=(), clock_skew: int = 0,
+                observed: ObservedCommand | None = None) -> DeviceStep:
         step = DeviceStep()
+        if observed is not None:
+            # Someone else's command to this board: recorded, never acted on;
+            # not the board's message, so no sign of life, no dialect, no device.
+            self._observed_events(step, self.observed.observe(observed, received_at, self.relays))
+            return step
         was_online = self.liveness.online
         self.counters["messages"] += 1
         self.counters["clock_skew"] += clock_skew
@@ -230,10 +250,20 @@ class DeviceLogic:
             step.events.append((received_at, event.event, event.detail))
             if event.event == "safety_shutoff":
                 step.add_commands(self.commands.shutoff(event.channel, now, self.liveness.online, self.plan), self.counters)
-        self._relays(step, relay_states, now)
+            if self.observed.waiting:
+                self._observed_answer(step, event, received_at)
+        self._relays(step, relay_states, now, received_at)
         if response is not None:
             step.add_commands(self.commands.response(response, now, self.liveness.online, self.plan), self.counters)
         return self._after(step, now, was_online)
+
+    def _observed_answer(self, step: DeviceStep, event, received_at: float) -> None:
+        """An event of the board that may answer a relay command someone else sent it."""
+        if event.event == "error":
+            self._observed_events(step, self.observed.error(refused_command(event.detail), received_at, self.relays))
+        elif event.event == "relay_change":
+            state = event.detail.get("state") if isinstance(event.detail, Mapping) else None
+            self._observed_events(step, self.observed.relay_change(event.channel, state, received_at, self.relays))
 
     def _went_offline(self, step: DeviceStep, now: float) -> None:
         step.status = "offline"
@@ -256,6 +286,8 @@ class DeviceLogic:
             step.events.append((now, event, detail))
             self._went_offline(step, now)
         step.add_commands(self.commands.tick(now, self.liveness.online, self.plan), self.counters)
+        if self.observed.waiting:
+            self._observed_events(step, self.observed.expire(now, self.relays))
         return step
 
     def take_commands(self, states, now: float) -> DeviceStep:
@@ -272,12 +304,14 @@ class DeviceLogic:
         return step
 
     def next_wake(self) -> float | None:
-        times = [t for t in (self.liveness.deadline(), self.commands.next_deadline()) if t is not None]
+        times = [t for t in (self.liveness.deadline(), self.commands.next_deadline(), self.observed.next_deadline())
+                 if t is not None]
         return min(times) if times else None
 
     def idle(self) -> bool:
         """Nothing in hand: the actor may be stopped and rebuilt later from its record."""
-        return not self.liveness.online and not self.commands.queue and not self.commands.out
+        return (not self.liveness.online and not self.commands.queue and not self.commands.out
+                and not self.observed.waiting)
 
     def snapshot(self, now: float) -> dict:
         return {
@@ -294,4 +328,5 @@ class DeviceLogic:
             "counters": dict(self.counters),
             "stale_wills": self.liveness.stale_wills,
             "commands": self.commands.snapshot(now),
+            "relay_commands": self.observed.snapshot(),
         }

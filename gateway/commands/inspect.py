@@ -265,7 +265,27 @@ def render_device(d: dict) -> str:
     text = tables.pairs(items)
     if out:
         text += "\n\n" + render_commands(out)
+    text += render_relay_commands(d.get("relay_commands"))
     return text
+
+
+def render_relay_commands(observed: Any) -> str:
+    """Recent relay commands others (the Config App's UI, a display) sent a
+    2.2 board, newest first, with the board's answer; empty when none."""
+    recent = observed.get("recent") if isinstance(observed, dict) else None
+    if not recent:
+        return ""
+    rows = []
+    for c in recent:
+        # the command word as sent, else the state asked for (the Config App's UI sends no word)
+        asked = c.get("command") or {True: "state on", False: "state off"}.get(c.get("state"))
+        answer = c.get("outcome")
+        if c.get("error_code") or c.get("error_message"):
+            answer = f"{answer}: {c.get('error_code') or ''} {c.get('error_message') or ''}".strip()
+        rows.append([tables.timestamp(c.get("at")), c.get("channel"), asked, c.get("user") or c.get("source"),
+                     answer, tables.seconds(c.get("after_s")) if c.get("after_s") is not None else None])
+    return "\n\nrecent relay commands (sent by others)\n" + tables.table(
+        ["AT", "CHANNEL", "COMMAND", "FROM", "ANSWER", "AFTER"], rows)
 
 
 def _relay_order(item: tuple[str, Any]) -> tuple[int, str]:

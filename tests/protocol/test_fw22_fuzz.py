@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol import codec, fw22
-from protocol.values import CommandSpec, Dialect, Encoding, Message, Rejected
+from protocol.values import CommandSpec, Dialect, Encoding, Kind, Message, Rejected
 
 RELAY = "esp32-9c1a77b0e2f41d03"
 
@@ -21,6 +21,7 @@ TOPICS = [
     f"autocore/devices/{RELAY}/display/touch",
     "autocore/telemetry/relays/data",
     f"autocore/errors/{RELAY}/payload",
+    f"autocore/devices/{RELAY}/relays/set",
 ]
 
 json_leaf = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=12)
@@ -39,12 +40,18 @@ interesting = {
     | st.dictionaries(st.sampled_from(["1", "2", "16", "0", "x"]), json_value, max_size=4)
     | json_value,
     "event": st.sampled_from(["safety_shutoff", "relay_change", "other"]) | json_value,
-    "channel": json_value,
+    "channel": st.sampled_from([1, 3, 16, "all", 0, "3", 3.0, True]) | json_value,
     "type": st.text(max_size=10) | json_value,
     "capabilities": json_value,
     "reason": json_value,
     "error_code": json_value,
     "error_message": json_value,
+    "command": st.sampled_from(["on", "off", "toggle", "ON", "", "x" * 40]) | json_value,
+    "state": st.booleans() | json_value,
+    "user": st.sampled_from(["config_app", "gateway", "display"]) | json_value,
+    "source": st.sampled_from(["autocore-gateway", "esp32-display-7f3a"]) | json_value,
+    "function_type": st.sampled_from(["toggle", "momentary"]) | json_value,
+    "command_id": st.sampled_from(["42", 42, ""]) | json_value,
     "context": st.fixed_dictionaries(
         {},
         optional={
@@ -91,6 +98,17 @@ def test_decode_raises_only_rejected(topic, obj, encoding):
         assert message.uuid == parsed.uuid
     for reading in message.readings:
         assert reading.value is not None and reading.value == reading.value  # finite, never NaN
+    if parsed.kind is Kind.FW22_RELAY_SET:
+        observed = message.observed
+        assert observed is not None and message.alive is False and not message.readings and not message.events
+        assert observed.channel == "all" or (isinstance(observed.channel, int) and observed.channel >= 1)
+        assert observed.command is not None or observed.state is not None
+        orjson.dumps(observed.detail())  # storable as an event's detail
+    else:
+        assert message.observed is None
+    for event in message.events:
+        if event.event == "error":  # whatever it echoes, reading it never raises
+            fw22.refused_command(event.detail)
 
 
 @settings(max_examples=300, deadline=None)
@@ -118,8 +136,11 @@ def test_parse_topic_returns_topic_none_or_rejected(levels):
         return
     if parsed is not None:
         assert parsed.dialect is Dialect.FW22
-        # a parsed topic is never one where boards talk to each other
-        assert "/relays/set" not in topic and "/relays/heartbeat" not in topic
+        # a parsed topic is never one where boards talk to each other, but
+        # for relays/set itself, observed (others' relay commands)
+        assert "/relays/heartbeat" not in topic
+        if "/relays/set" in topic:
+            assert parsed.kind is Kind.FW22_RELAY_SET and levels[4:] == ["relays", "set"]
         if levels[1:2] == ["devices"]:
             assert levels[3:4] != ["commands"]
 

@@ -145,7 +145,6 @@ def test_parse_topic_not_fw22(topic):
 @pytest.mark.parametrize(
     "topic",
     [
-        f"autocore/devices/{RELAY}/relays/set",
         f"autocore/devices/{RELAY}/relays/heartbeat",
         f"autocore/devices/{RELAY}/relays/set/extra",
         f"autocore/devices/{RELAY}/commands/reboot",
@@ -221,13 +220,13 @@ def test_subscriptions_are_exactly_the_inbound_table():
         ("autocore/devices/+/config/ack", 1),
         ("autocore/telemetry/relays/data", 1),
         ("autocore/errors/+/+", 1),
+        ("autocore/devices/+/relays/set", 1),  # observed only (No Local): others' relay commands
     ]
 
 
 @pytest.mark.parametrize(
     "board_topic",
     [
-        f"autocore/devices/{RELAY}/relays/set",
         f"autocore/devices/{RELAY}/relays/heartbeat",
         f"autocore/devices/{RELAY}/commands/reboot",
         f"autocore/devices/{RELAY}/commands/ota",
@@ -650,6 +649,13 @@ def test_decode_message_routes_2_2_payloads_here(prefix):
     assert state.kind is Kind.FW22_RELAYS_STATE and len(state.relay_states) == 4
     with pytest.raises(Rejected) as info:
         decode_message(
-            f"autocore/devices/{RELAY}/relays/set", b'{"protocol_version":"2.2.0"}', prefix=prefix, max_payload=65536
+            f"autocore/devices/{RELAY}/relays/heartbeat", b'{"protocol_version":"2.2.0"}', prefix=prefix,
+            max_payload=65536,
         )
     assert info.value.reason == BAD_TOPIC
+    # relays/set is read, to observe others' commands: one without a channel is refused as such.
+    with pytest.raises(Rejected) as info:
+        decode_message(
+            f"autocore/devices/{RELAY}/relays/set", b'{"protocol_version":"2.2.0"}', prefix=prefix, max_payload=65536
+        )
+    assert info.value.reason == SCHEMA
