@@ -23,7 +23,9 @@ class TelemetryBatcher(GatewayActor):
 
     def __init__(self, settings: Any, writer: Any, scheduler: Any, channel: Any) -> None:
         super().__init__()
-        self.policy = FlushPolicy(settings.batch_rows, settings.batch_max_age_ms / 1000.0)
+        self.policy = FlushPolicy(settings.batch_rows, settings.batch_max_age_ms / 1000.0,
+                                  min_interval_s=settings.batch_min_interval_ms / 1000.0)
+        self.last_flush_at: float | None = None
         self.writer = writer
         self.scheduler = scheduler
         self.channel = channel
@@ -75,9 +77,10 @@ class TelemetryBatcher(GatewayActor):
             self.oldest_at = now
 
     def _maybe_flush(self, now: float) -> None:
-        if self.policy.should_flush(now, len(self.rows), self._items(), self.oldest_at, self.in_writer):
+        if self.policy.should_flush(now, len(self.rows), self._items(), self.oldest_at, self.in_writer,
+                                    self.last_flush_at):
             self._flush(now)
-        at = self.policy.next_check(self.oldest_at)
+        at = self.policy.next_check(self.oldest_at, self.last_flush_at, self.in_writer)
         if self.in_writer > self.policy.max_queued or (at is not None and at <= now):
             return  # WriterDone brings us back; a timer now would only spin
         if at is not None and at != self._wake_at:
@@ -93,6 +96,7 @@ class TelemetryBatcher(GatewayActor):
         batch = WriteBatch(tuple(self.rows), tuple(self.writes), tuple(self.tokens))
         self.rows, self.writes, self.tokens = [], [], []
         self.oldest_at = None
+        self.last_flush_at = now
         self.in_writer += 1
         self.largest_batch = max(self.largest_batch, len(batch.rows))
         self.counters["batches"] += 1
@@ -109,5 +113,6 @@ class TelemetryBatcher(GatewayActor):
             "at_writer": self.in_writer,
             "batch_rows": self.policy.batch_rows,
             "max_age_ms": round(self.policy.max_age_s * 1000),
+            "min_interval_ms": round(self.policy.min_interval_s * 1000),
             "largest_batch": self.largest_batch,
         }

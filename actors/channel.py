@@ -45,6 +45,7 @@ class Channel:
         self._queue: deque[bytes] = deque()  # encoded frames
         self._ready = threading.Condition()
         self._closed = False
+        self._peer_gone = False
         self._writer = threading.Thread(target=self._write_loop, name=f"channel-{name}-writer", daemon=True)
         self._writer.start()
         self.max_queued = 0
@@ -57,6 +58,12 @@ class Channel:
     @classmethod
     def from_fd(cls, fd: int, name: str) -> "Channel":
         return cls(socket.socket(fileno=fd), name)
+
+    @property
+    def closed(self) -> bool:
+        """Closed, or the other process has closed its end (read EOF):
+        nothing sent now would be answered."""
+        return self._closed or self._peer_gone
 
     def send(self, message: Any) -> None:
         """Encode `message` and queue it for the writer thread. Raises what
@@ -120,6 +127,7 @@ class Channel:
         except OSError as exc:
             reason = f"socket error: {exc}"
         logger.debug("channel %s: %s", self._name, reason)
+        self._peer_gone = True
         on_message(ChannelClosed(reason))
 
     def close(self) -> None:
@@ -142,3 +150,25 @@ class Channel:
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
         }
+
+
+class StoreLink:
+    """What core's actors send to the store through. Once the store process
+    is gone (the channel closed), a message to it is dropped and counted
+    instead of raising in whichever actor sent it: the launcher is already
+    stopping the gateway, and what was not committed was not acknowledged,
+    so the broker delivers it again. Encoding errors still raise."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.dropped = 0
+
+    @property
+    def closed(self) -> bool:
+        return self.channel.closed
+
+    def send(self, message: Any) -> None:
+        try:
+            self.channel.send(message)
+        except OSError:
+            self.dropped += 1

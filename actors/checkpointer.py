@@ -5,8 +5,17 @@ pages and waits on fsync there: the benchmark saw live p99 latency jump from
 about 30 ms to 200-440 ms every few seconds at 5k messages/s. The writer's
 connection has it off; this actor runs a PASSIVE checkpoint every
 `AUTOCORE_DB_CHECKPOINT_MS` on a connection of its own (it never waits for
-the writer, and sqlite3 lets go of the GIL meanwhile), and truncates the log
-once it has grown past `AUTOCORE_DB_WAL_MAX_MB` and is fully copied.
+the writer, and sqlite3 lets go of the GIL meanwhile). The log's file is cut
+back to `AUTOCORE_DB_WAL_MAX_MB` by the writer itself when it starts the log
+over after a complete checkpoint (`journal_size_limit`): a TRUNCATE
+checkpoint here blocked commits for 100-200 ms at a time (issue 11). Only
+below the free-space reserve does it still truncate, to give the disk back
+at once.
+
+A checkpoint that fails (the Config App holds a lock, the disk is full, the
+WAL cannot grow) is reported, never fatal: counted, logged when failures
+start and then once a minute with a count, shown in `gateway inspect`, and
+tried again next round.
 """
 
 from __future__ import annotations
@@ -17,9 +26,12 @@ import time
 from typing import Any
 
 from actors.base import GatewayActor
+from actors.db_writer import free_bytes
 from actors.messages import Deadline, Schedule
 
 logger = logging.getLogger("autocore.db")
+
+LOG_EVERY_S = 60.0
 
 
 class Checkpointer(GatewayActor):
@@ -32,17 +44,26 @@ class Checkpointer(GatewayActor):
         self.busy_timeout_s = settings.db_busy_timeout_ms / 1000.0
         self.interval_s = settings.db_checkpoint_ms / 1000.0
         self.wal_max_bytes = int(settings.db_wal_max_mb * 1024 * 1024)
+        self.settings = settings
+        self.reserve_bytes = int(float(getattr(settings, "db_reserve_mb", 0.0)) * 1024 * 1024)
         self.scheduler = scheduler
         self.conn: sqlite3.Connection | None = None
         self.page_size = 4096
         self.last_ms = 0.0
         self.max_ms = 0.0
         self.wal_pages = 0
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+        self._logged_at = 0.0
+        self._unlogged = 0
 
     def on_start(self) -> None:
         self.conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
                                     check_same_thread=False)
-        self.page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        try:
+            self.page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        except sqlite3.Error as exc:
+            self._failed(exc)
         self._next()
 
     def on_stop(self) -> None:
@@ -60,12 +81,33 @@ class Checkpointer(GatewayActor):
         if isinstance(message, Deadline):
             try:
                 self.checkpoint()
-            except sqlite3.Error as exc:  # locked or busy: the next round tries again
-                self.counters["errors"] += 1
-                logger.warning("checkpoint failed: %s", exc)
+            except (sqlite3.Error, OSError) as exc:  # the next round tries again
+                self._failed(exc)
+            else:
+                self._succeeded()
             self._next()
             return None
         return super().handle(message)
+
+    def _failed(self, exc: BaseException) -> None:
+        now = time.time()
+        self.counters["errors"] += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.failing_since is None:
+            self.failing_since, self._logged_at, self._unlogged = now, now, 0
+            logger.warning("checkpoint of the write-ahead log failed: %s (retrying every %.1f s)",
+                           self.last_error, self.interval_s)
+        elif now - self._logged_at >= LOG_EVERY_S:
+            logger.warning("checkpoint still failing after %.0f s (%d more failures): %s",
+                           now - self.failing_since, self._unlogged + 1, self.last_error)
+            self._logged_at, self._unlogged = now, 0
+        else:
+            self._unlogged += 1
+
+    def _succeeded(self) -> None:
+        if self.failing_since is not None:
+            logger.info("checkpoint works again after %.1f s", time.time() - self.failing_since)
+            self.failing_since = None
 
     def checkpoint(self) -> None:
         assert self.conn is not None
@@ -73,13 +115,21 @@ class Checkpointer(GatewayActor):
         busy, log_pages, copied = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.counters["passive"] += 1
         self.wal_pages = max(log_pages, 0)
-        if busy == 0 and log_pages >= 0 and copied == log_pages and log_pages * self.page_size > self.wal_max_bytes:
+        if busy == 0 and log_pages > 0 and copied == log_pages and self._short_of_space():
             # Everything is copied: truncating waits only for the writer's current commit.
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self.counters["truncated"] += 1
             self.wal_pages = 0
         self.last_ms = (time.perf_counter() - started) * 1000.0
         self.max_ms = max(self.max_ms, self.last_ms)
+
+    def _short_of_space(self) -> bool:
+        """Below the free-space reserve a copied WAL is truncated at once:
+        its file is disk the database no longer needs."""
+        if self.reserve_bytes <= 0:
+            return False
+        free = free_bytes(self.settings)
+        return free is not None and free < self.reserve_bytes
 
     def summary(self) -> str:
         return f"WAL {self.wal_pages * self.page_size / 1048576:.1f} MiB, last {self.last_ms:.1f} ms"
@@ -90,4 +140,6 @@ class Checkpointer(GatewayActor):
             "wal_mb": round(self.wal_pages * self.page_size / 1048576, 2),
             "wal_max_mb": round(self.wal_max_bytes / 1048576, 1),
             "checkpoint_ms": {"last": round(self.last_ms, 2), "max": round(self.max_ms, 2)},
+            "failing_for_s": None if self.failing_since is None else round(time.time() - self.failing_since, 1),
+            "last_error": self.last_error,
         }

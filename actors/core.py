@@ -15,10 +15,10 @@ from typing import Any
 
 import pykka
 
-from actors.channel import Channel, ChannelClosed
+from actors.channel import Channel, ChannelClosed, StoreLink
 from actors.device import Device
 from actors.heartbeat import Heartbeat
-from actors.inspector import Inspector
+from actors.inspector import INSPECTOR_FLUSH, Inspector
 from actors.messages import (
     CancelsRequested,
     CommandsRequested,
@@ -30,6 +30,7 @@ from actors.messages import (
     SnapshotReply,
     Stop,
     StopReading,
+    StoreHealth,
     StoreReady,
     TransitionRefused,
 )
@@ -43,6 +44,10 @@ from protocol import outbound
 from protocol.decode import subscriptions
 
 logger = logging.getLogger("autocore.core")
+
+class StoreGone(Exception):
+    """Stopping after the store process went away."""
+
 
 STOP_DRAIN_S = 2.5  # after the signal: committing what was taken
 STOP_DEADLINE_S = 4.0  # after the signal: everything (the launcher's run must end within 5 s)
@@ -65,6 +70,7 @@ class Core:
     def __init__(self, settings: Any, channel: Channel) -> None:
         self.settings = settings
         self.channel = channel
+        self.store = StoreLink(channel)  # what the actors send through
         self.refs: dict[str, Any] = {}
         self.store_ready = threading.Event()
         self.ready_message: StoreReady | None = None
@@ -91,8 +97,13 @@ class Core:
             refs["DeviceSupervisor"].tell(message)
         elif isinstance(message, SnapshotReply):
             refs["Inspector"].tell(message)
+        elif isinstance(message, StoreHealth):
+            refs["Heartbeat"].tell(message)
         elif isinstance(message, Flushed):
-            self.flushed.set()
+            if message.reason.startswith(INSPECTOR_FLUSH):
+                refs["Inspector"].tell(message)  # an operator's command waits for it
+            else:
+                self.flushed.set()
         elif isinstance(message, StoreReady):
             self.ready_message = message
             self.store_ready.set()
@@ -118,7 +129,7 @@ class Core:
         prefix = self.settings.topic_prefix
         return Device.start(
             logic, supervisor=self.refs["DeviceSupervisor"], mqtt=self.refs["MqttIO"],
-            scheduler=self.refs["Scheduler"], store=self.channel,
+            scheduler=self.refs["Scheduler"], store=self.store,
             availability=lambda u, online: outbound.availability_publication(prefix, u, online),
             encode_command=self.encoder, restarts=restarts,
         )
@@ -134,9 +145,10 @@ class Core:
         self.refs["MqttIO"] = mqtt = MqttIO.start(s, subscriptions(s.topic_prefix), will)
         self.refs["Heartbeat"] = heartbeat = Heartbeat.start(s, mqtt, self.refs["Scheduler"])
         mqtt.proxy().set_listener(heartbeat).get()
-        self.refs["DeviceSupervisor"] = supervisor = DeviceSupervisor.start(s, self.make_device, mqtt, self.channel, heartbeat)
+        self.refs["DeviceSupervisor"] = supervisor = DeviceSupervisor.start(s, self.make_device, mqtt, self.store, heartbeat)
         supervisor.proxy().load(ready.devices).get()
-        self.refs["Router"] = router = Router.start(s, mqtt, supervisor, self.channel)
+        self.refs["Router"] = router = Router.start(s, mqtt, supervisor, self.store)
+        router.proxy().load(ready.devices).get()
         self.refs["Inspector"] = Inspector.start(s, lambda: dict(self.refs), supervisor, router, self.channel)
         supervisor.proxy().start_offline_checks().get()
         if ready.commands:
@@ -172,6 +184,10 @@ class Core:
             io = mqtt.proxy()
             try:
                 mqtt.tell(StopReading())
+                if self.channel.closed:
+                    # The store is gone: nothing more can be committed, so
+                    # there is nothing to wait for (the broker keeps the rest).
+                    raise StoreGone
                 self.channel.send(Flush("shutdown"))
                 drained = False
                 while not drained and time.monotonic() < drain_until:
@@ -181,6 +197,8 @@ class Core:
                 if not drained:
                     clean = False
                     logger.warning("stopping with messages not yet committed: the broker will deliver them again")
+            except StoreGone:
+                clean = False
             except pykka.Timeout:
                 clean = False
                 logger.warning("stopping with messages not yet committed: the broker will deliver them again")

@@ -4,6 +4,14 @@ A batch (telemetry rows and device writes together) is one transaction;
 once it commits, the tokens of every message it holds go back to core, which
 acknowledges them to the broker. If the Config App holds the lock past the
 busy timeout the whole batch is retried: nothing is acknowledged meanwhile.
+
+A full disk is back-pressure too (actors/rules/stall.py): the batch and
+every one after it wait, in order, unacknowledged, while the writer retries
+with a growing pause through the Scheduler (so it still answers
+inspection); core stops reading once `max_unacked` messages wait, the
+broker holds the rest, and the store tells core (`StoreHealth`) so that
+the gateway status says it. When space returns, it catches up without a
+restart.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,24 +30,36 @@ from actors.messages import (
     CommandsRequested,
     CommandState,
     Committed,
+    Deadline,
     DeviceWrite,
+    Schedule,
+    StoreHealth,
     TransitionRefused,
 )
+from actors.rules.stall import Stall
 from storage import commands as command_repo
 from storage import devices as device_repo
 from storage import events as event_repo
 from storage import telemetry as telemetry_repo
-from storage.db import DatabaseBusy, database, write_transaction
+from storage.db import DatabaseBusy, DatabaseFull, database, free_disk_bytes, write_transaction
 
 logger = logging.getLogger("autocore.db")
 
 BUSY_RETRY_S = 0.2
 
 # Errors that say "this value cannot be stored", not "the database is in
-# trouble" (a full disk or an I/O error still stops the writer: nothing is
-# acknowledged that was not stored).
+# trouble" (an I/O error still stops the writer, a full disk stalls it:
+# either way nothing is acknowledged that was not stored).
 UNSTORABLE = (OverflowError, TypeError, ValueError, sqlite3.InterfaceError, sqlite3.IntegrityError,
               sqlite3.DataError, peewee.InterfaceError, peewee.IntegrityError, peewee.DataError)
+
+
+def free_bytes(settings: Any) -> int | None:
+    return free_disk_bytes(settings.db_path)
+
+
+def _mb(n: int | None) -> float | None:
+    return None if n is None else round(n / 1048576, 1)
 
 
 def command_state(record: command_repo.CommandRecord, settings: Any) -> CommandState:
@@ -76,11 +97,14 @@ class DbWriter(GatewayActor):
     name = "DbWriter"
     process = "store"
 
-    def __init__(self, settings: Any, channel: Any, batcher: Any = None) -> None:
+    def __init__(self, settings: Any, channel: Any, batcher: Any = None, scheduler: Any = None) -> None:
         super().__init__()
         self.settings = settings
         self.channel = channel
         self.batcher = batcher
+        self.scheduler = scheduler
+        self.stall = Stall()
+        self.waiting: deque[WriteBatch] = deque()  # in order, while the disk is full
         self.commit_ms_last = 0.0
         self.commit_ms_max = 0.0
         self.commit_ms_total = 0.0
@@ -97,12 +121,45 @@ class DbWriter(GatewayActor):
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, WriteBatch):
-            self._write(message)
+            self.waiting.append(message)
+            if not self.stall.stalled:
+                self._write_waiting()
+        elif isinstance(message, Deadline):
+            self._write_waiting()
         elif isinstance(message, ClaimCommands):
             self._claim(message.ids)
         else:
             return super().handle(message)
         return None
+
+    # -- a full disk -------------------------------------------------------
+
+    def _write_waiting(self) -> None:
+        """Write the waiting batches in order; on a full disk, leave them
+        waiting and come back later."""
+        while self.waiting:
+            try:
+                self._write(self.waiting[0])
+            except DatabaseFull as exc:
+                self.counters["disk_full"] += 1
+                now = time.time()
+                first = not self.stall.stalled
+                report = self.stall.failed(now, str(exc), len(self.waiting))
+                if report.log:
+                    logger.error("%s", report.log)
+                if first:
+                    self._tell_core(now)
+                if self.scheduler is not None:
+                    self.scheduler.tell(Schedule("writer-retry", report.retry_at, self.actor_ref))
+                return
+            self.waiting.popleft()
+            line = self.stall.recovered(time.time())
+            if line:
+                logger.warning("%s", line)
+                self._tell_core(time.time())
+
+    def _tell_core(self, now: float) -> None:
+        self.channel.send(StoreHealth(self.stall.state, self.stall.reason, self.stall.since, free_bytes(self.settings)))
 
     # -- batches -----------------------------------------------------------
 
@@ -223,8 +280,8 @@ class DbWriter(GatewayActor):
         s = self.settings
         try:
             records = command_repo.claim(ids, time.time(), default_ttl_s=s.command_ttl_s)
-        except DatabaseBusy:
-            self.counters["busy_retries"] += 1
+        except (DatabaseBusy, DatabaseFull):
+            self.counters["claims_deferred"] += 1
             return  # the feed asks again on its next poll
         if records:
             self.counters["commands_claimed"] += len(records)
@@ -233,10 +290,16 @@ class DbWriter(GatewayActor):
     # -- inspection ----------------------------------------------------------
 
     def summary(self) -> str:
+        if self.stall.stalled:
+            return f"DISK FULL for {time.time() - (self.stall.since or time.time()):.0f} s, {len(self.waiting)} batches waiting"
         return f"{self.batches} batches, last commit {self.commit_ms_last:.1f} ms"
 
     def state(self) -> dict:
+        now = time.time()
         return {
+            "store": self.stall.snapshot(now) | {"waiting_batches": len(self.waiting),
+                                                 "waiting_rows": sum(len(b.rows) for b in self.waiting),
+                                                 "disk_free_mb": _mb(free_bytes(self.settings))},
             "batches": self.batches,
             "rows_inserted": self.rows_inserted,
             "rows_repeated": self.rows_repeated,

@@ -23,17 +23,20 @@ from actors.messages import (
     DeviceMessage,
     DeviceStatus,
     DeviceWrite,
+    ForgetDevice,
+    Forgotten,
     GetSnapshot,
     KnownDevice,
     Publish,
     Retire,
     Retired,
     Schedule,
+    SetDialect,
     TakeCommands,
     Token,
     TransitionRefused,
 )
-from actors.rules.device import DeviceLogic, DeviceStep
+from actors.rules.device import DIALECT_CONFLICT, DeviceLogic, DeviceStep
 from protocol.values import Publication
 
 logger = logging.getLogger("autocore.device")
@@ -85,7 +88,12 @@ class Device(GatewayActor):
             self._unemitted = []
             if message.seen is not None:
                 s = message.seen
-                step = logic.seen(now, s.received_at, s.count, s.dialect, s.encoding, s.seqs, s.relay_states, s.clock_skew)
+                step = logic.seen(now, s.received_at, s.count, s.dialect, s.encoding, s.seqs, s.relay_states,
+                                  s.clock_skew, s.protocol_version)
+                if step.refused:
+                    logger.warning("device %s: %d 2.2 message(s) took the fast path although it is a v1 device with "
+                                   "a boot_id; their readings were stored", self.uuid, s.count)
+                self._refused(step)
                 self._emit(step, (), ())
             for m in message.messages:
                 self._not_started.pop(0)
@@ -94,8 +102,12 @@ class Device(GatewayActor):
                     now, m.received_at, m.dialect, m.encoding, m.kind, alive=m.alive, boot_id=m.boot_id, seq=m.seq,
                     facts=m.facts, availability=m.availability, response=m.response, discovery=m.discovery,
                     events=m.events, relay_states=m.relay_states, clock_skew=m.clock_skew, observed=m.observed,
+                    protocol_version=m.protocol_version,
                 )
-                self._emit(step, m.rows, (m.token,))
+                self._refused(step)
+                # A refused message is acknowledged (with its event, if one is
+                # written) but nothing of it is stored.
+                self._emit(step, () if step.refused else m.rows, (m.token,))
         elif isinstance(message, Deadline):
             self._wake_at = None
             self._emit(logic.deadline(now), (), ())
@@ -107,6 +119,22 @@ class Device(GatewayActor):
             self.counters["transitions_refused"] += 1
             logger.warning("device %s: the database refused command %s -> %s (it is %s)",
                            self.uuid, message.command_id, message.wanted, message.actual)
+        elif isinstance(message, SetDialect):
+            logic.set_dialect(message.dialect)
+            # The supervisor's record follows (after any DeviceStatus this
+            # actor sent before), so an evicted and rebuilt actor keeps it.
+            self.supervisor.tell(DeviceStatus(self.uuid, self.known(), logic.idle()))
+            self._current = None
+            return {"dialect": logic.dialect, "dialect_locked": logic.dialect_locked, "boot_id": logic.liveness.boot_id}
+        elif isinstance(message, ForgetDevice):
+            # As for a uuid never seen: the next message registers it afresh.
+            # Its commands in flight are in the database; the Inspector asks
+            # the store for them again (ReloadCommands).
+            self.logic = logic.fresh()
+            self._wake_at = None
+            self.supervisor.tell(Forgotten(self.uuid))
+            self._current = None
+            return True
         elif isinstance(message, Retire):
             idle = logic.idle()
             self.supervisor.tell(Retired(self.uuid, self.known(), idle))
@@ -116,6 +144,14 @@ class Device(GatewayActor):
             return super().handle(message)
         self._current = None
         return None
+
+    def _refused(self, step: DeviceStep) -> None:
+        if step.refused and any(event == DIALECT_CONFLICT for _, event, _ in step.events):
+            detail = next(d for _, event, d in step.events if event == DIALECT_CONFLICT)
+            logger.warning("device %s: refused a 2.2 message (%s: %s; %d since the last such event): it spoke v1 "
+                           "with a boot_id, and 2.2 boards share one account. If it really is a 2.2 board now: "
+                           "gateway devices dialect %s fw22", self.uuid, detail.get("kind"), detail.get("refused"),
+                           detail.get("count"), self.uuid)
 
     # -- outputs -----------------------------------------------------------
 

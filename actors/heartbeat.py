@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.base import GatewayActor, rss_mb
-from actors.messages import Connected, Deadline, Publish, Schedule
+from actors.messages import Connected, Deadline, Publish, Schedule, StoreHealth
 from protocol.outbound import gateway_status_publication
 from protocol.values import Publication
 
@@ -35,6 +35,7 @@ class Heartbeat(GatewayActor):
         self.mqtt = mqtt
         self.scheduler = scheduler
         self.devices_online = 0
+        self.storage = StoreHealth("ok")
         self.started = time.time()
         self._cpu_mark = (time.time(), time.process_time())
 
@@ -47,8 +48,18 @@ class Heartbeat(GatewayActor):
         s = self.settings
         return gateway_status_publication(
             s.topic_prefix, status, s.gateway_id, now, round(now - self.started, 1), self.devices_online,
-            round(rss_mb(), 1), round(cpu_percent, 1), VERSION,
+            round(rss_mb(), 1), round(cpu_percent, 1), VERSION, self._storage(),
         )
+
+    def _storage(self) -> dict:
+        h = self.storage
+        out: dict = {"state": h.state}
+        if h.state != "ok":
+            out["since"] = h.since
+            out["reason"] = h.reason
+        if h.free_bytes is not None:
+            out["free_mb"] = round(h.free_bytes / 1048576, 1)
+        return out
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Connected):
@@ -57,6 +68,12 @@ class Heartbeat(GatewayActor):
             self._publish()
         elif isinstance(message, OnlineCount):
             self.devices_online = message.devices_online
+        elif isinstance(message, StoreHealth):
+            changed = message.state != self.storage.state
+            self.storage = message
+            if changed:
+                self._publish()  # at once: whoever watches the gateway should know
+
         else:
             return super().handle(message)
         return None
@@ -68,4 +85,4 @@ class Heartbeat(GatewayActor):
 
     def state(self) -> dict:
         return {"devices_online": self.devices_online, "interval_s": self.settings.heartbeat_s,
-                "rss_mb": round(rss_mb(), 1)}
+                "rss_mb": round(rss_mb(), 1), "storage": self._storage()}

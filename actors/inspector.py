@@ -6,6 +6,11 @@ then a msgpack map. Requests: `{"what": "actors" | "devices" | "device" |
 ...}` or `{"error": text}`, with the keys documented in docs/cli.md (the
 output of `gateway inspect --json` is this reply as it is).
 
+Two requests change the running core, for the operator's `gateway devices
+dialect` and `gateway devices forget` (which write the database
+themselves): `{"what": "set_dialect", "uuid": ..., "dialect": "v1" |
+"fw22"}` and `{"what": "forget", "uuid": ...}`.
+
 The Inspector is an edge of the actor system, so it may `ask`: it gathers
 `GetSnapshot` replies from the core actors (and through the channel, from
 the store's), each with a deadline. The actors, devices, device and
@@ -27,16 +32,33 @@ from concurrent.futures import Future
 from typing import Any, Callable
 
 import msgpack
+import pykka
 
 from actors.base import GatewayActor
 from actors.framing import frame, recv_frame
-from actors.messages import GetSnapshot, SnapshotReply, SnapshotRequest
+from actors.messages import (
+    DialectLock,
+    DialectMark,
+    Flush,
+    Flushed,
+    ForgetDevice,
+    GetSnapshot,
+    ReloadCommands,
+    SetDialect,
+    SnapshotReply,
+    SnapshotRequest,
+)
+from protocol.topics import is_valid_uuid
 
 logger = logging.getLogger("autocore.inspector")
 
 ANSWER_VERSION = 1  # raised only when a documented key changes meaning or goes away
 ASK_TIMEOUT_S = 2.0
+OPERATOR_ASK_S = 5.0  # an operator's change waits longer for a busy actor than a view does
+FLUSH_TIMEOUT_S = 5.0
 MAX_REQUEST = 65536
+INSPECTOR_FLUSH = "inspector:"  # the reason of the Flush an operator's change waits for
+DIALECTS = ("v1", "fw22")
 
 
 def send_frame(sock: socket.socket, obj: Any) -> None:
@@ -61,7 +83,7 @@ class Inspector(GatewayActor):
         self._server: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
-        self._waiting: dict[int, Future] = {}
+        self._waiting: dict[Any, Future] = {}  # request id (snapshots) or flush reason -> its answer
         self._lock = threading.Lock()
         self._marks: dict[str, tuple[float, int]] = {}  # uuid -> (time, messages) at the last inspection
         self.started = time.time()
@@ -96,6 +118,12 @@ class Inspector(GatewayActor):
                 future = self._waiting.pop(message.request_id, None)
             if future is not None:
                 future.set_result(message.actors)
+            return None
+        if isinstance(message, Flushed):
+            with self._lock:
+                future = self._waiting.pop(message.reason, None)
+            if future is not None:
+                future.set_result(True)
             return None
         return super().handle(message)
 
@@ -142,9 +170,83 @@ class Inspector(GatewayActor):
             body = self.commands_answer()
         elif what == "stats":
             body = self.stats_answer()
+        elif what in ("set_dialect", "forget"):
+            uuid = str(request.get("uuid", ""))
+            if not is_valid_uuid(uuid):
+                return {"error": f"{uuid!r} is not a device id"}
+            if what == "forget":
+                body = self.forget_answer(uuid)
+            else:
+                dialect = str(request.get("dialect", ""))
+                if dialect not in DIALECTS:
+                    return {"error": f"dialect must be v1 or fw22, got {dialect!r}"}
+                body = self.set_dialect_answer(uuid, dialect)
         else:
-            return {"error": f"unknown request {what!r}; ask for actors, devices, device, commands or stats"}
+            return {"error": f"unknown request {what!r}; ask for actors, devices, device, commands, stats, "
+                             "set_dialect or forget"}
         return {"version": ANSWER_VERSION, what: body}
+
+    # -- the operator's changes ----------------------------------------------------
+
+    def set_dialect_answer(self, uuid: str, dialect: str) -> dict:
+        """Set the device's dialect in the running core. The Router's lock is
+        taken before the device changes and left after it (with the mark, so
+        a v1 message with a boot_id routed meanwhile keeps it): a 2.2 message
+        never takes the fast path while the device would refuse it."""
+        router = self.router
+        if dialect == "v1":
+            router.ask(DialectLock(uuid, True), timeout=OPERATOR_ASK_S)
+        mark = router.ask(DialectMark(), timeout=OPERATOR_ASK_S)
+        result = self._with_actor(SetDialect(uuid, dialect))
+        if dialect != "v1":
+            router.ask(DialectLock(uuid, False, after=mark), timeout=OPERATOR_ASK_S)
+        return {"uuid": uuid, "known": result["known"], "dialect": result.get("dialect", dialect),
+                "dialect_locked": bool(result.get("dialect_locked", False)), "boot_id": result.get("boot_id")}
+
+    def forget_answer(self, uuid: str) -> dict:
+        """Drop the running core's state of the device (its actor starts
+        afresh), ask the store for its commands in flight again, and wait
+        until everything the actor sent the store before is committed, so
+        the CLI's delete of the registry row comes after it."""
+        mark = self.router.ask(DialectMark(), timeout=OPERATOR_ASK_S)
+        result = self._with_actor(ForgetDevice(uuid))
+        if result.get("reset"):
+            self.channel.send(ReloadCommands(uuid))
+        flushed = self._flush()
+        self.router.ask(DialectLock(uuid, False, after=mark), timeout=OPERATOR_ASK_S)
+        return {"uuid": uuid, "known": result["known"], "flushed": flushed}
+
+    def _with_actor(self, message: SetDialect | ForgetDevice) -> dict:
+        """Ask the supervisor, and the device's actor if it has a live one.
+        An actor that stops (evicted) before it takes the message has handed
+        the supervisor its record by then: ask the supervisor again."""
+        for _ in range(3):
+            info = self.supervisor.ask(message, timeout=OPERATOR_ASK_S)
+            ref = info.get("ref")
+            if ref is None:
+                return {k: v for k, v in info.items() if k != "ref"}
+            try:
+                reply = ref.ask(message, timeout=OPERATOR_ASK_S)
+            except pykka.ActorDeadError:
+                continue
+            return {"known": True, "reset": isinstance(message, ForgetDevice),
+                    **(reply if isinstance(reply, dict) else {})}
+        raise RuntimeError(f"the actor of {message.uuid} kept stopping; try again")
+
+    def _flush(self) -> bool:
+        """Everything sent to the store so far is committed (False: not
+        within FLUSH_TIMEOUT_S, e.g. the disk is full)."""
+        reason = f"{INSPECTOR_FLUSH}{next(self._ids)}"
+        future: Future = Future()
+        with self._lock:
+            self._waiting[reason] = future
+        try:
+            self.channel.send(Flush(reason))
+            return bool(future.result(timeout=FLUSH_TIMEOUT_S))
+        except Exception:
+            with self._lock:
+                self._waiting.pop(reason, None)
+            return False
 
     # -- answers -----------------------------------------------------------
 
@@ -166,12 +268,18 @@ class Inspector(GatewayActor):
             uuid = st.get("uuid")
             counters = dict(st.get("counters") or {})
             messages = int(counters.get("messages", 0))
-            rejected = rejections.get(uuid, {})
+            rejected = dict(rejections.get(uuid, {}))
+            # 2.2 messages its actor refused (a v1 device with a boot_id) are
+            # rejections too, though the Router passed them on.
+            conflicts = int(counters.get("dialect_conflict", 0))
+            if conflicts:
+                rejected["dialect_conflict"] = rejected.get("dialect_conflict", 0) + conflicts
             cmds = st.get("commands") or {}
             devices.append({
                 "uuid": uuid,
                 "status": st.get("status"),
                 "dialect": st.get("dialect"),
+                "dialect_locked": bool(st.get("dialect_locked", False)),
                 "device_type": st.get("device_type"),
                 "boot_id": st.get("boot_id"),
                 "encoding": st.get("encoding"),
@@ -185,6 +293,7 @@ class Inspector(GatewayActor):
                 "seq_gaps": int(counters.get("seq_gaps", 0)),
                 "seq_repeats": int(counters.get("seq_repeats", 0)),
                 "clock_skew": int(counters.get("clock_skew", 0)),
+                "dialect_conflict": conflicts,
                 "stale_wills": st.get("stale_wills", 0),
                 "relays": dict(st.get("relays") or {}),
                 "relay_commands": st.get("relay_commands") or {"waiting": 0, "recent": []},

@@ -207,6 +207,18 @@ class Committed:
 
 @wire
 @dataclass(frozen=True)
+class StoreHealth:
+    """store -> core: whether the database can be written. `state` is "ok"
+    or "disk_full" (actors/rules/stall.py); sent when it changes."""
+
+    state: str
+    reason: str = ""
+    since: float | None = None
+    free_bytes: int | None = None
+
+
+@wire
+@dataclass(frozen=True)
 class TransitionRefused:
     """store -> core: a command transition the database refused (the Config
     App changed the row, or it was already final)."""
@@ -385,3 +397,52 @@ class ReloadCommands:
     actor was restarted)."""
 
     device_uuid: str
+
+
+# ---------------------------------------------------------------- operator changes (control socket)
+
+
+@dataclass(frozen=True)
+class SetDialect:
+    """Inspector -> DeviceSupervisor, then -> Device: the operator set the
+    device's dialect (`gateway devices dialect UUID v1|fw22`). The database
+    is the CLI's to write; this changes only what the running core holds."""
+
+    uuid: str
+    dialect: str
+
+
+@dataclass(frozen=True)
+class ForgetDevice:
+    """Inspector -> DeviceSupervisor, then -> Device: the operator removed the
+    device from the registry (`gateway devices forget UUID`). Its actor
+    starts afresh, as for a uuid never seen; the supervisor drops what it
+    kept of it once the actor says `Forgotten`."""
+
+    uuid: str
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """Device -> DeviceSupervisor: the actor has dropped its state (every
+    DeviceStatus it sent before is already in the supervisor's mailbox)."""
+
+    uuid: str
+
+
+@dataclass(frozen=True)
+class DialectMark:
+    """Inspector -> Router (asked): the number of batches routed so far, the
+    mark an unlock (`DialectLock(locked=False, after=mark)`) is judged by."""
+
+
+@dataclass(frozen=True)
+class DialectLock:
+    """Inspector -> Router (asked): whether the device's 2.2 messages must go
+    through its actor (a v1 device with a boot_id refuses them there).
+    `locked=False` is ignored if the Router routed a v1 message with a
+    boot_id for the device after batch `after`: that message locks it again."""
+
+    uuid: str
+    locked: bool
+    after: int | None = None

@@ -1,9 +1,14 @@
-"""Retention: keeps the telemetry table within its age and size limits.
+"""Retention: keeps the telemetry table within its age and size limits,
+and the disk within its free-space reserve.
 
 An actor of the store process. Every `interval_s` it prunes telemetry whose
 `ts` is older than `AUTOCORE_RETENTION_DAYS`, then, while the database uses
 more than `AUTOCORE_DB_MAX_MB`, the oldest stored rows, so a vehicle's SD
-card never fills.
+card never fills. Every `reserve_check_s` it also looks at the free space of
+the database's file system (actors/rules/reserve.py): below
+`AUTOCORE_DB_RESERVE_MB` it prunes the oldest telemetry until the database
+has room inside itself again, says so in the log and as an event of the
+gateway (`disk_reserve`), before the disk fills.
 
 Ingest must never stall for it. SQLite has one write lock, so every delete
 is a short transaction of its own (`batch` rows by primary key, a few
@@ -35,7 +40,10 @@ from typing import Any
 import peewee
 
 from actors.base import GatewayActor
+from actors.db_writer import free_bytes
 from actors.messages import Deadline, Schedule
+from actors.rules.reserve import Reserve
+from storage import events as event_repo
 from storage import telemetry as telemetry_repo
 from storage.db import DatabaseBusy, database
 from storage.models import Telemetry
@@ -44,6 +52,7 @@ logger = logging.getLogger("autocore.retention")
 
 DAY_S = 86400.0
 MB = 1024 * 1024
+RESERVE_KEY = "retention-reserve"
 
 
 class Retention(GatewayActor):
@@ -59,8 +68,14 @@ class Retention(GatewayActor):
         interval_s: float = 60.0,
         batch: int = 500,
         pause_s: float = 0.05,
+        reserve_check_s: float = 1.0,
+        reserve_batch: int = 5000,
     ) -> None:
         super().__init__()
+        self.settings = settings
+        self.reserve = Reserve(int(float(getattr(settings, "db_reserve_mb", 0.0)) * MB))
+        self.reserve_check_s = reserve_check_s
+        self.reserve_batch = reserve_batch
         self.days = float(settings.retention_days)
         self.max_bytes = int(float(settings.db_max_mb) * MB)
         self.scheduler = scheduler
@@ -94,6 +109,8 @@ class Retention(GatewayActor):
     def on_start(self) -> None:
         if self.enabled:
             self._wake(time.time() + self.first_delay_s)
+        if self.reserve.enabled:
+            self.scheduler.tell(Schedule(RESERVE_KEY, time.time(), self.actor_ref))
 
     def on_stop(self) -> None:
         if database.obj is not None and not database.is_closed():
@@ -104,10 +121,59 @@ class Retention(GatewayActor):
         self.scheduler.tell(Schedule("retention", at, self.actor_ref))
 
     def handle(self, message: Any) -> Any:
+        if isinstance(message, Deadline) and message.key == RESERVE_KEY:
+            at = self.reserve_step(time.time())
+            self.scheduler.tell(Schedule(RESERVE_KEY, at, self.actor_ref))
+            return None
         if isinstance(message, Deadline):
             self.step(time.time())
             return None
         return super().handle(message)
+
+    # -- the free-space reserve ------------------------------------------------
+
+    def reserve_step(self, now: float) -> float:
+        """Check the reserve; prune one batch if short. Returns when to
+        check again (soon while short)."""
+        disk_free = free_bytes(self.settings)
+        if disk_free is None:
+            return now + self.reserve_check_s
+        try:
+            check = self.reserve.check(now, disk_free, telemetry_repo.reusable_bytes())
+            if check.started:
+                logger.warning("free space on the database's disk is %.1f MB, below the reserve of %.0f MB: "
+                               "pruning the oldest telemetry so the database stops growing",
+                               disk_free / MB, self.reserve.reserve_bytes / MB)
+                self._reserve_event(now, "short", disk_free)
+            if check.ended:
+                logger.info("free space is back above the reserve (%d telemetry rows pruned for it)",
+                            self.reserve.pruned_this_shortage)
+                self._reserve_event(now, "restored", disk_free)
+            if not check.deficit:
+                return now + self.reserve_check_s
+            ids = [i for (i,) in Telemetry.select(Telemetry.id).order_by(Telemetry.id).limit(self.reserve_batch).tuples()]
+            if not ids:
+                self.counters["reserve_nothing_to_prune"] += 1
+                return now + self.reserve_check_s
+            removed = self._delete(ids)
+            self.reserve.pruned_rows(removed)
+            self.counters["pruned_for_reserve"] += removed
+        except DatabaseBusy:
+            self.counters["busy"] += 1
+        except (peewee.PeeweeException, sqlite3.Error) as exc:  # a full disk included: try again later
+            self.counters["errors"] += 1
+            logger.error("pruning for the free-space reserve failed: %s: %s", type(exc).__name__, exc)
+            return now + self.reserve_check_s
+        return time.time() + self._pause()
+
+    def _reserve_event(self, now: float, what: str, disk_free: int) -> None:
+        detail = {"state": what, "disk_free_mb": round(disk_free / MB, 1),
+                  "reserve_mb": round(self.reserve.reserve_bytes / MB, 1),
+                  "pruned": self.reserve.pruned_this_shortage}
+        try:
+            event_repo.append_events([(self.settings.gateway_id, now, "disk_reserve", detail)])
+        except (peewee.PeeweeException, sqlite3.Error) as exc:
+            logger.error("could not record the disk_reserve event: %s", exc)
 
     # -- one step: at most one delete transaction ---------------------------
 
@@ -245,4 +311,5 @@ class Retention(GatewayActor):
             "next_run_in_s": None if self.next_run_at is None or self.phase else round(self.next_run_at - now, 1),
             "db_used_mb": None if self.used_bytes is None else round(self.used_bytes / MB, 2),
             "over_limit_without_telemetry": self.over_limit_without_telemetry,
+            "reserve": self.reserve.snapshot(now),
         }

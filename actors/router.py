@@ -14,11 +14,21 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from actors.base import GatewayActor
-from actors.messages import Complete, DeviceMessage, InboundBatch, Route, Seen, TelemetryRows
+from actors.messages import (
+    Complete,
+    DeviceMessage,
+    DialectLock,
+    DialectMark,
+    InboundBatch,
+    KnownDevice,
+    Route,
+    Seen,
+    TelemetryRows,
+)
 from actors.rules.rate import RateLimiter
 from protocol.decode import decode_message
 from protocol.timestamps import effective_ts
-from protocol.values import RATE_LIMITED, Message, Rejected
+from protocol.values import RATE_LIMITED, Dialect, Message, Rejected
 
 logger = logging.getLogger("autocore.router")
 
@@ -60,6 +70,17 @@ def needs_device(msg: Message) -> bool:
     return bool(msg.facts or msg.availability or msg.response or msg.discovery or msg.events or msg.observed)
 
 
+def v1_boot_id(msg: Message) -> int | None:
+    """The boot_id a v1 message carries (top level, announce, availability)."""
+    if msg.dialect is not Dialect.V1:
+        return None
+    if msg.boot_id is not None:
+        return msg.boot_id
+    if msg.facts is not None and msg.facts.boot_id is not None:
+        return msg.facts.boot_id
+    return msg.availability.boot_id if msg.availability is not None else None
+
+
 def telemetry_rows(msg: Message, received_at: float, skew_s: float) -> tuple[list[tuple], int]:
     """The message's readings as rows (storage.telemetry.TELEMETRY_COLUMNS
     order) and how many of their times were overruled."""
@@ -85,18 +106,49 @@ class Router(GatewayActor):
         self.skew_s = settings.clock_skew_s
         self.mqtt = mqtt
         self.supervisor = supervisor
-        self.store = store  # has .send(message): the channel to the store process
+        self.store = store  # has .send(message): the link to the store process (actors/channel.py StoreLink)
         self.limiter = RateLimiter(settings.device_rate, settings.device_burst)
         self.rejections: Counter[str] = Counter()
         self.rejections_by_device: dict[str, Counter[str]] = defaultdict(Counter)
         self._last_log: dict[str, float] = {}
         self.batch_sizes: Counter[str] = Counter()
+        # Devices whose 2.2 messages go through their actor, never the fast
+        # path: a v1 device with a boot_id refuses them (actors/rules/device.py),
+        # and only its actor knows for sure; a refused message must have
+        # nothing stored. A superset of the locked devices: every v1 device
+        # with a boot_id the database knew at start, every uuid a v1 message
+        # with a boot_id was routed for since (before its actor sees it), and
+        # the operator's `dialect v1`; left only by the operator's `dialect
+        # fw22` or `forget`, after the actor took it. Grows with the v1
+        # devices, as the supervisor's records do. uuid -> the batch that
+        # last locked it.
+        self.v1_boot: dict[str, int] = {}
+
+    def load(self, devices: tuple[KnownDevice, ...]) -> None:
+        """Start-up: what the database knows."""
+        for d in devices:
+            if d.protocol == Dialect.V1.value and d.boot_id is not None:
+                self.v1_boot[d.uuid] = 0
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, InboundBatch):
             self._route(message)
             return None
+        if isinstance(message, DialectMark):
+            return self.counters["batches"]
+        if isinstance(message, DialectLock):
+            return self._dialect_lock(message)
         return super().handle(message)
+
+    def _dialect_lock(self, message: DialectLock) -> bool:
+        """The operator's change; True if the device's 2.2 messages go
+        through its actor afterwards."""
+        if message.locked:
+            self.v1_boot[message.uuid] = self.counters["batches"]
+        elif message.uuid in self.v1_boot:
+            if message.after is None or self.v1_boot[message.uuid] <= message.after:
+                del self.v1_boot[message.uuid]
+        return message.uuid in self.v1_boot
 
     def _route(self, batch: InboundBatch) -> None:
         rows: list[tuple] = []
@@ -126,10 +178,17 @@ class Router(GatewayActor):
             msg_rows, skewed = telemetry_rows(msg, raw.received_at, self.skew_s) if msg.readings else ([], 0)
             if msg.observed is not None:
                 observed.add(msg.uuid)
+            if v1_boot_id(msg) is not None:
+                self.v1_boot[msg.uuid] = self.counters["batches"]
+            checked = msg.dialect is Dialect.FW22 and msg.uuid in self.v1_boot
+            if checked:
+                self.counters["dialect_checked"] += 1
             # A relay state report after an observed relay command of the same
             # batch goes in order with it (the fast path's summary reaches the
             # device before the batch's messages): it may be the board's answer.
-            if needs_device(msg) or (msg.relay_states and msg.uuid in observed):
+            # A 2.2 message for a device that may be a v1 device with a boot_id
+            # goes to its actor with its rows, which refuses it or stores them.
+            if needs_device(msg) or (msg.relay_states and msg.uuid in observed) or checked:
                 device_msgs[msg.uuid].append(DeviceMessage(
                     raw.received_at, msg.dialect.value, msg.encoding.value, msg.protocol_version, msg.kind.value,
                     raw.token, msg.alive, msg.boot_id, msg.seq, msg.facts, msg.availability, msg.response,
@@ -201,6 +260,7 @@ class Router(GatewayActor):
             "rejections": dict(self.rejections),
             "rate_limit": {"rate": self.limiter.rate, "burst": self.limiter.burst, "buckets": len(self.limiter)},
             "batch_sizes": dict(self.batch_sizes),
+            "v1_boot_devices": len(self.v1_boot),
         }
 
     def device_rejections(self, uuid: str) -> dict:

@@ -67,9 +67,10 @@ class Store:
     def start(self) -> None:
         s = self.settings
         open_database(s.db_path, synchronous=s.db_synchronous, busy_timeout_ms=s.db_busy_timeout_ms,
-                      autocheckpoint=False, register_devices=s.config_app_register)
+                      autocheckpoint=False, register_devices=s.config_app_register,
+                      wal_limit_bytes=int(s.db_wal_max_mb * 1024 * 1024))
         self.refs["Scheduler"] = scheduler = Scheduler.start("store")
-        self.refs["DbWriter"] = writer = DbWriter.start(s, self.channel)
+        self.refs["DbWriter"] = writer = DbWriter.start(s, self.channel, scheduler=scheduler)
         self.refs["TelemetryBatcher"] = batcher = TelemetryBatcher.start(s, writer, scheduler, self.channel)
         writer.proxy().set_batcher(batcher).get()
         self.refs["CommandFeed"] = CommandFeed.start(s, writer, scheduler, self.channel)

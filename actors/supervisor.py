@@ -10,6 +10,7 @@ then left down (its messages completed and counted) until the window passes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
@@ -25,12 +26,15 @@ from actors.messages import (
     DeviceFailed,
     DeviceInput,
     DeviceStatus,
+    ForgetDevice,
+    Forgotten,
     GetSnapshot,
     KnownDevice,
     ReloadCommands,
     Retire,
     Retired,
     Route,
+    SetDialect,
     TakeCommands,
     TransitionRefused,
 )
@@ -108,9 +112,42 @@ class DeviceSupervisor(GatewayActor):
                 self.counters["evicted"] += 1
         elif isinstance(message, DeviceFailed):
             self._failed(message)
+        elif isinstance(message, (SetDialect, ForgetDevice)):
+            return self._operator(message)
+        elif isinstance(message, Forgotten):
+            self._purge(message.uuid)
         else:
             return super().handle(message)
         return None
+
+    # -- the operator's changes (asked by the Inspector) ---------------------
+
+    def _operator(self, message: SetDialect | ForgetDevice) -> dict:
+        """With a live actor: its ref, for the Inspector to ask it (the actor
+        then tells us DeviceStatus or Forgotten, after whatever it sent
+        before). Without one: what is kept of the device changes here."""
+        uuid = message.uuid
+        ref = self.actors.get(uuid)
+        if ref is not None and ref.is_alive():
+            return {"ref": ref, "known": True}
+        known = self.known.get(uuid)
+        if isinstance(message, ForgetDevice):
+            self._purge(uuid)
+            return {"ref": None, "known": known is not None}
+        if known is None:
+            return {"ref": None, "known": False}
+        known = self.known[uuid] = dataclasses.replace(known, protocol=message.dialect)
+        return {"ref": None, "known": True, "dialect": known.protocol,
+                "dialect_locked": known.protocol == "v1" and known.boot_id is not None, "boot_id": known.boot_id}
+
+    def _purge(self, uuid: str) -> None:
+        """Forget what is kept of a device (its actor, if any, has started afresh)."""
+        self.known.pop(uuid, None)
+        if uuid in self.online:
+            self.online.discard(uuid)
+            if self.heartbeat is not None:
+                self.heartbeat.tell(OnlineCount(len(self.online)))
+        self.counters["forgotten"] += 1
 
     def _tell(self, uuid: str, message: Any) -> None:
         if uuid in self.down_until:

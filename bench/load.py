@@ -33,6 +33,7 @@ import paho.mqtt.client as mqtt
 
 PREFIX = "autocore"
 HOST = "127.0.0.1"
+SETTLE_S = 60.0  # how long a generator waits for the broker's last acknowledgements
 
 
 def uuids(count: int, stem: str) -> list[str]:
@@ -102,11 +103,30 @@ def wait_for_stop(seconds: float) -> None:
 
 
 def publish_checked(c: mqtt.Client, topic: str, payload: bytes, qos: int, counters: dict) -> None:
+    """Publish; a QoS 1 message counts as sent only once the broker has
+    acknowledged it (`settle`), since paho's publish() only queues it and a
+    disconnect drops what is still queued. QoS 0 has no acknowledgement: it
+    counts once handed to paho."""
     info = c.publish(topic, payload, qos=qos)
     if info.rc != mqtt.MQTT_ERR_SUCCESS:
         counters["errors"] = counters.get("errors", 0) + 1
-    else:
+    elif qos == 0:
         counters["sent"] = counters.get("sent", 0) + 1
+    else:
+        counters.setdefault("_pending", []).append(info)
+
+
+def settle(counters: dict, deadline: float) -> None:
+    """Wait (until `deadline`, time.monotonic()) for the broker to
+    acknowledge what `publish_checked` queued; count the acknowledged as
+    `sent`, the rest as `unacknowledged`. Call it before disconnecting."""
+    for info in counters.pop("_pending", []):
+        try:
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        except (RuntimeError, ValueError):
+            pass
+        key = "sent" if info.is_published() else "unacknowledged"
+        counters[key] = counters.get(key, 0) + 1
 
 
 def paced(rate: float, seconds: float, step: Callable[[int], None], stop: threading.Event) -> None:
@@ -158,11 +178,15 @@ def run_live(args) -> None:
     for w in workers:
         w.join()
     t1 = time.time()
+    deadline = time.monotonic() + SETTLE_S
+    for r in results:
+        settle(r, deadline)
     for c in conns:
         c.disconnect()
         c.loop_stop()
     sent = sum(r.get("sent", 0) for r in results)
     emit({"t0": t0, "t1": t1, "sent": sent, "errors": sum(r.get("errors", 0) for r in results),
+          "unacknowledged": sum(r.get("unacknowledged", 0) for r in results),
           "rate": sent / (t1 - t0) if t1 > t0 else 0.0})
 
 
@@ -270,6 +294,7 @@ def run_silent(args) -> None:
         infos.append(conns[i % len(conns)].publish(f"{PREFIX}/devices/{u}/status", status_report(2), qos=1))
     for info in infos:
         info.wait_for_publish(10)
+    settle(counters, time.monotonic() + SETTLE_S)
     emit({"last": last, "errors": counters.get("errors", 0)})
     wait_for_stop(args.seconds)
     for c in conns:
@@ -290,6 +315,7 @@ def run_status(args) -> None:
     for i, u in enumerate(devices):
         publish_checked(conns[i // per_conn], f"{PREFIX}/devices/{u}/announce", announce(args.interval, args.boot_id), 1,
                         counters)
+    settle(counters, time.monotonic() + SETTLE_S)
     emit({"ready": True, "connections": n_conns, "announced": counters.get("sent", 0)})
     stop = threading.Event()
     topics = [f"{PREFIX}/devices/{u}/status" for u in devices]
@@ -412,6 +438,9 @@ def run_mixed(args) -> None:
     for w in workers:
         w.join()
     t1 = time.time()
+    deadline = time.monotonic() + SETTLE_S
+    for r in results:
+        settle(r, deadline)
     time.sleep(0.5)  # QoS 0 messages still in paho's buffer
     for c in conns:
         c.disconnect()

@@ -129,6 +129,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def written_bytes(pid: int) -> int:
+    """Bytes a process has handed to write() so far (`wchar` of
+    /proc/PID/io): for the store, the write-ahead log and the checkpoints'
+    copies into the database, whatever the file system does with them."""
+    with open(f"/proc/{pid}/io") as fh:
+        for line in fh:
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    return 0
+
+
 def threads(pid: int) -> int:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:

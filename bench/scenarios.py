@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench import load
-from bench.procs import BenchBroker, BenchGateway, cpu_seconds, kill_tree, rss_mib, threads, wait_until
+from bench.procs import BenchBroker, BenchGateway, cpu_seconds, kill_tree, rss_mib, threads, wait_until, written_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ class Sizes:
     backlog: int = 200_000
     backlog_devices: int = 100
     publishers: int = 8  # mosquitto_pub processes at once
-    live_rates: tuple[int, ...] = (1000, 5000)
+    live_rates: tuple[int, ...] = (100, 1000, 5000)
     live_devices: int = 100
     live_warmup_s: float = 2.0
     live_seconds: float = 10.0
@@ -414,9 +414,12 @@ def live(ctx: Context) -> Outcome:
     gw = ctx.gateway(broker).start()
     metrics: list[Metric] = []
     details: dict = {}
+    store_pid = gw.children()["store"]
     for rate in s.live_rates:
         label = f"{rate / 1000:g}k/s" if rate >= 1000 else f"{rate}/s"
         fsync_ms = fsync_probe(gw.db_path.parent)
+        writer0 = gw.inspect("stats")["stats"]["writer"]
+        written0 = written_bytes(store_pid)
         watcher = RowWatcher(gw.db_path).start()
         ctx.log(f"live: {rate} messages/s for {s.live_warmup_s + s.live_seconds:g} s")
         proc = ctx.generator("live", broker.port, "--rate", rate, "--seconds", s.live_warmup_s + s.live_seconds,
@@ -430,6 +433,12 @@ def live(ctx: Context) -> Outcome:
                        what=f"the rows of {out['sent']} live messages")
         finally:
             watcher.stop()
+        # Disk wear: bytes the store wrote (WAL and checkpoints) per reading
+        # stored, and readings per commit, over the whole phase.
+        writer1 = gw.inspect("stats")["stats"]["writer"]
+        readings = writer1["rows_inserted"] - writer0["rows_inserted"]
+        commits = writer1["batches"] - writer0["batches"]
+        per_reading = (written_bytes(store_pid) - written0) / readings if readings else None
         window = [r for r in watcher.seen if r[0] >= measured_from]
         commit = [seen - ts for ts, _, seen in window]
         receive = [rec - ts for ts, rec, _ in window]  # publish -> the gateway read it
@@ -442,11 +451,16 @@ def live(ctx: Context) -> Outcome:
                                         "max": ms(max(commit) if commit else None)},
                           "receive_ms": {"p50": ms(percentile(receive, 50)), "p99": ms(percentile(receive, 99))},
                           "gateway_ms": {"p50": ms(percentile(inside, 50)), "p99": ms(percentile(inside, 99))},
-                          "fsync_probe_ms_before": fsync_ms}
+                          "fsync_probe_ms_before": fsync_ms,
+                          "bytes_written_per_reading": None if per_reading is None else round(per_reading),
+                          "readings_per_commit": round(readings / commits, 1) if commits else None}
         note = f"{round(measured_rate)} msg/s measured"
         gate, aim = (250.0, 100.0) if rate == 5000 else (None, None)  # the target is at 5k/s
         metrics.append(Metric("2 live", f"{label} publish->commit p50", ms(p50), "ms", note=note))
         metrics.append(Metric("2 live", f"{label} publish->commit p99", ms(p99), "ms", gate, aim))
+        metrics.append(Metric("2 live", f"{label} bytes written per reading",
+                              None if per_reading is None else round(per_reading), "B",
+                              note=f"{details[label]['readings_per_commit']} readings per commit"))
     gw.stop()
     return Outcome(metrics, details)
 

@@ -4,7 +4,10 @@ The wire format (served by actors/inspector.py): the client connects, sends
 one frame and reads one frame back; a frame is a 4-byte big-endian length
 followed by that many bytes of a MessagePack map. The request is
 `{"what": "actors" | "devices" | "device" | "commands" | "stats", "uuid":
-...}`; the reply `{"version": 1, <what>: ...}` or `{"error": text}`.
+...}`; the reply `{"version": 1, <what>: ...}` or `{"error": text}`. Two
+requests change the running gateway's memory (never the database):
+`{"what": "set_dialect", "uuid": ..., "dialect": "v1" | "fw22"}` and
+`{"what": "forget", "uuid": ...}` (docs/cli.md, "The control socket").
 
 Self-contained on purpose (no actors/ import): the CLI stays quick to start
 on a small board, and any tool can talk to the gateway from this page.

@@ -107,6 +107,9 @@ class Settings:
     # Storage batching and bounds
     batch_rows: int = setting(2000, "telemetry rows per transaction at most", _positive)
     batch_max_age_ms: int = setting(50, "oldest buffered row waits at most this long before a flush", _positive)
+    batch_min_interval_ms: int = setting(
+        0, "an idle writer gets a batch at most this often: bounds commits per second (0: at once)",
+        _non_negative)
     max_unacked: int = setting(50000, "received QoS 1 messages not yet committed before reading pauses", _positive)
     mailbox_limit: int = setting(100000, "messages an actor mailbox may hold before its sender is throttled", _positive)
 
@@ -133,6 +136,9 @@ class Settings:
     # Retention
     retention_days: float = setting(30.0, "telemetry older than this is pruned (0 keeps everything)", _non_negative)
     db_max_mb: float = setting(0.0, "oldest telemetry is pruned while the database is larger (0: no limit)", _non_negative)
+    db_reserve_mb: float = setting(
+        64.0, "free space kept on the database's file system: below it the oldest telemetry is pruned so that "
+              "the database stops growing, leaving room for the Config App (0: off)", _non_negative)
 
     @property
     def fw22_period_map(self) -> dict[str, float]:

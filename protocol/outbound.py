@@ -60,9 +60,12 @@ def gateway_status_publication(
     ram_mb: float,
     cpu_percent: float,
     version: str,
+    storage: dict | None = None,
 ) -> Publication:
     """GatewayStatus, retained (the heartbeat, and with status "offline" the
-    Last Will). Always JSON: every device reads it, whatever it speaks."""
+    Last Will). Always JSON: every device reads it, whatever it speaks.
+    `storage` (optional, an extra field): whether the database can be
+    written, e.g. {"state": "disk_full", "since": ..., "free_mb": ...}."""
     if status not in ("online", "offline"):
         raise Rejected(SCHEMA, f'gateway status must be "online" or "offline", got {status!r}')
     payload = {
@@ -74,6 +77,8 @@ def gateway_status_publication(
         "memory_usage": {"ram_mb": _plain(ram_mb), "cpu_percent": _plain(cpu_percent)},
         "version": version,
     }
+    if storage is not None:
+        payload["storage"] = storage
     return Publication(gateway_status_topic(prefix), _encode(payload, Encoding.JSON, "gateway status"), qos=1, retain=True)
 
 

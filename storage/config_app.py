@@ -10,11 +10,10 @@ program reads back:
   a device the Config App has no row for gets one (`register`), which is
   never re-inserted or replaced afterwards: its `id` is what the Config
   App's other tables point at.
-* `telemetry_data`: every reading inserted into `telemetry`, copied by a
-  TEMP trigger on the writer's connection, so it fires only for rows really
-  inserted (a redelivered message adds nothing) and costs no Python per row.
-  A TEMP trigger lives in the connection, not in the file: the Config App's
-  schema is untouched.
+* `telemetry_data`: every reading inserted into `telemetry`, copied by one
+  INSERT ... SELECT per batch over the ids the batch inserted, so only rows
+  really inserted are copied (a redelivered message adds nothing) and no
+  Python runs per row.
 * `event_logs`: every device event, attributed `device_{devices.id}`.
 
 The gateway never creates, alters or drops these tables. Whether they
@@ -42,7 +41,7 @@ from typing import Any, Iterable, Sequence
 
 from peewee import chunked
 
-from storage.db import busy_errors
+from storage.db import sqlite_errors
 
 log = logging.getLogger("autocore.config_app")
 
@@ -81,7 +80,7 @@ def local_datetime(ts: float) -> str:
 
 
 def _local_datetime_sql(expr: str) -> str:
-    """`local_datetime` in SQL, for the trigger and the projections.
+    """`local_datetime` in SQL, for the copies and the projections.
     strftime gets whole seconds: given a fraction it rounds to the
     millisecond, which could carry into the next second."""
     whole = f"CAST({expr} AS INTEGER)"
@@ -147,19 +146,18 @@ def _detect(conn: sqlite3.Connection) -> Tables:
 
 def tables(conn: sqlite3.Connection) -> Tables:
     """The Config App's tables on this connection, looked up again when
-    the schema changed; installs or drops the telemetry trigger to match.
+    the schema changed.
     When `devices` is new to this connection (found at start, or just
     created by the Config App), every device of the registry is projected
     there at once, so none waits for its next message to appear.
     Call it inside the write transaction, where the schema cannot change."""
-    with busy_errors():
+    with sqlite_errors():
         version = conn.execute("PRAGMA schema_version").fetchone()[0]
     if _state.conn is conn and _state.schema_version == version:
         return _state.tables
     before = _state.tables if _state.conn is conn else NONE
-    with busy_errors():
+    with sqlite_errors():
         found = _detect(conn)
-        _set_trigger(conn, found.telemetry_data)
     if _state.conn is not conn:
         _state.mac_clashes_logged = set()
     _state.present = set()  # the Config App may have dropped and remade its table
@@ -168,35 +166,36 @@ def tables(conn: sqlite3.Connection) -> Tables:
                  ", ".join(t for t in (DEVICES, TELEMETRY_DATA, EVENT_LOGS) if getattr(found, t)))
     _state.conn, _state.schema_version, _state.tables = conn, version, found
     if found.devices and not before.devices:
-        with busy_errors():
+        with sqlite_errors():
             everyone = [u for (u,) in conn.execute(f"SELECT uuid FROM {REGISTRY}")]
         _project(conn, found, everyone, time.time())
     return found
 
 
-_TRIGGER = "gateway_telemetry_to_config_app"
+_VALUE_TEXT = ("CASE WHEN t.value IS NULL THEN NULL"
+               " WHEN t.value = CAST(t.value AS INTEGER) THEN CAST(CAST(t.value AS INTEGER) AS TEXT)"
+               " ELSE CAST(t.value AS TEXT) END")
+_RAW_TEXT = "CASE typeof(t.raw) WHEN 'blob' THEN lower(hex(t.raw)) ELSE t.raw END"
 
-_VALUE_TEXT = ("CASE WHEN NEW.value IS NULL THEN NULL"
-               " WHEN NEW.value = CAST(NEW.value AS INTEGER) THEN CAST(CAST(NEW.value AS INTEGER) AS TEXT)"
-               " ELSE CAST(NEW.value AS TEXT) END")
-_RAW_TEXT = "CASE typeof(NEW.raw) WHEN 'blob' THEN lower(hex(NEW.raw)) ELSE NEW.raw END"
-
-_TRIGGER_SQL = f"""
-CREATE TEMP TRIGGER IF NOT EXISTS {_TRIGGER} AFTER INSERT ON {TELEMETRY}
-BEGIN
-  INSERT INTO {TELEMETRY_DATA} (timestamp, device_id, data_type, data_key, data_value, unit)
-  SELECT {_local_datetime_sql('NEW.ts')}, d.id, NEW.source, NEW.metric,
-         COALESCE({_VALUE_TEXT}, NEW.tag, {_RAW_TEXT}, ''), NEW.unit
-  FROM {DEVICES} d WHERE d.uuid = NEW.device_uuid;
-END
+# Rows with an id past the one given: those the batch really inserted (an
+# ignored repeat gets no id), copied in one statement. A per-row trigger
+# did the same at half the speed.
+_COPY_SQL = f"""
+INSERT INTO {TELEMETRY_DATA} (timestamp, device_id, data_type, data_key, data_value, unit)
+SELECT {_local_datetime_sql('t.ts')}, d.id, t.source, t.metric, COALESCE({_VALUE_TEXT}, t.tag, {_RAW_TEXT}, ''), t.unit
+FROM {TELEMETRY} t JOIN {DEVICES} d ON d.uuid = t.device_uuid
+WHERE t.id > ?
 """
 
 
-def _set_trigger(conn: sqlite3.Connection, wanted: bool) -> None:
-    if wanted:
-        conn.execute(_TRIGGER_SQL)
-    else:
-        conn.execute(f"DROP TRIGGER IF EXISTS temp.{_TRIGGER}")
+def copy_telemetry(conn: sqlite3.Connection, after_id: int) -> int:
+    """Copy into `telemetry_data` every telemetry row with an id past
+    `after_id` whose device has a row in `devices`. Call it in the
+    transaction that inserted them, with the highest id from before."""
+    if not tables(conn).telemetry_data:
+        return 0
+    with sqlite_errors():
+        return max(conn.execute(_COPY_SQL, (after_id,)).rowcount, 0)
 
 
 # -- devices -------------------------------------------------------------------
@@ -280,7 +279,7 @@ def _project(conn: sqlite3.Connection, found: Tables, uuids: Iterable[str], now:
     if not uuids:
         return 0
     stamp = local_datetime(now)
-    with busy_errors():
+    with sqlite_errors():
         conn.executemany(_update_sql(found.device_columns), [(u, stamp) for u in uuids])
     return _ensure_rows(conn, found, uuids, stamp)
 
@@ -296,7 +295,7 @@ def _ensure_rows(conn: sqlite3.Connection, found: Tables, uuids: list[str], stam
     registered = 0
     for chunk in chunked(unknown, 500):
         marks = ", ".join("?" * len(chunk))
-        with busy_errors():
+        with sqlite_errors():
             present.update(u for (u,) in conn.execute(f"SELECT uuid FROM {DEVICES} WHERE uuid IN ({marks})", chunk))
         for uuid in chunk:
             if uuid not in present and _register(conn, found.device_columns, uuid, stamp):
@@ -305,20 +304,21 @@ def _ensure_rows(conn: sqlite3.Connection, found: Tables, uuids: list[str], stam
     return registered
 
 
-def before_telemetry(conn: sqlite3.Connection, uuids: Iterable[str], now: float) -> None:
-    """Call before inserting telemetry rows of `uuids`: installs the copy
-    trigger if needed, and gives each device a row in `devices` (a reading
-    may be stored before its device's registry row: they travel apart), so
-    no reading misses its copy."""
+def before_telemetry(conn: sqlite3.Connection, uuids: Iterable[str], now: float) -> bool:
+    """Call before inserting telemetry rows of `uuids`: gives each device a
+    row in `devices` (a reading may be stored before its device's registry
+    row: they travel apart), so that no reading misses its copy. True if
+    the rows are to be copied (`copy_telemetry`) after the insert."""
     found = tables(conn)
     if found.telemetry_data:
         _ensure_rows(conn, found, list(dict.fromkeys(uuids)), local_datetime(now))
+    return found.telemetry_data
 
 
 def _register(conn: sqlite3.Connection, columns: frozenset[str], uuid: str, stamp: str) -> int:
     mac = _free_mac(conn, columns, uuid)
     try:
-        with busy_errors():
+        with sqlite_errors():
             cursor = conn.execute(_insert_sql(columns), (uuid, stamp, mac))
     except sqlite3.IntegrityError as exc:
         # A failed statement undoes only itself: the batch goes on.
@@ -378,7 +378,7 @@ def log_events(conn: sqlite3.Connection, rows: Sequence[tuple[str, float, str, A
         params.append((local_datetime(ts), uuid, event,
                        json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str),
                        "error" if error else "success", _error_message(detail) if error else None))
-    with busy_errors():
+    with sqlite_errors():
         conn.executemany(_event_sql(found.devices), params)
 
 
@@ -391,7 +391,7 @@ def prune_older_than(conn: sqlite3.Connection, cutoff_ts: float, limit: int) -> 
     finds them)."""
     if not tables(conn).telemetry_data:
         return 0
-    with busy_errors():
+    with sqlite_errors():
         cursor = conn.execute(
             f"DELETE FROM {TELEMETRY_DATA} WHERE id IN (SELECT id FROM {TELEMETRY_DATA}"
             f" WHERE timestamp < ? ORDER BY timestamp LIMIT ?)", (local_datetime(cutoff_ts), int(limit)))
@@ -403,7 +403,7 @@ def prune_oldest(conn: sqlite3.Connection, count: int) -> int:
     size limit took from `telemetry`)."""
     if count <= 0 or not tables(conn).telemetry_data:
         return 0
-    with busy_errors():
+    with sqlite_errors():
         cursor = conn.execute(
             f"DELETE FROM {TELEMETRY_DATA} WHERE id IN (SELECT id FROM {TELEMETRY_DATA}"
             f" ORDER BY timestamp LIMIT ?)", (int(count),))

@@ -25,6 +25,7 @@ on a reader connection.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -43,6 +44,8 @@ SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 # Primary result codes meaning "someone else holds a lock".
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+# ... and "no room": the disk (or max_page_count) is full.
+_SQLITE_FULL = 13
 
 
 class DatabaseBusy(peewee.OperationalError):
@@ -63,15 +66,45 @@ def is_busy_error(exc: BaseException) -> bool:
     return "database is locked" in text or "database table is locked" in text
 
 
+class DatabaseFull(peewee.OperationalError):
+    """No room to write: the file system is full (SQLITE_FULL, ENOSPC).
+
+    Like `DatabaseBusy`, back-pressure rather than a fault: the transaction
+    has been rolled back, nothing it held is stored (so nothing of it may be
+    acknowledged), and it can be retried once space returns.
+    """
+
+
+def is_full_error(exc: BaseException) -> bool:
+    """True if `exc` (sqlite3, peewee or OSError) says there was no room."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    for candidate in (exc, *exc.args[:1]):
+        code = getattr(candidate, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF == _SQLITE_FULL
+    text = str(exc)
+    return "database or disk is full" in text or "No space left on device" in text
+
+
 @contextmanager
-def busy_errors() -> Iterator[None]:
-    """Turn a lock time-out into `DatabaseBusy` (for raw sqlite3 calls)."""
+def sqlite_errors() -> Iterator[None]:
+    """Turn a lock time-out into `DatabaseBusy` and a full disk into
+    `DatabaseFull` (for raw sqlite3 calls; the peewee ones pass through
+    `GatewayDatabase`, which does the same)."""
     try:
         yield
-    except (sqlite3.OperationalError, peewee.OperationalError) as exc:
-        if isinstance(exc, DatabaseBusy) or not is_busy_error(exc):
+    except (sqlite3.OperationalError, peewee.OperationalError, OSError) as exc:
+        if isinstance(exc, (DatabaseBusy, DatabaseFull)):
+            raise
+        if is_full_error(exc):
+            raise DatabaseFull(str(exc)) from exc
+        if isinstance(exc, OSError) or not is_busy_error(exc):
             raise
         raise DatabaseBusy(str(exc)) from exc
+
+
+_SAVEPOINT_ENDS = ("ROLLBACK TO SAVEPOINT", "RELEASE SAVEPOINT")
 
 
 class GatewayDatabase(SqliteDatabase):
@@ -92,16 +125,22 @@ class GatewayDatabase(SqliteDatabase):
         super().begin(lock_type or self._begin_lock)
 
     def execute_sql(self, sql, params=None, commit=None):
-        with busy_errors():
+        if sql.startswith(_SAVEPOINT_ENDS) and not self._state.closed and not self.connection().in_transaction:
+            # SQLite rolled the whole transaction back by itself (it may on
+            # SQLITE_FULL or an I/O error): its savepoints are gone, and
+            # peewee unwinding them would hide the real error under "no such
+            # savepoint".
+            return self.cursor()
+        with sqlite_errors():
             return super().execute_sql(sql, params)
 
     def commit(self):
-        with busy_errors():
+        with sqlite_errors():
             return super().commit()
 
     def connect(self, reuse_if_open=False):
         # Pragmas run at connect; journal_mode=WAL may meet a lock too.
-        with busy_errors():
+        with sqlite_errors():
             return super().connect(reuse_if_open)
 
 
@@ -113,6 +152,7 @@ def open_database(
     migrate: bool = True,
     autocheckpoint: bool = True,
     register_devices: bool = True,
+    wal_limit_bytes: int = -1,
 ) -> SqliteDatabase:
     """Open the writer database at `path`, bind `database` to it, migrate.
 
@@ -122,7 +162,8 @@ def open_database(
     synchronous=NORMAL in WAL loses at most the last commits on a power cut,
     never consistency; FULL also survives that, at a cost per commit.
     `register_devices`: whether a device the Config App's `devices` lacks
-    gets a row there (storage/config_app.py).
+    gets a row there (storage/config_app.py). `wal_limit_bytes`: the size
+    the write-ahead log is cut back to when it starts over (-1: never).
     """
     sync = synchronous.upper()
     if sync not in SYNCHRONOUS_MODES:
@@ -146,6 +187,10 @@ def open_database(
             # on fsync and stalls ingest; actors/checkpointer.py runs them on
             # a connection of its own instead.
             ("wal_autocheckpoint", 1000 if autocheckpoint else 0),
+            # Once a checkpoint has copied the whole WAL, the writer's next
+            # commit starts it over and cuts the file back to this size (an
+            # ftruncate): no checkpoint has to block writers to shrink it.
+            ("journal_size_limit", int(wal_limit_bytes)),
         ],
     )
     database.initialize(db)
@@ -202,8 +247,20 @@ def data_version(db=None) -> int:
     """
     target = database if db is None else db
     conn = target if isinstance(target, sqlite3.Connection) else target.connection()
-    with busy_errors():
+    with sqlite_errors():
         return conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+def free_disk_bytes(path: str) -> int | None:
+    """Bytes free to this process on the file system holding the database
+    file `path`; None where that cannot be told (":memory:")."""
+    if path == ":memory:" or path.startswith("file:"):
+        return None
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def _make_parent(path: str) -> None:

@@ -17,7 +17,7 @@ from peewee import fn
 
 from protocol.values import DeviceFacts, Dialect, Discovery, Encoding
 from storage import config_app
-from storage.db import bound, busy_errors, database, write_transaction
+from storage.db import bound, sqlite_errors, database, write_transaction
 from storage.models import Device
 
 STATUSES = ("online", "offline", "discovered")
@@ -183,6 +183,16 @@ def set_protocol(uuid: str, dialect: Dialect | str) -> bool:
         return Device.update(protocol=_value(Dialect, dialect)).where(Device.uuid == uuid).execute() == 1
 
 
+def forget_device(uuid: str) -> bool:
+    """Remove the device from the registry (the operator's `gateway devices
+    forget`): its next message registers it afresh, in whatever dialect it
+    speaks. Its telemetry, events and commands stay, and so does its row in
+    the Config App's `devices` (that program's own). False if there was no
+    such device."""
+    with write_transaction():
+        return Device.delete().where(Device.uuid == uuid).execute() == 1
+
+
 def set_encoding(uuid: str, encoding: Encoding | str) -> bool:
     """Record the encoding the device last used (replies go out in it);
     False if there is no such device."""
@@ -204,7 +214,7 @@ def touch_last_seen(items: Iterable[tuple[str, float]]) -> int:
     with write_transaction():
         conn = database.connection()
         before = conn.total_changes
-        with busy_errors():
+        with sqlite_errors():
             conn.executemany(_TOUCH_SQL, [(ts, uuid) for uuid, ts in latest.items()])
         touched = conn.total_changes - before
         _project(latest, max(latest.values()))
@@ -218,7 +228,7 @@ def names(uuids: Iterable[str] | None = None, *, db=None) -> dict[str, str]:
     """The names the owner gave these devices (all, with None) in the
     Config App, where it has them; {} otherwise."""
     conn = (database if db is None else db).connection()
-    with busy_errors():
+    with sqlite_errors():
         return config_app.device_names(conn, uuids)
 
 

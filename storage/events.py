@@ -1,7 +1,8 @@
 """The device history (`device_events`): announce, online, offline,
 reboot, discovered, the 2.2 boards' error, safety_shutoff and
 relay_change, and relay commands others sent them (relay_command,
-relay_command_result). Append-only. Each event is also copied into the Config App's `event_logs`
+relay_command_result); dialect_change, dialect_conflict (a 2.2 message a v1
+device with a boot_id refused) and the operator's forgotten. Append-only. Each event is also copied into the Config App's `event_logs`
 where that table exists."""
 
 from __future__ import annotations

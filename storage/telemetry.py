@@ -5,8 +5,8 @@ peewee's query builder: FIELD-NOTES measured `insert_many` at ~25k rows/s
 (building the SQL is the cost) against ~160k rows/s for sqlite3's
 `executemany` with one prepared statement. It still runs inside
 `db.atomic()`, so it joins the DbWriter's batch transaction. Where the
-Config App's `telemetry_data` exists, a trigger on the connection copies
-each inserted row there (storage/config_app.py); retention prunes both.
+Config App's `telemetry_data` exists, the rows the insert added are copied
+there in the same transaction (storage/config_app.py); retention prunes both.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from storage import config_app
-from storage.db import bound, busy_errors, database, write_transaction
+from storage.db import bound, sqlite_errors, database, write_transaction
 from storage.models import Telemetry
 
 # The order of the values in each row given to `insert_rows`.
@@ -39,6 +39,9 @@ _INSERT_SQL = "INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})".format(
     cols=", ".join(TELEMETRY_COLUMNS),
     marks=", ".join("?" * len(TELEMETRY_COLUMNS)),
 )
+
+
+_MAX_ID_SQL = f"SELECT MAX(id) FROM {Telemetry._meta.table_name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +75,13 @@ def insert_rows(db, rows: Sequence[tuple]) -> int:
         return 0
     with write_transaction(db):
         conn = db.connection()
-        # The copy into telemetry_data rides on the insert (a trigger).
-        config_app.before_telemetry(conn, (row[0] for row in rows), max(row[5] for row in rows))
-        with busy_errors():
+        copy = config_app.before_telemetry(conn, (row[0] for row in rows), max(row[5] for row in rows))
+        with sqlite_errors():
+            after_id = (conn.execute(_MAX_ID_SQL).fetchone()[0] or 0) if copy else 0
             cursor = conn.executemany(_INSERT_SQL, rows)
-        # The statements' own changes: rows really inserted, not ignored
-        # ones, and not the trigger's copies.
+        if copy and cursor.rowcount:
+            config_app.copy_telemetry(conn, after_id)
+        # Rows really inserted: an ignored repeat changes nothing.
         return cursor.rowcount
 
 
@@ -165,11 +169,21 @@ def delete_rows(ids: Sequence[int], *, before_ts: float | None = None, copies_li
     return removed
 
 
+def reusable_bytes(db=None) -> int:
+    """Bytes of free pages inside the database file (left by deletes):
+    new rows fill these before the file grows."""
+    target = database if db is None else db
+    with sqlite_errors():
+        page_size = target.execute_sql("PRAGMA page_size").fetchone()[0]
+        free = target.execute_sql("PRAGMA freelist_count").fetchone()[0]
+    return free * page_size
+
+
 def used_bytes(db=None) -> int:
     """Bytes of the database file in use (free pages left by deletes are
     not counted: SQLite reuses them, so the file stops growing)."""
     target = database if db is None else db
-    with busy_errors():
+    with sqlite_errors():
         page_size = target.execute_sql("PRAGMA page_size").fetchone()[0]
         pages = target.execute_sql("PRAGMA page_count").fetchone()[0]
         free = target.execute_sql("PRAGMA freelist_count").fetchone()[0]

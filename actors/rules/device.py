@@ -19,6 +19,11 @@ from protocol.fw22 import refused_command
 from protocol.values import CommandSpec, DeviceFacts, Discovery, ObservedCommand, Response, RelayState
 
 LAST_SEEN_WRITE_S = 5.0  # `devices.last_seen` is refreshed at most this often per device
+# A v1 device with a boot_id refuses 2.2 messages (PROTOCOL.md, "Firmware 2.2
+# dialect"): every one is counted, but a `dialect_conflict` event is written
+# at most this often per device, so a flood cannot flood `device_events`.
+DIALECT_CONFLICT_EVENT_S = 60.0
+DIALECT_CONFLICT = "dialect_conflict"
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class DeviceStep:
     sends: list[tuple[CommandSpec, int]] = field(default_factory=list)
     beats: list[tuple[CommandSpec, int, int]] = field(default_factory=list)  # heartbeats of holds
     availability: str | None = None  # publish this retained verdict
+    refused: str | None = None  # the message was refused (the reason): nothing of it is stored
 
     def add_commands(self, cmd: CommandStep, counters: Counter) -> None:
         self.transitions.extend(cmd.transitions)
@@ -99,6 +105,13 @@ class DeviceLogic:
         self._last_seen_written = last_seen or 0.0
         self._plan_fn = plan
         self._facts_written: DeviceFacts | None = None  # a 2.2 status repeats them every few seconds
+        self._conflict_event_at: float | None = None  # when the last dialect_conflict event was written
+        self._conflicts_unreported = 0  # refused since then
+
+    def fresh(self) -> "DeviceLogic":
+        """The logic of this uuid as if it had never been seen (the operator
+        forgot the device): same rules, no state."""
+        return DeviceLogic(self.uuid, self.rules, plan=self._plan_fn)
 
     # -- helpers -------------------------------------------------------
 
@@ -111,6 +124,38 @@ class DeviceLogic:
     @property
     def status(self) -> str | None:
         return self.liveness.status
+
+    @property
+    def dialect_locked(self) -> bool:
+        """A device that has spoken v1 with a boot_id is not turned into a 2.2
+        device by a 2.2 message: the 2.2 boards share one broker account, so
+        such a message could come from any of them (PROTOCOL.md). Only the
+        operator changes its dialect (`set_dialect`, or forgetting it)."""
+        return self.dialect == "v1" and self.liveness.boot_id is not None
+
+    def set_dialect(self, dialect: str) -> None:
+        """The operator's word (`gateway devices dialect UUID ...`); the CLI
+        writes the database and the event, so this only changes memory."""
+        if dialect not in ("v1", "fw22"):
+            raise ValueError(f"dialect must be v1 or fw22, got {dialect!r}")
+        self.dialect = dialect
+        self.liveness.timeout_s = self._timeout()
+
+    def _refuse(self, step: DeviceStep, now: float, at: float, kind: str, protocol_version: str | None,
+                what: str, count: int = 1) -> DeviceStep:
+        """A 2.2 message for a device locked to v1: no state change, nothing
+        stored; counted, and an event at most every DIALECT_CONFLICT_EVENT_S."""
+        step.refused = DIALECT_CONFLICT
+        self.counters[DIALECT_CONFLICT] += count
+        self._conflicts_unreported += count
+        if self._conflict_event_at is None or now - self._conflict_event_at >= DIALECT_CONFLICT_EVENT_S:
+            step.events.append((at, DIALECT_CONFLICT, {
+                "kind": kind, "protocol_version": protocol_version, "refused": what,
+                "count": self._conflicts_unreported, "dialect": self.dialect, "boot_id": self.liveness.boot_id,
+            }))
+            self._conflict_event_at = now
+            self._conflicts_unreported = 0
+        return step
 
     def _known(self, step: DeviceStep, dialect: str, now: float) -> None:
         """The first valid message of an unknown uuid makes it a device."""
@@ -183,9 +228,16 @@ class DeviceLogic:
 
     def seen(self, now: float, received_at: float, count: int, dialect: str, encoding: str,
              seqs: tuple[tuple[int | None, int], ...] = (), relay_states: tuple[RelayState, ...] = (),
-             clock_skew: int = 0) -> DeviceStep:
+             clock_skew: int = 0, protocol_version: str | None = None) -> DeviceStep:
         """Telemetry went to the store on the fast path; here is what it said of the device."""
         step = DeviceStep()
+        if dialect == "fw22" and self.dialect_locked:
+            # The Router sends a locked device's 2.2 messages to `message`,
+            # never the fast path, so that nothing of them is stored; a
+            # summary here means its rows went to the store already (the
+            # actor logs it). Refused all the same.
+            return self._refuse(step, now, received_at, "fast_path", protocol_version,
+                                "relay states" if relay_states else "telemetry", count)
         was_online = self.liveness.online
         self.counters["messages"] += count
         self.counters["clock_skew"] += clock_skew
@@ -203,8 +255,13 @@ class DeviceLogic:
                 alive: bool = True, boot_id: int | None = None, seq: int | None = None,
                 facts: DeviceFacts | None = None, availability=None, response: Response | None = None,
                 discovery: Discovery | None = None, events=(), relay_states=(), clock_skew: int = 0,
-                observed: ObservedCommand | None = None) -> DeviceStep:
+                observed: ObservedCommand | None = None, protocol_version: str | None = None) -> DeviceStep:
         step = DeviceStep()
+        if dialect == "fw22" and self.dialect_locked and observed is None:
+            # (An observed relay command is someone else's, not the device
+            # speaking: it is recorded as ever and changes nothing of it.)
+            return self._refuse(step, now, received_at, kind, protocol_version,
+                                _refused_what(availability, facts, events, relay_states))
         if observed is not None:
             # Someone else's command to this board: recorded, never acted on;
             # not the board's message, so no sign of life, no dialect, no device.
@@ -318,6 +375,7 @@ class DeviceLogic:
             "uuid": self.uuid,
             "status": self.liveness.status,
             "dialect": self.dialect,
+            "dialect_locked": self.dialect_locked,
             "device_type": self.device_type,
             "boot_id": self.liveness.boot_id,
             "encoding": self.encoding,
@@ -330,3 +388,16 @@ class DeviceLogic:
             "commands": self.commands.snapshot(now),
             "relay_commands": self.observed.snapshot(),
         }
+
+
+def _refused_what(availability, facts, events, relay_states) -> str:
+    """What a refused 2.2 message would have done, for the event's detail."""
+    if availability is not None and not availability.online:
+        return "status offline"
+    if availability is not None or facts is not None:
+        return "status online"
+    if events:
+        return "events " + ", ".join(sorted({e.event for e in events}))
+    if relay_states:
+        return "relay states"
+    return "telemetry"

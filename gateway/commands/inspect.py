@@ -243,7 +243,7 @@ def render_device(d: dict) -> str:
         ("name", d.get("name")),
         ("status", status),
         ("type", d.get("device_type")),
-        ("dialect", f"{d.get('dialect') or '-'}, {d.get('encoding') or '-'}"),
+        ("dialect", f"{d.get('dialect') or '-'}, {d.get('encoding') or '-'}" + _lock(d)),
         ("boot", d.get("boot_id")),
         ("last seen", f"{tables.timestamp(d.get('last_seen'))} ({tables.ago(d.get('last_seen'), now)})"),
         ("timeout", tables.seconds(d.get("timeout_s"))),
@@ -267,6 +267,14 @@ def render_device(d: dict) -> str:
         text += "\n\n" + render_commands(out)
     text += render_relay_commands(d.get("relay_commands"))
     return text
+
+
+def _lock(d: dict) -> str:
+    """A v1 device with a boot_id refuses 2.2 messages: say so, and how many."""
+    conflicts = d.get("dialect_conflict") or 0
+    if d.get("dialect_locked"):
+        return f" (v1 with a boot: 2.2 messages refused, {conflicts} so far)"
+    return f" ({conflicts} 2.2 messages refused before)" if conflicts else ""
 
 
 def render_relay_commands(observed: Any) -> str:
@@ -342,6 +350,22 @@ def stats(loaded: LoadedSettings, as_json: bool, watch: float | None, count: int
     run_view(loaded, "stats", render_stats, as_json, watch, count)
 
 
+def _store_state(store: dict, reserve: dict) -> str:
+    """ok / DISK FULL, and the free space against the reserve."""
+    free = store.get("disk_free_mb")
+    space = f"disk free {tables.number(free)} MB" if free is not None else "disk free unknown"
+    if reserve.get("reserve_mb"):
+        space += f" (reserve {tables.number(reserve['reserve_mb'])} MB"
+        if reserve.get("short_for_s") is not None:
+            space += f", short for {tables.seconds(reserve['short_for_s'])}, pruning"
+        space += ")"
+    if store.get("state") == "disk_full":
+        return (f"DISK FULL for {tables.seconds(store.get('stalled_for_s'))}: {store.get('waiting_batches', 0)} "
+                f"batches ({store.get('waiting_rows', 0)} rows) waiting, unacknowledged; retry in "
+                f"{tables.seconds(store.get('retry_in_s'))}; {space}")
+    return f"{store.get('state', '-')}, {space}"
+
+
 def render_stats(s: dict) -> str:
     mqtt = s.get("mqtt") or {}
     router = s.get("router") or {}
@@ -380,6 +404,7 @@ def render_stats(s: dict) -> str:
         ("devices", f"{devices.get('actors', '-')} actors (at most {devices.get('max_actors', '-')}), "
                     f"{devices.get('known', '-')} known, {devices.get('online', '-')} online"),
         ("store", [
+            ("state", _store_state(writer.get("store") or {}, retention.get("reserve") or {})),
             ("batches", f"{writer.get('batches', '-')}, largest {batcher.get('largest_batch', '-')} rows "
                         f"(flush at {batcher.get('batch_rows', '-')} rows or {batcher.get('max_age_ms', '-')} ms)"),
             ("rows", f"{writer.get('rows_inserted', '-')} inserted, {writer.get('rows_repeated', '-')} repeats ignored"),

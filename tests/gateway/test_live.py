@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -264,3 +265,60 @@ def test_command_send_wait_exits_1_on_timeout(live, devices):
     assert "(attempt 2 of 2)" in result.stdout
     assert lines[-1].split()[4] == "timeout"
     assert len(silent.commands) == 2 and silent.commands[0]["command_id"] == silent.commands[1]["command_id"]
+
+
+def test_a_v1_device_refuses_2_2_messages_until_forgotten_or_set_fw22(live, devices):
+    """`gateway devices forget` and `gateway devices dialect` against the
+    running gateway: the refusal is counted where `inspect device` shows it,
+    nothing of the refused message is stored, and each command changes the
+    running core at once, not only the database."""
+    gateway, _ = live
+    dev = devices("dlc-01")  # announces with boot_id 3
+    wait_online(gateway, "dlc-01")
+    dev.publish("telemetry", {"seq": 1, "boot_id": 3, "analog_sensors": {"fuel_level": 40}})
+    state_22 = {"protocol_version": "2.2.0", "board_id": 1, "channels": {"1": True}}
+    dev.publish("relays/state", state_22)
+
+    def refused():
+        d = ask_json(gateway, "inspect", "device", "dlc-01")["device"]
+        return d if d["dialect_conflict"] == 1 else None
+
+    d = wait_until(refused, 10, what="the 2.2 message refused")
+    assert d["dialect"] == "v1" and d["dialect_locked"] is True and d["relays"] == {}
+    assert d["rejections"] == {"dialect_conflict": 1} and d["rejected"] == 1
+    assert "dialect_conflict" in run_cli(gateway, "inspect", "device", "dlc-01").stdout
+    stored = ask_json(gateway, "telemetry", "dlc-01")["telemetry"]
+    assert [r["source"] for r in stored] == ["analog"]  # the relay state was not stored
+
+    forgot = ask_json(gateway, "devices", "forget", "dlc-01")
+    assert forgot["registry"] is True and forgot["gateway"] == "running" and forgot["gateway_knew"] is True
+    assert forgot["was"]["protocol"] == "v1" and forgot["was"]["boot_id"] == 3
+    assert "dlc-01" not in [r["uuid"] for r in ask_json(gateway, "devices")["devices"]]
+    d = ask_json(gateway, "inspect", "device", "dlc-01")["device"]
+    assert d["status"] is None and d["boot_id"] is None and d["dialect_locked"] is False
+
+    # its next message registers it afresh, in the dialect it speaks
+    dev.publish("relays/state", state_22)
+
+    def registered():
+        return next((r for r in ask_json(gateway, "devices")["devices"] if r["uuid"] == "dlc-01"), None)
+
+    row = wait_until(registered, 10, what="dlc-01 registered afresh")
+    assert row["protocol"] == "fw22" and row["status"] == "online"
+    wait_until(lambda: len(ask_json(gateway, "telemetry", "dlc-01")["telemetry"]) == 2, 10, what="the relay state stored")
+    conn = sqlite3.connect(f"file:{gateway.db_path}?mode=ro", uri=True)
+    try:
+        history = [e for (e,) in conn.execute("SELECT event FROM device_events WHERE device_uuid = 'dlc-01' ORDER BY id")]
+    finally:
+        conn.close()
+    # its history is kept: one refusal's event, the operator's forget, then the new registration
+    assert history[:2] == ["announce", "online"] and history.count("dialect_conflict") == 1
+    assert history.index("dialect_conflict") < history.index("forgotten") < len(history) - 1
+
+    # back to v1 by the operator: no boot_id yet, so nothing is locked
+    told = ask_json(gateway, "devices", "dialect", "dlc-01", "v1")
+    assert told["dialect"] == "v1" and told["was"] == "fw22" and told["dialect_locked"] is False
+    assert told["gateway"] == "running" and told["gateway_knew"] is True
+    assert ask_json(gateway, "inspect", "device", "dlc-01")["device"]["dialect"] == "v1"
+    text = run_cli(gateway, "devices", "dialect", "dlc-01", "v1")
+    assert text.exit_code == 0 and "no boot_id yet" in text.stdout and "running gateway too" in text.stdout

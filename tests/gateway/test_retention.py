@@ -106,10 +106,38 @@ def test_over_the_limit_with_nothing_to_prune_stops(db):
 
 def test_off_when_both_limits_are_zero(db):
     scheduler = FakeScheduler()
-    retention = Retention(Settings(retention_days=0, db_max_mb=0), scheduler)
+    retention = Retention(Settings(retention_days=0, db_max_mb=0, db_reserve_mb=0), scheduler)
     retention.on_start()
     assert scheduler.scheduled == []
     assert retention.summary() == "off" and retention.state()["enabled"] is False
+
+
+def test_the_reserve_is_checked_on_its_own_timer(db):
+    scheduler = FakeScheduler()
+    retention = Retention(Settings(retention_days=0, db_max_mb=0, db_reserve_mb=64), scheduler)
+    retention.on_start()
+    assert [s.key for s in scheduler.scheduled] == ["retention-reserve"]
+
+
+def test_short_of_the_reserve_the_oldest_rows_go_until_there_is_room(db, monkeypatch):
+    """The disk's free space is what statvfs says; here it is made to say
+    little (the real disk is tested in tests/integration/test_disk_full.py)."""
+    now = time.time()
+    telemetry_repo.insert_rows(database, rows("dev", 20000, now))
+    free = {"bytes": 1 * MB}
+    monkeypatch.setattr("actors.retention.free_bytes", lambda settings: free["bytes"])
+    retention = Retention(Settings(retention_days=0, db_max_mb=0, db_reserve_mb=2), FakeScheduler(),
+                          reserve_batch=1000, pause_s=0)
+    steps = 0
+    while retention.reserve.short_since is not None or steps == 0:
+        retention.reserve_step(time.time())
+        steps += 1
+        assert steps < 100
+    state = retention.state()["reserve"]
+    assert state["pruned_for_reserve"] > 0 and state["shortages"] == 1
+    assert telemetry_repo.reusable_bytes() >= 1 * MB  # the database has room inside itself again
+    assert telemetry_repo.count("dev") == 20000 - state["pruned_for_reserve"]
+    assert ids()[0] == state["pruned_for_reserve"] + 1  # the first stored went first
 
 
 def test_ingest_is_never_held_up_for_long(db):

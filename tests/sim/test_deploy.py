@@ -1,7 +1,10 @@
 """The shipped broker configurations and the demo's broker start-up, on a
 real Mosquitto: the local config runs as the demo adapts it; the secure
-example authenticates and its ACL confines v1 devices to their own topics
-and the 2.2 boards' shared account to the 2.2 topics."""
+example authenticates, keeps the v1 accounts and the 2.2 boards' accounts on
+listeners of their own, confines v1 devices to their own topics by user
+name and 2.2 relay boards to theirs by client id, and gives the displays'
+account (which cannot be confined) the 2.2 topics only; with the gateway
+running, a 2.2 status cannot mark a v1 device with a boot_id offline."""
 
 from __future__ import annotations
 
@@ -80,13 +83,26 @@ def test_the_demo_refuses_a_taken_port_clearly(tmp_path, capsys):
 
 # -- the secure example --------------------------------------------------------------------
 
-ACCOUNTS = {"autocore-gateway": "gw-secret", "sim-relay-board-01": "d1-secret", "sim-relay-board-02": "d2-secret",
-            "fw22.boards": "fw22-secret"}
+# The v1 listeners' accounts (autocore.passwd) and the 2.2 boards' (autocore-fw22.passwd).
+V1_ACCOUNTS = {"autocore-gateway": "gw-secret", "sim-relay-board-01": "d1-secret", "sim-relay-board-02": "d2-secret"}
+FW22_ACCOUNTS = {"fw22.boards": "fw22-secret", "fw22.display": "display-secret"}
+ACCOUNTS = {**V1_ACCOUNTS, **FW22_ACCOUNTS}
+RELAY = "esp32-0123456789abcdef"  # a relay board: its client id is its uuid
+OTHER_RELAY = "esp32-fedcba9876543210"
+DISPLAY = "esp32-display-5e2a"  # a display: its client id has a random suffix
+V1_DEVICE = "sim-relay-board-01"
 
 
 @pytest.fixture
 def secure_broker(secure_listeners):
-    return secure_listeners["plain"]
+    """The plain port of the v1 accounts (the gateway's on this machine)."""
+    return secure_listeners["local"]
+
+
+@pytest.fixture
+def fw22_broker(secure_listeners):
+    """The 2.2 boards' port."""
+    return secure_listeners["fw22"]
 
 
 @pytest.fixture
@@ -95,21 +111,26 @@ def secure_listeners(tmp_path):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                     "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
                    check=True, capture_output=True)
-    passwd = tmp_path / "passwd"
-    passwd.touch()
-    for user, password in ACCOUNTS.items():
-        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True, capture_output=True)
-    plain, tls = free_port(), free_port()
+    passwd, passwd_fw22 = tmp_path / "passwd", tmp_path / "passwd-fw22"
+    for path, accounts in ((passwd, V1_ACCOUNTS), (passwd_fw22, FW22_ACCOUNTS)):
+        path.touch()
+        for user, password in accounts.items():
+            subprocess.run(["mosquitto_passwd", "-b", str(path), user, password], check=True, capture_output=True)
+    local, tls, fw22 = free_port(), free_port(), free_port()
     text = (DEPLOY / "mosquitto-secure.conf.example").read_text()
     for old, new in [("/etc/mosquitto/autocore.passwd", str(passwd)), ("/etc/mosquitto/autocore.acl", str(DEPLOY / "acl")),
+                     ("/etc/mosquitto/autocore-fw22.passwd", str(passwd_fw22)),
+                     ("/etc/mosquitto/autocore-fw22.acl", str(DEPLOY / "acl-fw22")),
                      ("/etc/mosquitto/certs/ca.crt", str(tmp_path / "cert.pem")),
                      ("/etc/mosquitto/certs/server.crt", str(tmp_path / "cert.pem")),
                      ("/etc/mosquitto/certs/server.key", str(tmp_path / "key.pem")),
                      ("/var/lib/mosquitto/", f"{tmp_path}/"), ("log_dest syslog", f"log_dest file {tmp_path / 'log'}")]:
         assert old in text
         text = text.replace(old, new)
-    text = re.sub(r"(?m)^listener 8883$", f"listener {tls} 127.0.0.1", text)
-    text = re.sub(r"(?m)^listener 1883$", f"listener {plain} 127.0.0.1", text)
+    for pattern, port in [(r"(?m)^listener 8883$", tls), (r"(?m)^listener 1884 127\.0\.0\.1$", local),
+                          (r"(?m)^listener 1883$", fw22)]:
+        assert re.search(pattern, text), pattern
+        text = re.sub(pattern, f"listener {port} 127.0.0.1", text)
     (tmp_path / "secure.conf").write_text(text + f"\nuser {getpass.getuser()}\n")
     proc = subprocess.Popen([MOSQUITTO, "-c", str(tmp_path / "secure.conf")], stderr=subprocess.PIPE)
 
@@ -117,14 +138,15 @@ def secure_listeners(tmp_path):
         if proc.poll() is not None:
             raise AssertionError(f"mosquitto exited: {proc.stderr.read().decode()}")
         try:
-            with socket.create_connection(("127.0.0.1", plain), timeout=0.2), \
-                 socket.create_connection(("127.0.0.1", tls), timeout=0.2):
-                return True
+            for port in (local, tls, fw22):
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    pass
+            return True
         except OSError:
             return False
 
     wait_until(accepting, 10, what="the secure broker")
-    yield {"plain": plain, "tls": tls, "ca": tmp_path / "cert.pem"}
+    yield {"local": local, "tls": tls, "fw22": fw22, "ca": tmp_path / "cert.pem"}
     proc.terminate()
     proc.wait(5)
 
@@ -166,26 +188,28 @@ class Account:
         self.client.loop_stop()
 
 
-def may_write(port: int, user: str, topic: str) -> bool:
+def may_write(port: int, user: str, topic: str, client_id: str | None = None) -> bool:
     """Whether `user` may publish on `topic`: the v5 PUBACK says 0x87 Not
     authorized if not (and mosquitto then drops the connection, so every
     probe has a connection of its own)."""
-    account = Account(port, user)
+    account = Account(port, user, client_id=client_id)
     try:
         return not account.publish(topic).is_failure
     finally:
         account.close()
 
 
-def reads(port: int, user: str, topic: str, marker: str) -> bool:
+def reads(port: int, user: str, topic: str, marker: str, client_id: str | None = None,
+          gateway_port: int | None = None) -> bool:
     """Whether `user` receives what the gateway publishes on `topic`. The
-    gateway then publishes on `marker`, which `user` may read; messages
-    from one publisher arrive in order, so the marker's arrival settles it."""
-    account = Account(port, user, client_id=f"r-{user}")
+    gateway (on `gateway_port`, default `port`) then publishes on `marker`,
+    which `user` may read; messages from one publisher arrive in order, so
+    the marker's arrival settles it."""
+    account = Account(port, user, client_id=client_id or f"r-{user}")
     try:
         account.client.subscribe([(topic, 1), (marker, 1)])
         assert account.subscribed.wait(5)
-        gateway = Account(port, "autocore-gateway")
+        gateway = Account(gateway_port or port, "autocore-gateway")
         try:
             assert not gateway.publish(topic).is_failure
             assert not gateway.publish(marker).is_failure
@@ -197,21 +221,39 @@ def reads(port: int, user: str, topic: str, marker: str) -> bool:
         account.close()
 
 
-def test_the_secure_broker_lets_no_one_in_without_an_account(secure_broker):
-    for user, password in [("sim-relay-board-01", "wrong"), ("nobody", "x")]:
-        account = Account(secure_broker, user, password)
-        assert account.reason.is_failure
+def test_the_secure_broker_lets_no_one_in_without_an_account(secure_listeners):
+    local, fw22 = secure_listeners["local"], secure_listeners["fw22"]
+    for port, user, password in [(local, "sim-relay-board-01", "wrong"), (local, "nobody", "x"),
+                                 (fw22, "fw22.boards", "wrong"), (fw22, "nobody", "x")]:
+        account = Account(port, user, password)
+        assert account.reason.is_failure, (port, user)
+        account.close()
+
+
+def test_each_listener_takes_only_its_own_accounts(secure_listeners):
+    """A v1 account never meets the 2.2 listener's client-id patterns (it
+    could name any uuid with its client id), and a 2.2 account gets nothing
+    of the v1 listeners'."""
+    for user in ("autocore-gateway", V1_DEVICE):
+        account = Account(secure_listeners["fw22"], user, client_id=RELAY)
+        assert account.reason.is_failure, user
+        account.close()
+    for user in FW22_ACCOUNTS:
+        account = Account(secure_listeners["local"], user, client_id=RELAY)
+        assert account.reason.is_failure, user
         account.close()
 
 
 def test_a_v1_device_writes_and_reads_only_its_own_topics(secure_broker):
-    port, me = secure_broker, "sim-relay-board-01"
+    port, me = secure_broker, V1_DEVICE
     for level in ("announce", "status", "telemetry", "relay/status", "response"):
         assert may_write(port, me, f"autocore/devices/{me}/{level}"), level
     assert may_write(port, me, f"autocore/discovery/{me}")
     for topic in ("autocore/devices/sim-relay-board-02/telemetry", f"autocore/devices/{me}/command",
-                  "autocore/gateway/status", "autocore/devices/esp32-0123456789abcdef/relays/set"):
+                  "autocore/gateway/status", f"autocore/devices/{RELAY}/relays/set", f"autocore/devices/{RELAY}/status"):
         assert not may_write(port, me, topic), topic
+    # its client id names nothing: there are no %c patterns on the v1 listeners
+    assert not may_write(port, me, "autocore/devices/sim-relay-board-02/status", client_id="sim-relay-board-02")
     marker = f"autocore/devices/{me}/command"
     assert reads(port, me, "autocore/gateway/status", marker)
     assert reads(port, me, "autocore/system/broadcast", marker)
@@ -219,35 +261,54 @@ def test_a_v1_device_writes_and_reads_only_its_own_topics(secure_broker):
     assert not reads(port, me, "autocore/devices/sim-relay-board-02/command", marker)
 
 
-def test_the_shared_fw22_account_gets_the_fw22_topics_and_nothing_of_v1(secure_broker):
-    port, board = secure_broker, "fw22.boards"
-    for topic in ("autocore/devices/esp32-0123456789abcdef/status",
-                  "autocore/devices/esp32-0123456789abcdef/relays/state",
-                  "autocore/devices/esp32-0123456789abcdef/status/operational",
-                  "autocore/devices/esp32-fedcba9876543210/relays/set",
-                  "autocore/devices/esp32-fedcba9876543210/relays/heartbeat",
-                  "autocore/devices/esp32-fedcba9876543210/commands/reboot",
-                  "autocore/telemetry/relays/data",
-                  "autocore/errors/esp32-0123456789abcdef/payload"):
-        assert may_write(port, board, topic), topic
-    for topic in ("autocore/devices/esp32-0123456789abcdef/announce",
-                  "autocore/devices/esp32-0123456789abcdef/telemetry",
-                  "autocore/devices/fw22.boards/announce",
-                  "autocore/discovery/esp32-0123456789abcdef",
-                  "autocore/devices/sim-relay-board-01/response",
-                  "autocore/gateway/status"):
-        assert not may_write(port, board, topic), topic
-    marker = "autocore/devices/esp32-fedcba9876543210/relays/set"
-    assert not reads(port, board, "autocore/gateway/status", marker)
-    assert not reads(port, board, "autocore/system/broadcast", marker)
-    assert not reads(port, board, "autocore/devices/sim-relay-board-01/command", marker)
-    assert reads(port, board, "autocore/devices/esp32-0123456789abcdef/relays/heartbeat", marker)
+def test_a_relay_board_writes_and_reads_only_its_own_topics_by_its_client_id(secure_listeners):
+    port, gateway_port, user = secure_listeners["fw22"], secure_listeners["local"], "fw22.boards"
+    for topic in (f"autocore/devices/{RELAY}/status", f"autocore/devices/{RELAY}/relays/state",
+                  f"autocore/devices/{RELAY}/status/operational", f"autocore/devices/{RELAY}/telemetry/data",
+                  f"autocore/devices/{RELAY}/diagnostics", f"autocore/devices/{RELAY}/config/ack",
+                  f"autocore/errors/{RELAY}/payload", "autocore/telemetry/relays/data"):
+        assert may_write(port, user, topic, client_id=RELAY), topic
+    for topic in (f"autocore/devices/{OTHER_RELAY}/status", f"autocore/devices/{V1_DEVICE}/status",
+                  f"autocore/devices/{OTHER_RELAY}/relays/state", f"autocore/devices/{OTHER_RELAY}/relays/set",
+                  f"autocore/devices/{OTHER_RELAY}/relays/heartbeat", f"autocore/devices/{OTHER_RELAY}/commands/reboot",
+                  f"autocore/errors/{OTHER_RELAY}/payload", f"autocore/devices/{RELAY}/announce",
+                  f"autocore/devices/{RELAY}/telemetry", f"autocore/discovery/{RELAY}", "autocore/gateway/status",
+                  f"autocore/devices/{RELAY}/relays/set"):
+        assert not may_write(port, user, topic, client_id=RELAY), topic
+    marker = f"autocore/devices/{RELAY}/relays/set"
+    for topic in (f"autocore/devices/{RELAY}/relays/heartbeat", f"autocore/devices/{RELAY}/commands/reboot"):
+        assert reads(port, user, topic, marker, client_id=RELAY, gateway_port=gateway_port), topic
+    for topic in (f"autocore/devices/{OTHER_RELAY}/relays/set", f"autocore/devices/{OTHER_RELAY}/relays/heartbeat",
+                  "autocore/gateway/status", "autocore/system/broadcast", f"autocore/devices/{V1_DEVICE}/command"):
+        assert not reads(port, user, topic, marker, client_id=RELAY, gateway_port=gateway_port), topic
+
+
+def test_the_display_account_keeps_the_2_2_topics_of_every_board_and_nothing_of_v1(secure_listeners):
+    """It cannot be confined by its client id (a random suffix): the broad
+    rules the shared account had, said plainly in deploy/acl-fw22."""
+    port, gateway_port, user, me = secure_listeners["fw22"], secure_listeners["local"], "fw22.display", f"{DISPLAY}-9f1c"
+    for topic in (f"autocore/devices/{DISPLAY}/status", f"autocore/devices/{DISPLAY}/display/touch",
+                  f"autocore/devices/{RELAY}/status", f"autocore/devices/{RELAY}/relays/state",
+                  f"autocore/devices/{OTHER_RELAY}/relays/set", f"autocore/devices/{OTHER_RELAY}/relays/heartbeat",
+                  f"autocore/devices/{OTHER_RELAY}/commands/reboot", "autocore/telemetry/relays/data",
+                  f"autocore/errors/{DISPLAY}/payload", f"autocore/devices/{V1_DEVICE}/status"):
+        assert may_write(port, user, topic, client_id=me), topic
+    for topic in (f"autocore/devices/{RELAY}/announce", f"autocore/devices/{RELAY}/telemetry",
+                  f"autocore/discovery/{RELAY}", f"autocore/devices/{V1_DEVICE}/response", "autocore/gateway/status"):
+        assert not may_write(port, user, topic, client_id=me), topic
+    marker = f"autocore/devices/{OTHER_RELAY}/relays/set"
+    assert not reads(port, user, "autocore/gateway/status", marker, client_id=me, gateway_port=gateway_port)
+    assert not reads(port, user, "autocore/system/broadcast", marker, client_id=me, gateway_port=gateway_port)
+    assert not reads(port, user, f"autocore/devices/{V1_DEVICE}/command", marker, client_id=me,
+                     gateway_port=gateway_port)
+    assert reads(port, user, f"autocore/devices/{RELAY}/relays/heartbeat", marker, client_id=me,
+                 gateway_port=gateway_port)
 
 
 def test_the_gateway_serves_devices_through_the_secure_broker_over_tls(secure_listeners, tmp_path):
     """Username, password and TLS (AUTOCORE_MQTT_USERNAME, _PASSWORD, _TLS_CA)
     end to end: the gateway logs in over the TLS listener (the certificate is
-    for `localhost`), a device with its own account announces on the plain
+    for `localhost`), a device with its own account announces on the loopback
     one, and the device is registered."""
     from tests.support.gateway import GatewayProcess
 
@@ -256,7 +317,7 @@ def test_the_gateway_serves_devices_through_the_secure_broker_over_tls(secure_li
                         mqtt_tls_ca=secure_listeners["ca"], mqtt_client_id="autocore-gateway")
     gw.start()
     try:
-        device = Account(secure_listeners["plain"], "sim-relay-board-01")
+        device = Account(secure_listeners["local"], "sim-relay-board-01")
         try:
             ack = device.publish_payload("autocore/devices/sim-relay-board-01/announce",
                                          b'{"device_type": "relay_board", "firmware_version": "1.0", "boot_id": 1}')
@@ -274,6 +335,109 @@ def test_the_gateway_serves_devices_through_the_secure_broker_over_tls(secure_li
                 conn.close()
 
         assert wait_until(registered, 10, what="the device registered through the secure broker") == [("online",)]
+        assert gw.stop() == 0
+    finally:
+        if gw.proc is not None and gw.proc.poll() is None:
+            gw.kill()
+
+
+def test_on_the_secure_broker_a_2_2_status_cannot_mark_a_v1_device_offline(secure_listeners, tmp_path):
+    """The issue's two halves on the shipped configuration, with the gateway
+    running: (a) a relay (shared account, client id = its uuid) cannot even
+    publish another uuid's status: the broker refuses it; (b) a 2.2 offline
+    status for a v1 device with a boot_id that the broker does let through
+    (the display's account cannot be confined) is refused by the gateway:
+    the device stays online, `dialect_conflict` is counted and an event
+    written; `gateway devices dialect UUID fw22` then lets it through."""
+    import json
+
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+    from tests.support.gateway import GatewayProcess
+
+    gw = GatewayProcess(tmp_path / "gw", secure_listeners["local"], mqtt_username="autocore-gateway",
+                        mqtt_password=ACCOUNTS["autocore-gateway"], mqtt_client_id="autocore-gateway")
+
+    def cli(*args):
+        return CliRunner().invoke(main, list(args), prog_name="gateway",
+                                  env={"AUTOCORE_DB_PATH": str(gw.db_path), "AUTOCORE_RUN_DIR": str(gw.socket_path.parent)})
+
+    def query(sql, *args):
+        conn = sqlite3.connect(f"file:{gw.db_path}?mode=ro", uri=True)
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            conn.close()
+
+    def status(uuid):
+        rows = query("SELECT status, protocol FROM gateway_devices WHERE uuid = ?", uuid)
+        return rows[0] if rows else None
+
+    def events(uuid, event):
+        return [json.loads(d) for (d,) in query("SELECT detail FROM device_events WHERE device_uuid = ? AND event = ? "
+                                                 "ORDER BY id", uuid, event)]
+
+    offline_22 = json.dumps({"protocol_version": "2.2.0", "uuid": V1_DEVICE, "status": "offline",
+                             "reason": "forged"}).encode()
+    gw.start()
+    try:
+        device = Account(secure_listeners["local"], V1_DEVICE, client_id=V1_DEVICE)
+        try:
+            ack = device.publish_payload(f"autocore/devices/{V1_DEVICE}/announce", json.dumps(
+                {"device_type": "relay_board", "firmware_version": "1.0", "boot_id": 17,
+                 "status_interval": 60}).encode())  # a timeout of 180 s: it stays online by itself
+            assert not ack.is_failure
+        finally:
+            device.close()
+        wait_until(lambda: status(V1_DEVICE) == ("online", "v1"), 10, what="the v1 device online")
+
+        # (a) the relay's own status passes; another uuid's is refused by the broker
+        relay = Account(secure_listeners["fw22"], "fw22.boards", client_id=RELAY)
+        try:
+            assert relay.publish_payload(f"autocore/devices/{V1_DEVICE}/status", offline_22).is_failure
+        finally:
+            relay.close()
+        relay = Account(secure_listeners["fw22"], "fw22.boards", client_id=RELAY)
+        try:
+            assert not relay.publish_payload(f"autocore/devices/{RELAY}/status", json.dumps(
+                {"protocol_version": "2.2.0", "uuid": RELAY, "status": "online", "type": "esp32_relay",
+                 "firmware_version": "2.0.0"}).encode()).is_failure
+        finally:
+            relay.close()
+        wait_until(lambda: status(RELAY) == ("online", "fw22"), 10, what="the relay registered")
+        assert status(V1_DEVICE) == ("online", "v1") and events(V1_DEVICE, "offline") == []
+
+        # (b) the display's account gets it through the broker; the gateway refuses it
+        display = Account(secure_listeners["fw22"], "fw22.display", client_id=f"{DISPLAY}-9f1c")
+        try:
+            assert not display.publish_payload(f"autocore/devices/{V1_DEVICE}/status", offline_22).is_failure
+            conflict = wait_until(lambda: events(V1_DEVICE, "dialect_conflict"), 10, what="the dialect_conflict event")
+            assert conflict == [{"kind": "fw22_status", "protocol_version": "2.2.0", "refused": "status offline",
+                                 "count": 1, "dialect": "v1", "boot_id": 17}]
+            assert status(V1_DEVICE) == ("online", "v1") and events(V1_DEVICE, "offline") == []
+            shown = cli("inspect", "device", V1_DEVICE, "--json")
+            assert shown.exit_code == 0, shown.output
+            seen = json.loads(shown.stdout)["device"]
+            assert seen["status"] == "online" and seen["dialect"] == "v1" and seen["dialect_locked"] is True
+            assert seen["rejections"]["dialect_conflict"] == 1 and seen["dialect_conflict"] == 1
+
+            # the operator says it is a 2.2 board now: the next one goes through
+            told = cli("devices", "dialect", V1_DEVICE, "fw22", "--json")
+            assert told.exit_code == 0, told.output
+            assert json.loads(told.stdout) == {
+                "uuid": V1_DEVICE, "dialect": "fw22", "was": "v1", "dialect_locked": False, "boot_id": 17,
+                "registry": True, "gateway": "running", "gateway_knew": True}
+            assert status(V1_DEVICE) == ("online", "fw22")
+            assert not display.publish_payload(f"autocore/devices/{V1_DEVICE}/status", offline_22).is_failure
+            wait_until(lambda: status(V1_DEVICE) == ("offline", "fw22"), 10, what="the device offline")
+            assert events(V1_DEVICE, "offline")[0]["reason"] == "forged"
+            assert len(events(V1_DEVICE, "dialect_conflict")) == 1
+            assert events(V1_DEVICE, "dialect_change") == [{"from": "v1", "to": "fw22", "by": "operator"}]
+        finally:
+            display.close()
         assert gw.stop() == 0
     finally:
         if gw.proc is not None and gw.proc.poll() is None:

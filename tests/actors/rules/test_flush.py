@@ -1,5 +1,7 @@
 """FlushPolicy: when the telemetry buffer goes to the writer."""
 
+import pytest
+
 from actors.rules.flush import FlushPolicy
 
 P = FlushPolicy(batch_rows=100, max_age_s=0.05, max_queued=1)
@@ -36,3 +38,31 @@ def test_at_most_max_queued_batches_wait_at_the_writer():
 def test_next_check():
     assert P.next_check(None) is None
     assert P.next_check(10.0) == 10.0 + 0.05
+
+
+def test_an_idle_writer_gets_at_most_one_batch_per_interval():
+    policy = FlushPolicy(batch_rows=2000, max_age_s=0.05, min_interval_s=0.02)
+    # Nothing flushed yet: at once.
+    assert policy.should_flush(10.0, 1, 1, 10.0, 0, last_flush_at=None)
+    # 5 ms after the last batch: wait until 20 ms have passed...
+    assert not policy.should_flush(10.005, 1, 1, 10.005, 0, last_flush_at=10.0)
+    assert policy.next_check(10.005, last_flush_at=10.0, in_writer=0) == pytest.approx(10.02)
+    assert policy.should_flush(10.02, 3, 3, 10.005, 0, last_flush_at=10.0)
+    # ...unless a full batch is there already.
+    assert policy.should_flush(10.005, 2000, 2000, 10.001, 0, last_flush_at=10.0)
+    # While the writer is busy the age rule applies as before.
+    assert policy.next_check(10.005, last_flush_at=10.0, in_writer=1) == pytest.approx(10.055)
+
+
+def test_commits_per_second_are_bounded_whatever_the_rate():
+    """One message every millisecond for a second, flushed by the policy as
+    the batcher does: about 1 / min_interval batches, not 1,000."""
+    policy = FlushPolicy(batch_rows=2000, max_age_s=0.05, min_interval_s=0.02)
+    batches, rows, oldest, last = 0, 0, None, None
+    for i in range(1000):
+        now = i / 1000.0
+        rows += 1
+        oldest = now if oldest is None else oldest
+        if policy.should_flush(now, rows, rows, oldest, 0, last_flush_at=last):
+            batches, rows, oldest, last = batches + 1, 0, None, now
+    assert 45 <= batches <= 51
