@@ -84,21 +84,6 @@ class BenchGateway(GatewayProcess):
                 return at
         raise AssertionError(f"no line {text!r}")
 
-    def children(self) -> dict[str, int]:
-        """{"core": pid, "store": pid} of the running launcher."""
-        assert self.proc is not None
-        found: dict[str, int] = {}
-        for pid in child_pids(self.proc.pid):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    args = fh.read().split(b"\0")
-            except FileNotFoundError:
-                continue
-            if b"gateway.child" in args:
-                role = args[args.index(b"gateway.child") + 1].decode()
-                found[role] = pid
-        return found
-
     def inspect(self, what: str = "stats", **fields: Any) -> dict:
         return inspect(self.socket_path, what, **fields)
 

@@ -41,6 +41,7 @@ class Sizes:
     live_devices: int = 100
     live_warmup_s: float = 2.0
     live_seconds: float = 10.0
+    flood_seconds: float = 10.0
     commands: int = 1000
     command_devices: int = 50
     command_rate: float = 100.0
@@ -53,11 +54,11 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(backlog=10_000, live_warmup_s=1.0, live_seconds=3.0, commands=100, command_rate=50.0,
+QUICK = Sizes(backlog=10_000, live_warmup_s=1.0, live_seconds=3.0, flood_seconds=3.0, commands=100, command_rate=50.0,
               offline_devices=20, scale=(50, 200), scale_seconds=5.0, restarts=2, restart_devices=100,
               redelivery_check=False)
 SMOKE = Sizes(backlog=2_000, backlog_devices=20, publishers=4, live_rates=(200, 500), live_devices=20,
-              live_warmup_s=0.5, live_seconds=1.0, commands=20, command_devices=5, command_rate=50.0,
+              live_warmup_s=0.5, live_seconds=1.0, flood_seconds=1.0, commands=20, command_devices=5, command_rate=50.0,
               offline_devices=5, scale=(20,), scale_seconds=2.0, restarts=1, restart_devices=20,
               redelivery_check=False)
 
@@ -361,9 +362,10 @@ class RowWatcher:
     """Polls new telemetry rows (idx 0: one per message) every `interval`
     seconds and notes when each was first visible."""
 
-    def __init__(self, db: Path, interval: float = 0.005) -> None:
+    def __init__(self, db: Path, interval: float = 0.005, devices_like: str = "%") -> None:
         self.conn = reader(db)
         self.interval = interval
+        self.devices_like = devices_like
         self.last_id = one(self.conn, "SELECT MAX(id) FROM telemetry") or 0
         self.seen: list[tuple[float, float, float]] = []  # (ts, received_at, seen_at)
         self._stop = threading.Event()
@@ -375,12 +377,13 @@ class RowWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            found = self.conn.execute("SELECT id, ts, received_at FROM telemetry WHERE id > ? AND idx = 0 ORDER BY id",
-                                      (self.last_id,)).fetchall()
+            found = self.conn.execute("SELECT id, ts, received_at, device_uuid LIKE ? FROM telemetry"
+                                      " WHERE id > ? AND idx = 0 ORDER BY id",
+                                      (self.devices_like, self.last_id)).fetchall()
             now = time.time()
             if found:
                 self.last_id = found[-1][0]
-                self.seen.extend((ts, rec, now) for _, ts, rec in found)
+                self.seen.extend((ts, rec, now) for _, ts, rec, wanted in found if wanted)
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
@@ -805,6 +808,68 @@ def mixed(ctx: Context) -> Outcome:
     return Outcome(metrics, details)
 
 
+# -- 8. a flooding device ------------------------------------------------------
+
+
+FLOOD_LIMIT = 100  # messages/s per device (AUTOCORE_DEVICE_RATE and _BURST in this scenario)
+
+
+def flood_phase(ctx: Context, gw: BenchGateway, port: int, flooder: bool, label: str) -> dict:
+    """20 quiet devices at 50 messages/s each for `flood_seconds` (after a
+    1 s warm-up), with or without one device at 1,000/s: the quiet ones'
+    publish -> commit latency, the core's CPU, what was refused."""
+    s = ctx.sizes
+    seconds = 1.0 + s.flood_seconds
+    core = gw.children()["core"]
+    stem = f"bench-quiet-{label}"
+    watcher = RowWatcher(gw.db_path, devices_like=f"{stem}-%").start()
+    before = gw.inspect("stats")["stats"]
+    cpu0, t0 = cpu_seconds(core), time.time()
+    quiet = ctx.generator("live", port, "--rate", 1000, "--seconds", seconds, "--devices", 20, "--stem", stem)
+    loud = (ctx.generator("live", port, "--rate", 1000, "--seconds", seconds, "--devices", 1, "--connections", 1,
+                          "--stem", f"bench-flooder-{label}") if flooder else None)
+    for proc in (quiet, loud):
+        if proc is not None:
+            read_json_line(proc, 30, "publisher")
+    out = read_json_line(quiet, seconds + 60, "quiet publisher")
+    loud_out = read_json_line(loud, seconds + 60, "flooder") if loud is not None else None
+    try:
+        wait_until(lambda: sum(1 for r in watcher.seen if r[0] >= out["t0"]) >= out["sent"], 30, interval=0.05,
+                   what="the quiet devices' rows")
+    finally:
+        watcher.stop()
+    cpu = cpu_seconds(core) - cpu0
+    wall = time.time() - t0
+    after = gw.inspect("stats")["stats"]
+    refused = (after["rejections"].get("rate_limited", 0) - before["rejections"].get("rate_limited", 0))
+    window = [seen - ts for ts, _, seen in watcher.seen if ts >= out["t0"] + 1.0]
+    return {"quiet_sent": out["sent"], "flooder_sent": loud_out["sent"] if loud_out else 0, "refused": refused,
+            "quiet_p50_ms": ms(percentile(window, 50)), "quiet_p99_ms": ms(percentile(window, 99)),
+            "core_cpu_s": round(cpu, 3), "core_cpu_percent": round(100.0 * cpu / wall, 1)}
+
+
+def flood(ctx: Context) -> Outcome:
+    """Issue 11: a device stuck in a loop (1,000 messages/s against a limit
+    of 100/s) beside 20 quiet ones: its excess is refused cheaply (the rate
+    decision is taken from the topic, before decoding) and the quiet
+    devices' latency barely moves."""
+    broker = ctx.broker()
+    gw = ctx.gateway(broker, device_rate=FLOOD_LIMIT, device_burst=FLOOD_LIMIT).start()
+    calm = flood_phase(ctx, gw, broker.port, False, "calm")
+    loud = flood_phase(ctx, gw, broker.port, True, "loud")
+    gw.stop()
+    ratio = (loud["quiet_p99_ms"] / calm["quiet_p99_ms"]) if calm["quiet_p99_ms"] and loud["quiet_p99_ms"] else None
+    extra_cpu_us = (1e6 * (loud["core_cpu_s"] - calm["core_cpu_s"]) / loud["refused"]) if loud["refused"] else None
+    note = f"{loud['refused']} of {loud['flooder_sent']} refused"
+    return Outcome([
+        Metric("8 flood", "quiet p99 without the flooder", calm["quiet_p99_ms"], "ms"),
+        Metric("8 flood", "quiet p99 with the flooder", loud["quiet_p99_ms"], "ms", note=note),
+        Metric("8 flood", "quiet p99 with / without", None if ratio is None else round(ratio, 2), "x"),
+        Metric("8 flood", "core CPU per flooder message", None if extra_cpu_us is None else round(extra_cpu_us, 1),
+               "us", note="extra core CPU over the calm run / refused"),
+    ], {"calm": calm, "loud": loud})
+
+
 SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "backlog": backlog,
     "backlog_config_app": backlog_config_app,
@@ -814,4 +879,5 @@ SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "scale": scale,
     "restart": restart,
     "mixed": mixed,
+    "flood": flood,
 }

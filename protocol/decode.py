@@ -39,11 +39,14 @@ def _fw22() -> ModuleType | None:
     return _fw22_module
 
 
-def decode_message(topic: str, payload: bytes, *, prefix: str, max_payload: int) -> Message:
-    """A valid inbound message, or Rejected with a reason and a detail."""
+def decode_message(topic: str, payload: bytes, *, prefix: str, max_payload: int,
+                   parsed: Topic | None = None) -> Message:
+    """A valid inbound message, or Rejected with a reason and a detail.
+    `parsed`: `parse_topic(topic, prefix)` if the caller has it already."""
     if len(payload) > max_payload:
         raise Rejected(TOO_LARGE, f"payload of {len(payload)} bytes is over the limit of {max_payload}")
-    parsed = parse_topic(topic, prefix)
+    if parsed is None:
+        parsed = parse_topic(topic, prefix)
     obj, encoding = codec.decode(payload, max_payload)
     fw22 = _fw22()
     if parsed.dialect is Dialect.V1:

@@ -32,6 +32,7 @@ from actors.router import Router
 from actors.rules.device import DIALECT_CONFLICT, DeviceLogic, DeviceRules
 from actors.supervisor import DeviceSupervisor
 from gateway.settings import Settings
+from tests.support.recorder import Recorder
 
 V1 = "sim-relay-board-01"
 BOARD = "esp32-9c1a77b0e2f41d03"
@@ -40,17 +41,6 @@ ANNOUNCE_NO_BOOT = orjson.dumps({"device_type": "relay_board", "firmware_version
 OFFLINE = orjson.dumps({"protocol_version": "2.2.0", "status": "offline", "reason": "lost"})
 STATE = orjson.dumps({"protocol_version": "2.2.0", "board_id": 1, "channels": {"1": True, "2": False}})
 LEVEL = orjson.dumps({"protocol_version": "2.2.0", "free_heap": 1000})
-
-
-class Recorder:
-    def __init__(self):
-        self.told = []
-
-    def tell(self, message):
-        self.told.append(message)
-
-    def send(self, message):
-        self.told.append(message)
 
 
 def raw(topic, payload, mid):

@@ -15,22 +15,12 @@ from actors.router import Router
 from gateway.settings import Settings
 from protocol.decode import subscriptions
 from protocol.values import Publication
+from tests.support.recorder import Recorder
 
 RELAY = "esp32-9c1a77b0e2f41d03"
 CONFIG_APP = orjson.dumps({"protocol_version": "2.2.0", "channel": 3, "state": True, "function_type": "toggle",
                            "user": "config_app", "timestamp": "2025-01-08T10:30:00Z"})
 STATE = orjson.dumps({"protocol_version": "2.2.0", "uuid": RELAY, "board_id": 1, "channels": {"3": True}})
-
-
-class Recorder:
-    def __init__(self):
-        self.told = []
-
-    def tell(self, message):
-        self.told.append(message)
-
-    def send(self, message):
-        self.told.append(message)
 
 
 class SubscribingClient:

@@ -191,17 +191,7 @@ class HeldWriteLock:
 def gateway_pids(gw) -> dict[str, int]:
     """{"launcher": pid, "core": pid, "store": pid} of a running gateway."""
     assert gw.proc is not None
-    found = {"launcher": gw.proc.pid}
-    out = subprocess.run(["pgrep", "-P", str(gw.proc.pid)], capture_output=True, text=True).stdout
-    for pid in map(int, out.split()):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                args = fh.read().split(b"\0")
-        except FileNotFoundError:
-            continue
-        if b"gateway.child" in args:
-            found[args[args.index(b"gateway.child") + 1].decode()] = pid
-    return found
+    return {"launcher": gw.proc.pid, **gw.children()}
 
 
 def alive(pid: int) -> bool:

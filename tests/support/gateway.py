@@ -32,6 +32,21 @@ class GatewayProcess:
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None
 
+    def children(self) -> dict[str, int]:
+        """{"core": pid, "store": pid} of the running launcher."""
+        assert self.proc is not None
+        found: dict[str, int] = {}
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        for pid in map(int, out.split()):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    args = fh.read().split(b"\0")
+            except FileNotFoundError:
+                continue
+            if b"gateway.child" in args:
+                found[args[args.index(b"gateway.child") + 1].decode()] = pid
+        return found
+
     @property
     def db_path(self) -> Path:
         return Path(self.env["AUTOCORE_DB_PATH"])
