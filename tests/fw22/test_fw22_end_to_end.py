@@ -5,7 +5,6 @@ succeeded and failed, and heartbeat holds timed on the wire."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 
@@ -14,31 +13,17 @@ import pytest
 
 from gateway.sim import Fleet, FleetConfig, Fw22Options
 from storage.commands import get_command, insert_command, request_cancel
-from storage.db import close_database, open_database
+from tests.fw22.helpers import query, running_gateway
 from tests.support.broker import wait_until
-from tests.support.gateway import GatewayProcess
 
 RELAY_PERIOD_S = 1.0  # the relay's status period, shortened through AUTOCORE_FW22_PERIODS
 
 
 @pytest.fixture
 def gateway(broker, tmp_path):
-    gw = GatewayProcess(tmp_path / "gw", broker.port, fw22_periods=f"esp32_relay={RELAY_PERIOD_S}",
-                        device_timeout_s=1, command_timeout_s=1.5, command_poll_ms=50)
-    gw.start()
-    open_database(str(gw.db_path), migrate=False)
-    yield gw
-    close_database()
-    if gw.proc is not None and gw.proc.poll() is None:
-        gw.kill()
-
-
-def query(gw, sql, args=()):
-    conn = sqlite3.connect(f"file:{gw.db_path}?mode=ro", uri=True, timeout=5)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
+    with running_gateway(broker, tmp_path, fw22_periods=f"esp32_relay={RELAY_PERIOD_S}", device_timeout_s=1,
+                         command_timeout_s=1.5, command_poll_ms=50) as gw:
+        yield gw
 
 
 def fleet_of(broker, kinds, **fw22):

@@ -7,7 +7,6 @@ and the gateway's own relays/set never comes back as one (No Local)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 
 import orjson
@@ -18,9 +17,8 @@ from click.testing import CliRunner
 from gateway.cli import main
 from gateway.sim import Fleet, FleetConfig, Fw22Options
 from storage.commands import get_command, insert_command
-from storage.db import close_database, open_database
+from tests.fw22.helpers import query, running_gateway
 from tests.support.broker import wait_until
-from tests.support.gateway import GatewayProcess
 
 GATEWAY_ID = "gw-observer"
 FAKE_RELAY = "esp32-0bse7ved00000001"
@@ -28,22 +26,9 @@ FAKE_RELAY = "esp32-0bse7ved00000001"
 
 @pytest.fixture
 def gateway(broker, tmp_path):
-    gw = GatewayProcess(tmp_path / "gw", broker.port, gateway_id=GATEWAY_ID, fw22_periods="esp32_relay=30",
-                        command_timeout_s=2, command_poll_ms=50)
-    gw.start()
-    open_database(str(gw.db_path), migrate=False)
-    yield gw
-    close_database()
-    if gw.proc is not None and gw.proc.poll() is None:
-        gw.kill()
-
-
-def query(gw, sql, args=()):
-    conn = sqlite3.connect(f"file:{gw.db_path}?mode=ro", uri=True, timeout=5)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
+    with running_gateway(broker, tmp_path, gateway_id=GATEWAY_ID, fw22_periods="esp32_relay=30",
+                         command_timeout_s=2, command_poll_ms=50) as gw:
+        yield gw
 
 
 def events(gw, uuid, event):
