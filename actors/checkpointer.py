@@ -26,8 +26,8 @@ import time
 from typing import Any
 
 from actors.base import GatewayActor
-from actors.db_writer import free_bytes
 from actors.messages import Deadline, Schedule
+from storage.db import free_disk_bytes
 
 logger = logging.getLogger("autocore.db")
 
@@ -128,7 +128,7 @@ class Checkpointer(GatewayActor):
         its file is disk the database no longer needs."""
         if self.reserve_bytes <= 0:
             return False
-        free = free_bytes(self.settings)
+        free = free_disk_bytes(self.settings.db_path)
         return free is not None and free < self.reserve_bytes
 
     def summary(self) -> str:

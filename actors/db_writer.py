@@ -54,10 +54,6 @@ UNSTORABLE = (OverflowError, TypeError, ValueError, sqlite3.InterfaceError, sqli
               sqlite3.DataError, peewee.InterfaceError, peewee.IntegrityError, peewee.DataError)
 
 
-def free_bytes(settings: Any) -> int | None:
-    return free_disk_bytes(settings.db_path)
-
-
 def _mb(n: int | None) -> float | None:
     return None if n is None else round(n / 1048576, 1)
 
@@ -159,7 +155,7 @@ class DbWriter(GatewayActor):
                 self._tell_core(time.time())
 
     def _tell_core(self, now: float) -> None:
-        self.channel.send(StoreHealth(self.stall.state, self.stall.reason, self.stall.since, free_bytes(self.settings)))
+        self.channel.send(StoreHealth(self.stall.state, self.stall.reason, self.stall.since, free_disk_bytes(self.settings.db_path)))
 
     # -- batches -----------------------------------------------------------
 
@@ -299,7 +295,7 @@ class DbWriter(GatewayActor):
         return {
             "store": self.stall.snapshot(now) | {"waiting_batches": len(self.waiting),
                                                  "waiting_rows": sum(len(b.rows) for b in self.waiting),
-                                                 "disk_free_mb": _mb(free_bytes(self.settings))},
+                                                 "disk_free_mb": _mb(free_disk_bytes(self.settings.db_path))},
             "batches": self.batches,
             "rows_inserted": self.rows_inserted,
             "rows_repeated": self.rows_repeated,

@@ -40,12 +40,11 @@ from typing import Any
 import peewee
 
 from actors.base import GatewayActor
-from actors.db_writer import free_bytes
 from actors.messages import Deadline, Schedule
 from actors.rules.reserve import Reserve
 from storage import events as event_repo
 from storage import telemetry as telemetry_repo
-from storage.db import DatabaseBusy, database
+from storage.db import DatabaseBusy, database, free_disk_bytes
 from storage.models import Telemetry
 
 logger = logging.getLogger("autocore.retention")
@@ -135,7 +134,7 @@ class Retention(GatewayActor):
     def reserve_step(self, now: float) -> float:
         """Check the reserve; prune one batch if short. Returns when to
         check again (soon while short)."""
-        disk_free = free_bytes(self.settings)
+        disk_free = free_disk_bytes(self.settings.db_path)
         if disk_free is None:
             return now + self.reserve_check_s
         try:

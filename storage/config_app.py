@@ -416,9 +416,10 @@ def prune_oldest(conn: sqlite3.Connection, count: int) -> int:
 def device_names(conn: sqlite3.Connection, uuids: Iterable[str] | None = None) -> dict[str, str]:
     """The name the owner gave each device in the Config App (active rows
     only, as the Config App shows them); {} without its table."""
-    if not {"uuid", "name"} <= _columns(conn, DEVICES) or "id" not in _columns(conn, DEVICES):
+    columns = _columns(conn, DEVICES)
+    if not {"id", "uuid", "name"} <= columns:
         return {}
-    active = " AND is_active = 1" if "is_active" in _columns(conn, DEVICES) else ""
+    active = " AND is_active = 1" if "is_active" in columns else ""
     if uuids is None:
         rows = conn.execute(f"SELECT uuid, name FROM {DEVICES} WHERE name IS NOT NULL{active}").fetchall()
     else:

@@ -232,9 +232,14 @@ def names(uuids: Iterable[str] | None = None, *, db=None) -> dict[str, str]:
         return config_app.device_names(conn, uuids)
 
 
-def get_device(uuid: str, *, db=None) -> DeviceRecord | None:
+def get_device(uuid: str, *, db=None, owner_name: bool = False) -> DeviceRecord | None:
+    """The device's registry row; with `owner_name`, also the name the
+    owner gave it in the Config App (an extra lookup: the writer's calls
+    leave it out)."""
     rows = list(bound(Device.select().where(Device.uuid == uuid).dicts(), db))
-    return _record(rows[0], names([uuid], db=db).get(uuid)) if rows else None
+    if not rows:
+        return None
+    return _record(rows[0], names([uuid], db=db).get(uuid) if owner_name else None)
 
 
 def list_devices(status: str | None = None, *, db=None, owner_names: bool = True) -> list[DeviceRecord]:

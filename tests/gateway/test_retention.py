@@ -125,7 +125,7 @@ def test_short_of_the_reserve_the_oldest_rows_go_until_there_is_room(db, monkeyp
     now = time.time()
     telemetry_repo.insert_rows(database, rows("dev", 20000, now))
     free = {"bytes": 1 * MB}
-    monkeypatch.setattr("actors.retention.free_bytes", lambda settings: free["bytes"])
+    monkeypatch.setattr("actors.retention.free_disk_bytes", lambda path: free["bytes"])
     retention = Retention(Settings(retention_days=0, db_max_mb=0, db_reserve_mb=2), FakeScheduler(),
                           reserve_batch=1000, pause_s=0)
     steps = 0

@@ -192,6 +192,8 @@ def test_devices_readings_and_events_read_back_with_the_config_apps_queries(app_
                     row("v1-a", metric="0x123", value=None, raw=b"\x0a\x1b", ts=NOW + 4)]
             assert telemetry.insert_rows(database, rows) == 5
             assert telemetry.insert_rows(database, rows[:2]) == 0  # a redelivery: no second copy either
+        assert devices.get_device("esp32-relay-cfg", owner_name=True).display_name == "Relays front"
+        assert devices.get_device("esp32-relay-cfg").owner_name is None  # the writer's lookups skip it
     finally:
         close_database()
     conn = app.connect(path)
