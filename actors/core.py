@@ -131,7 +131,7 @@ class Core:
             logic, supervisor=self.refs["DeviceSupervisor"], mqtt=self.refs["MqttIO"],
             scheduler=self.refs["Scheduler"], store=self.store,
             availability=lambda u, online: outbound.availability_publication(prefix, u, online),
-            encode_command=self.encoder, restarts=restarts,
+            encode_command=self.encoder, restarts=restarts, deadlines_via=self.refs.get("Router"),
         )
 
     def start(self, ready_timeout: float = 60.0) -> None:

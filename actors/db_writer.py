@@ -235,20 +235,30 @@ class DbWriter(GatewayActor):
         """One device's changes. Given `seen` and `rows`, its bare last_seen
         refresh and its telemetry rows join the batch's (written at once)."""
         uuid, at = w.uuid, w.at
-        if w.ensure:
+        # A device's first announce is the writes of thousands of devices at
+        # once after a restart; each statement costs the store about a
+        # millisecond (most of it peewee building the SQL), so none is
+        # spent twice: upsert_facts creates a missing row and takes the
+        # status, and the row is read only for what the write lacks.
+        if w.ensure and (w.facts is None or w.discovery is not None):
             device_repo.ensure_device(uuid, at, w.ensure)
         if w.discovery is not None:
             device_repo.register_discovered(uuid, w.discovery, at)
+        status = w.status if w.status is not None else ("online" if w.boot_id is not None else None)
         if w.facts is not None:
-            record = device_repo.get_device(uuid)
-            device_repo.upsert_facts(uuid, w.facts, at, w.protocol or (record.protocol if record else "v1"),
-                                     w.encoding or (record.encoding if record else "json"))
+            protocol, encoding = w.protocol or w.ensure, w.encoding
+            if not (protocol and encoding):
+                record = device_repo.get_device(uuid)
+                protocol = protocol or (record.protocol if record else "v1")
+                encoding = encoding or (record.encoding if record else "json")
+            together = status is not None and (w.boot_id is None or w.boot_id == w.facts.boot_id)
+            device_repo.upsert_facts(uuid, w.facts, at, protocol, encoding, status=status if together else None)
+            if together:
+                status = None
         elif w.protocol:
             device_repo.set_protocol(uuid, w.protocol)
-        if w.status is not None:
-            device_repo.set_status(uuid, w.status, at, w.boot_id)
-        elif w.boot_id is not None:
-            device_repo.set_status(uuid, "online", at, w.boot_id)
+        if status is not None:
+            device_repo.set_status(uuid, status, at, w.boot_id)
         if w.encoding and w.facts is None:
             device_repo.set_encoding(uuid, w.encoding)
         if w.last_seen is not None and w.status is None:

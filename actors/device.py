@@ -56,6 +56,7 @@ class Device(GatewayActor):
         availability: Callable[[str, bool], Publication],
         encode_command: Any,  # actors.encoders.CommandEncoder
         restarts: int = 0,
+        deadlines_via: Any = None,
     ) -> None:
         super().__init__()
         self.logic = logic
@@ -67,6 +68,12 @@ class Device(GatewayActor):
         self.availability = availability
         self.encode_command = encode_command
         self.restarts = restarts
+        # Who the Scheduler tells when a deadline comes: the Router, which
+        # passes it on behind every message received before it. Told to this
+        # actor directly, a deadline overtakes messages still queued in the
+        # Router when the core is behind, and a device that did report in
+        # time is declared offline (5000 devices on a busy machine).
+        self.deadlines_via = deadlines_via
         self._wake_at: float | None = None
         self._current: Any = None
         # While a DeviceInput is handled: the messages not yet started, and
@@ -110,7 +117,11 @@ class Device(GatewayActor):
                 self._emit(step, () if step.refused else m.rows, (m.token,))
         elif isinstance(message, Deadline):
             self._wake_at = None
-            self._emit(logic.deadline(now), (), ())
+            # Through the Router (deadlines_via), every message received
+            # before the time asked for has been seen: liveness is judged as
+            # of that time, not of a later `now` the core's own lag made.
+            as_of = message.at if self.deadlines_via is not None else None
+            self._emit(logic.deadline(now, as_of=as_of), (), ())
         elif isinstance(message, TakeCommands):
             self._emit(logic.take_commands(message.commands, now), (), ())
         elif isinstance(message, CancelCommand):
@@ -191,7 +202,7 @@ class Device(GatewayActor):
         if wake is None or (self._wake_at is not None and self._wake_at <= wake):
             return
         self._wake_at = wake
-        self.scheduler.tell(Schedule(("device", self.uuid), wake, self.actor_ref))
+        self.scheduler.tell(Schedule(("device", self.uuid), wake, self.deadlines_via or self.actor_ref))
 
     def known(self) -> KnownDevice:
         lg = self.logic

@@ -16,6 +16,7 @@ from typing import Any
 from actors.base import GatewayActor
 from actors.messages import (
     Complete,
+    Deadline,
     DeviceMessage,
     DialectLock,
     DialectMark,
@@ -133,6 +134,12 @@ class Router(GatewayActor):
     def handle(self, message: Any) -> Any:
         if isinstance(message, InboundBatch):
             self._route(message)
+            return None
+        if isinstance(message, Deadline):
+            # A Device actor's deadline (actors/device.py): on to it through
+            # the supervisor, behind every batch this mailbox held when it
+            # came, so the device sees what it sent before its time ran out.
+            self.supervisor.tell(message)
             return None
         if isinstance(message, DialectMark):
             return self.counters["batches"]

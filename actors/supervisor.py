@@ -23,6 +23,7 @@ from actors.messages import (
     CancelsRequested,
     CommandsRequested,
     Complete,
+    Deadline,
     DeviceFailed,
     DeviceInput,
     DeviceStatus,
@@ -97,6 +98,13 @@ class DeviceSupervisor(GatewayActor):
         elif isinstance(message, TransitionRefused):
             ref = self.actors.get(message.device_uuid)
             if ref is not None:
+                ref.tell(message)
+        elif isinstance(message, Deadline):
+            # Passed on by the Router (actors/device.py says why). Only to a
+            # live actor: one that stopped or failed since asking has no
+            # deadline left (idle), or its replacement asks for its own.
+            ref = self.actors.get(message.key[1])
+            if ref is not None and ref.is_alive():
                 ref.tell(message)
         elif isinstance(message, DeviceStatus):
             self.known[message.uuid] = message.known

@@ -117,20 +117,27 @@ def _fact_values(facts: DeviceFacts) -> dict[str, Any]:
 
 
 def upsert_facts(
-    uuid: str, facts: DeviceFacts, now: float, dialect: Dialect | str, encoding: Encoding | str
+    uuid: str, facts: DeviceFacts, now: float, dialect: Dialect | str, encoding: Encoding | str,
+    status: str | None = None,
 ) -> bool:
     """Record what a device says about itself (v1 announce, 2.2 online
     status): the facts that are not None, the dialect, the encoding it
-    used, last_seen. Status is left to `set_status` (liveness decides), except
-    that a new row starts online. True if the device was new."""
+    used, last_seen, and `status` if given (liveness decides it; the writer
+    passes it here to save a second UPDATE of the row); a new row starts
+    online unless `status` says otherwise. True if the device was new."""
     values = _fact_values(facts)
     values["protocol"] = _value(Dialect, dialect)
     values["encoding"] = _value(Encoding, encoding)
+    if status is not None:
+        if status not in STATUSES:
+            raise ValueError(f"device status must be one of {', '.join(STATUSES)}, got {status!r}")
+        values["status"] = status
     with write_transaction():
         updated = Device.update({**values, "last_seen": _seen_at_least(now)}).where(Device.uuid == uuid).execute()
         if not updated:
             values.setdefault("device_type", "unknown")
-            Device.insert(uuid=uuid, status="online", first_seen=now, last_seen=now, **values).execute()
+            values.setdefault("status", "online")
+            Device.insert(uuid=uuid, first_seen=now, last_seen=now, **values).execute()
         _project([uuid], now)
     return not updated
 

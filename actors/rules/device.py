@@ -337,10 +337,15 @@ class DeviceLogic:
         step.events.append((at, "discovered", {k: v for k, v in vars(discovery).items() if v is not None}))
         return step
 
-    def deadline(self, now: float) -> DeviceStep:
+    def deadline(self, now: float, as_of: float | None = None) -> DeviceStep:
+        """A time asked for came. `as_of`: the time up to which every message
+        received has been seen (actors/device.py); the liveness verdict is
+        taken as of then, so a gateway that is behind does not blame the
+        device for its own delay. Commands and holds run on `now`."""
         step = DeviceStep()
-        for event, detail in self.liveness.check(now):
-            step.events.append((now, event, detail))
+        at = now if as_of is None else min(now, as_of)
+        for event, detail in self.liveness.check(at):
+            step.events.append((at, event, detail))
             self._went_offline(step, now)
         step.add_commands(self.commands.tick(now, self.liveness.online, self.plan), self.counters)
         if self.observed.waiting:
