@@ -36,6 +36,7 @@ from actors.messages import (
     StoreHealth,
     TransitionRefused,
 )
+from actors.rules.histogram import Histogram
 from actors.rules.stall import Stall
 from storage import commands as command_repo
 from storage import devices as device_repo
@@ -104,6 +105,7 @@ class DbWriter(GatewayActor):
         self.commit_ms_last = 0.0
         self.commit_ms_max = 0.0
         self.commit_ms_total = 0.0
+        self.commit_hist = Histogram()  # every commit, since start
         self.batches = 0
         self.rows_inserted = 0
         self.rows_repeated = 0
@@ -196,6 +198,7 @@ class DbWriter(GatewayActor):
         self.commit_ms_last = elapsed_ms
         self.commit_ms_max = max(self.commit_ms_max, elapsed_ms)
         self.commit_ms_total += elapsed_ms
+        self.commit_hist.observe(elapsed_ms)
         self.rows_inserted += inserted
         offered = len(batch.rows) + sum(len(w.rows) for w in batch.writes)
         self.rows_repeated += max(offered - inserted, 0)
@@ -313,6 +316,7 @@ class DbWriter(GatewayActor):
                 "last": round(self.commit_ms_last, 2),
                 "max": round(self.commit_ms_max, 2),
                 "mean": round(self.commit_ms_total / self.batches, 2) if self.batches else 0.0,
+                "histogram": self.commit_hist.snapshot(),
             },
             "db_path": self.settings.db_path,
         }

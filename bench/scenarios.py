@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from actors.rules.histogram import quantile_bound
 from bench import load
 from bench.procs import BenchBroker, BenchGateway, cpu_seconds, kill_tree, rss_mib, threads, wait_until, written_bytes
 
@@ -188,6 +189,18 @@ def ms(seconds: float | None) -> float | None:
 
 def online_count(conn: sqlite3.Connection, stem: str) -> int:
     return one(conn, "SELECT COUNT(*) FROM gateway_devices WHERE status = 'online' AND uuid LIKE ?", stem + "-%")
+
+
+def commit_stall_p99(after: dict, before: dict) -> tuple[float | None, str]:
+    """The store's commit time p99 between two `inspect stats` writer
+    sections, as the bound of its histogram bucket (and a note saying so)."""
+    h1, h0 = after["commit_ms"].get("histogram"), before["commit_ms"].get("histogram")
+    bound = quantile_bound(h1, 0.99, since=h0) if h1 and h0 else None
+    if bound is None:
+        return None, "no commits"
+    if bound == float("inf"):
+        return float(h1["le"][-1]), f"above the last bucket ({h1['le'][-1]:g} ms)"
+    return bound, "bucket bound (ms): the p99 commit is at most this"
 
 
 # -- 1. backlog drain ---------------------------------------------------------
@@ -442,6 +455,7 @@ def live(ctx: Context) -> Outcome:
         readings = writer1["rows_inserted"] - writer0["rows_inserted"]
         commits = writer1["batches"] - writer0["batches"]
         per_reading = (written_bytes(store_pid) - written0) / readings if readings else None
+        stall_p99, stall_note = commit_stall_p99(writer1, writer0)
         window = [r for r in watcher.seen if r[0] >= measured_from]
         commit = [seen - ts for ts, _, seen in window]
         receive = [rec - ts for ts, rec, _ in window]  # publish -> the gateway read it
@@ -456,7 +470,8 @@ def live(ctx: Context) -> Outcome:
                           "gateway_ms": {"p50": ms(percentile(inside, 50)), "p99": ms(percentile(inside, 99))},
                           "fsync_probe_ms_before": fsync_ms,
                           "bytes_written_per_reading": None if per_reading is None else round(per_reading),
-                          "readings_per_commit": round(readings / commits, 1) if commits else None}
+                          "readings_per_commit": round(readings / commits, 1) if commits else None,
+                          "store_commit_p99_ms": stall_p99}
         note = f"{round(measured_rate)} msg/s measured"
         gate, aim = (250.0, 100.0) if rate == 5000 else (None, None)  # the issue's target is at 5k/s
         metrics.append(Metric("2 live", f"{label} publish->commit p50", ms(p50), "ms", note=note))
@@ -464,6 +479,8 @@ def live(ctx: Context) -> Outcome:
         metrics.append(Metric("2 live", f"{label} bytes written per reading",
                               None if per_reading is None else round(per_reading), "B",
                               note=f"{details[label]['readings_per_commit']} readings per commit"))
+        # Issue 11: checkpoints kept out of the commit path (p99 commit <= 20 ms).
+        metrics.append(Metric("2 live", f"{label} store commit p99", stall_p99, "ms", None, 20.0, note=stall_note))
     gw.stop()
     return Outcome(metrics, details)
 
@@ -825,6 +842,7 @@ def flood_phase(ctx: Context, gw: BenchGateway, port: int, flooder: bool, label:
     watcher = RowWatcher(gw.db_path, devices_like=f"{stem}-%").start()
     before = gw.inspect("stats")["stats"]
     cpu0, t0 = cpu_seconds(core), time.time()
+    wal0 = written_bytes(gw.children()["store"])
     quiet = ctx.generator("live", port, "--rate", 1000, "--seconds", seconds, "--devices", 20, "--stem", stem)
     loud = (ctx.generator("live", port, "--rate", 1000, "--seconds", seconds, "--devices", 1, "--connections", 1,
                           "--stem", f"bench-flooder-{label}") if flooder else None)
@@ -842,10 +860,14 @@ def flood_phase(ctx: Context, gw: BenchGateway, port: int, flooder: bool, label:
     wall = time.time() - t0
     after = gw.inspect("stats")["stats"]
     refused = (after["rejections"].get("rate_limited", 0) - before["rejections"].get("rate_limited", 0))
+    stall_p99, _ = commit_stall_p99(after["writer"], before["writer"])
+    stored = after["writer"]["rows_inserted"] - before["writer"]["rows_inserted"]
+    written = written_bytes(gw.children()["store"]) - wal0
     window = [seen - ts for ts, _, seen in watcher.seen if ts >= out["t0"] + 1.0]
     return {"quiet_sent": out["sent"], "flooder_sent": loud_out["sent"] if loud_out else 0, "refused": refused,
             "quiet_p50_ms": ms(percentile(window, 50)), "quiet_p99_ms": ms(percentile(window, 99)),
-            "core_cpu_s": round(cpu, 3), "core_cpu_percent": round(100.0 * cpu / wall, 1)}
+            "core_cpu_s": round(cpu, 3), "core_cpu_percent": round(100.0 * cpu / wall, 1),
+            "store_commit_p99_ms": stall_p99, "bytes_written_per_reading": round(written / stored) if stored else None}
 
 
 def flood(ctx: Context) -> Outcome:
@@ -867,6 +889,9 @@ def flood(ctx: Context) -> Outcome:
         Metric("8 flood", "quiet p99 with / without", None if ratio is None else round(ratio, 2), "x"),
         Metric("8 flood", "core CPU per flooder message", None if extra_cpu_us is None else round(extra_cpu_us, 1),
                "us", note="extra core CPU over the calm run / refused"),
+        Metric("8 flood", "store commit p99 with the flooder", loud["store_commit_p99_ms"], "ms", None, 20.0,
+               note="bucket bound"),
+        Metric("8 flood", "bytes written per reading with the flooder", loud["bytes_written_per_reading"], "B"),
     ], {"calm": calm, "loud": loud})
 
 

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import click
 
+from actors.rules.histogram import quantile_bound
 from gateway import tables
 from gateway.cli import setting_options
 from gateway.commands.common import (
@@ -366,6 +367,13 @@ def _store_state(store: dict, reserve: dict) -> str:
     return f"{store.get('state', '-')}, {space}"
 
 
+def _p99(histogram: dict | None) -> str:
+    """The bucket bound of the 99th percentile of every commit since start."""
+    bound = quantile_bound(histogram, 0.99) if histogram else None
+    return "-" if bound is None else ("> " + tables.number(histogram["le"][-1])) if bound == float("inf") else (
+        "<= " + tables.number(bound))
+
+
 def render_stats(s: dict) -> str:
     mqtt = s.get("mqtt") or {}
     router = s.get("router") or {}
@@ -409,7 +417,7 @@ def render_stats(s: dict) -> str:
                         f"(flush at {batcher.get('batch_rows', '-')} rows or {batcher.get('max_age_ms', '-')} ms)"),
             ("rows", f"{writer.get('rows_inserted', '-')} inserted, {writer.get('rows_repeated', '-')} repeats ignored"),
             ("commit", f"last {tables.number(commit.get('last'))} ms, mean {tables.number(commit.get('mean'))} ms, "
-                       f"max {tables.number(commit.get('max'))} ms"),
+                       f"p99 {_p99(commit.get('histogram'))} ms, max {tables.number(commit.get('max'))} ms"),
             ("buffered", f"{batcher.get('buffered_rows', '-')} rows, {batcher.get('at_writer', '-')} batches at the writer"),
             ("command feed", f"{feed.get('polls', '-')} polls, {feed.get('queries', '-')} queries"),
             ("counters", tables.counts(writer.get("counters"))),

@@ -66,7 +66,8 @@ REPLIES = {
         "channel": {"frames_sent": 5, "frames_received": 6},
         "batcher": {"buffered_rows": 0, "at_writer": 0, "largest_batch": 40, "batch_rows": 2000, "max_age_ms": 50},
         "writer": {"batches": 8, "rows_inserted": 80, "rows_repeated": 2,
-                   "commit_ms": {"last": 1.5, "max": 9.25, "mean": 2.0}, "counters": {}},
+                   "commit_ms": {"last": 1.5, "max": 9.25, "mean": 2.0,
+                                 "histogram": {"le": [1, 2, 5, 10], "counts": [50, 40, 9, 1, 0]}}, "counters": {}},
         "commands": {"polls": 100, "queries": 3},
         "retention": {"enabled": True, "retention_days": 30.0, "db_max_mb": 512.0, "running": False, "runs": 2,
                       "pruned_age": 100, "pruned_size": 5, "next_run_in_s": 42.0, "db_used_mb": 12.5},
@@ -223,7 +224,7 @@ def test_commands_and_stats(cli, fake):
     for expected in ("gateway    autocore-gateway, up 1h02m",
                      "unacknowledged    1 of at most 50000",
                      "rejections   bad_json 2",
-                     "commit        last 1.5 ms, mean 2 ms, max 9.25 ms",
+                     "commit        last 1.5 ms, mean 2 ms, p99 <= 5 ms, max 9.25 ms",
                      "retention  30 days, at most 512 MB; 105 rows pruned in 2 runs; database uses 12.5 MB; "
                      "next run in 42s",
                      "memory     core 30.5 MB, store 25 MB"):
