@@ -243,14 +243,15 @@ def drain_gateway(ctx: Context, gw: BenchGateway, messages: int, rows: int, brok
     try:
         # MAX(id) is a cheap probe of a growing table (nothing is deleted).
         wait_until(lambda: (one(conn, "SELECT MAX(id) FROM telemetry") or 0) >= rows, 600, interval=0.02,
-                   what=f"{rows} telemetry rows")
+                   what=f"{rows} telemetry rows", progress=lambda: one(conn, "SELECT MAX(id) FROM telemetry") or 0)
         rows_at = time.time()
 
         def acked():
             mqtt = gw.inspect("stats")["stats"]["mqtt"]
             return mqtt if mqtt["unacknowledged"] == 0 and mqtt["counters"].get("acked", 0) >= messages else None
 
-        mqtt = wait_until(acked, 60, interval=0.02, what="every message acknowledged")
+        mqtt = wait_until(acked, 60, interval=0.02, what=f"{messages} messages acknowledged",
+                          progress=lambda: gw.inspect("stats")["stats"]["mqtt"]["counters"].get("acked", 0))
         acked_at = time.time()
         # CPU of each process (from just after it started, so its imports
         # too: ~0.2 s) to the end of the drain, as a share of one core over
@@ -446,6 +447,7 @@ def live(ctx: Context) -> Outcome:
         measured_from = out["t0"] + s.live_warmup_s
         try:
             wait_until(lambda: sum(1 for r in watcher.seen if r[0] >= out["t0"]) >= out["sent"], 30, interval=0.05,
+                       progress=lambda: sum(1 for r in watcher.seen if r[0] >= out["t0"]),
                        what=f"the rows of {out['sent']} live messages")
         finally:
             watcher.stop()
@@ -502,7 +504,8 @@ def commands(ctx: Context) -> Outcome:
     devices = ready["devices"]
     conn = sqlite3.connect(str(gw.db_path), isolation_level=None, timeout=10)
     try:
-        wait_until(lambda: online_count(conn, stem) >= len(devices), 30, what="the responders online")
+        wait_until(lambda: online_count(conn, stem) >= len(devices), 30, what=f"{len(devices)} responders online",
+                   progress=lambda: online_count(conn, stem))
         inserted: dict[int, float] = {}
         final: dict[int, tuple[float, str]] = {}
         ctx.log(f"commands: {s.commands} commands at {s.command_rate:g}/s over {len(devices)} devices")
@@ -621,7 +624,8 @@ def scale(ctx: Context) -> Outcome:
         conn = reader(gw.db_path)
         try:
             t_online = time.time()
-            wait_until(lambda: online_count(conn, stem) >= n, 90, interval=0.1, what=f"{n} devices online")
+            wait_until(lambda: online_count(conn, stem) >= n, 90, interval=0.1, what=f"{n} devices online",
+                       progress=lambda: online_count(conn, stem))
             online_s = time.time() - t_online
         finally:
             conn.close()
@@ -667,7 +671,8 @@ def restart(ctx: Context) -> Outcome:
     read_json_line(proc, 60, "status devices")
     conn = reader(gw.db_path)
     try:
-        wait_until(lambda: online_count(conn, stem) >= s.restart_devices, 60, interval=0.1, what="devices online")
+        wait_until(lambda: online_count(conn, stem) >= s.restart_devices, 60, interval=0.1,
+                   what=f"{s.restart_devices} devices online", progress=lambda: online_count(conn, stem))
     finally:
         conn.close()
     times: list[float] = []
@@ -743,11 +748,13 @@ def mixed_phase(ctx: Context, name: str, v1_share: float, rate: int) -> dict:
         out = read_json_line(proc, s.live_seconds + 60, "mixed publisher")
         proc.wait(10)
 
-        def caught_up() -> bool:  # every QoS 1 message's marker row visible, and the QoS 0 ones settled
-            got = sum(1 for r in watcher.seen if r[1] != "uptime" and r[3] >= out["t0"] - 1)
-            return got >= out["by_kind"]["v1"] + out["by_kind"]["relay"]
+        expected = out["by_kind"]["v1"] + out["by_kind"]["relay"]
 
-        wait_until(caught_up, 60, interval=0.05, what=f"the rows of {name}")
+        def got() -> int:  # every QoS 1 message's marker row visible, and the QoS 0 ones settled
+            return sum(1 for r in watcher.seen if r[1] != "uptime" and r[3] >= out["t0"] - 1)
+
+        wait_until(lambda: got() >= expected, 60, interval=0.05, what=f"the rows of {expected} {name} messages",
+                   progress=got)
         time.sleep(0.3)
         t_cpu1, cpu1 = time.time(), cpu_seconds(core)
         rows1 = one(probe, "SELECT MAX(id) FROM telemetry") or 0
@@ -853,7 +860,8 @@ def flood_phase(ctx: Context, gw: BenchGateway, port: int, flooder: bool, label:
     loud_out = read_json_line(loud, seconds + 60, "flooder") if loud is not None else None
     try:
         wait_until(lambda: sum(1 for r in watcher.seen if r[0] >= out["t0"]) >= out["sent"], 30, interval=0.05,
-                   what="the quiet devices' rows")
+                   progress=lambda: sum(1 for r in watcher.seen if r[0] >= out["t0"]),
+                   what=f"the rows of {out['sent']} quiet messages")
     finally:
         watcher.stop()
     cpu = cpu_seconds(core) - cpu0

@@ -20,15 +20,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):
-    """Poll `predicate` until it returns something truthy; fail after `timeout`."""
+def wait_until(predicate, timeout: float, interval: float = 0.02, what: str = "condition", progress=None):
+    """Poll `predicate` until it returns something truthy; fail after
+    `timeout`, saying how far it got when `progress()` can tell."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
+            got = f" (got {progress()})" if progress is not None else ""
+            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}{got}")
         time.sleep(interval)
 
 
