@@ -35,6 +35,8 @@ class CommandFeed(GatewayActor):
         self.reader = None
         self.last_version: int | None = None
         self.reported_cancels: set[int] = set()
+        self._counts: dict[str, int] = {}
+        self._counted_version: int | None = None
         self.polls = 0
         self.queries = 0
 
@@ -93,4 +95,18 @@ class CommandFeed(GatewayActor):
 
     def state(self) -> dict:
         return {"poll_ms": self.settings.command_poll_ms, "polls": self.polls, "queries": self.queries,
-                "data_version": self.last_version, "cancels_waiting": len(self.reported_cancels)}
+                "data_version": self.last_version, "cancels_waiting": len(self.reported_cancels),
+                "by_status": self._by_status()}
+
+    def _by_status(self) -> dict[str, int]:
+        """Commands per state, counted again only when the database changed."""
+        if self.reader is None:
+            return {}
+        try:
+            version = data_version(self.reader)
+            if version != self._counted_version:
+                self._counts = command_repo.count_by_status(db=self.reader)
+                self._counted_version = version
+        except DatabaseBusy:
+            pass  # the last counts stand
+        return dict(self._counts)

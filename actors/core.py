@@ -36,6 +36,7 @@ from actors.messages import (
 )
 from actors.encoders import CommandEncoder
 from actors.mqtt_io import MqttIO
+from actors.metrics import MetricsServer
 from actors.router import Router
 from actors.rules.device import DeviceLogic, DeviceRules
 from actors.scheduler import Scheduler
@@ -80,6 +81,7 @@ class Core:
         self.stop_requested = threading.Event()
         self.rules = device_rules(settings)
         self.encoder = CommandEncoder(settings)
+        self.metrics: MetricsServer | None = None
 
     # -- messages from the store (channel reader thread) ----------------------
 
@@ -140,6 +142,8 @@ class Core:
         if not self.store_ready.wait(ready_timeout) or self.ready_message is None:
             raise RuntimeError("the store process did not report ready")
         ready = self.ready_message
+        if s.metrics_port:
+            self.metrics = MetricsServer(s.metrics_host, s.metrics_port).start()  # a taken port stops us here
         self.refs["Scheduler"] = Scheduler.start("core")
         will = outbound.gateway_status_publication(s.topic_prefix, "offline", s.gateway_id, time.time(), 0, 0, 0, 0, "")
         self.refs["MqttIO"] = mqtt = MqttIO.start(s, subscriptions(s.topic_prefix), will)
@@ -149,7 +153,8 @@ class Core:
         supervisor.proxy().load(ready.devices).get()
         self.refs["Router"] = router = Router.start(s, mqtt, supervisor, self.store)
         router.proxy().load(ready.devices).get()
-        self.refs["Inspector"] = Inspector.start(s, lambda: dict(self.refs), supervisor, router, self.channel)
+        self.refs["Inspector"] = Inspector.start(s, lambda: dict(self.refs), supervisor, router, self.channel,
+                                                 self.metrics)
         supervisor.proxy().start_offline_checks().get()
         if ready.commands:
             supervisor.tell(CommandsRequested(ready.commands))
@@ -219,6 +224,8 @@ class Core:
             self.channel.flush(0.5)
         except OSError:
             pass
+        if self.metrics is not None:
+            self.metrics.stop()
         # Every actor at once (there may be thousands of devices), then wait
         # once; an actor that does not stop in time dies with the process.
         futures = []
@@ -250,6 +257,8 @@ def run_core(settings: Any, channel_fd: int) -> int:
         core.start()
     except Exception as exc:
         logger.error("core could not start: %s", exc)
+        if core.metrics is not None:
+            core.metrics.stop()
         pykka.ActorRegistry.stop_all(timeout=1.0)
         return 1
     while not stop.is_set() and not core.fatal.is_set():

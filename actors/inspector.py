@@ -48,6 +48,7 @@ from actors.messages import (
     SnapshotReply,
     SnapshotRequest,
 )
+from actors.metrics import MetricsServer
 from protocol.topics import is_valid_uuid
 
 logger = logging.getLogger("autocore.inspector")
@@ -72,7 +73,8 @@ def recv_map(sock: socket.socket, limit: int) -> Any:
 class Inspector(GatewayActor):
     name = "Inspector"
 
-    def __init__(self, settings: Any, actors: Callable[[], dict[str, Any]], supervisor: Any, router: Any, channel: Any) -> None:
+    def __init__(self, settings: Any, actors: Callable[[], dict[str, Any]], supervisor: Any, router: Any, channel: Any,
+                 metrics: MetricsServer | None = None) -> None:
         super().__init__()
         self.path = settings.socket_path
         self.settings = settings
@@ -82,6 +84,7 @@ class Inspector(GatewayActor):
         self.channel = channel
         self._server: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._metrics = metrics
         self._ids = itertools.count(1)
         self._waiting: dict[Any, Future] = {}  # request id (snapshots) or flush reason -> its answer
         self._lock = threading.Lock()
@@ -101,6 +104,11 @@ class Inspector(GatewayActor):
         self._server = server
         self._thread = threading.Thread(target=self._serve, name="inspector", daemon=True)
         self._thread.start()
+        if self._metrics is not None:
+            # The Prometheus endpoint (bound by core) reads what `inspect
+            # stats` reads, from its own HTTP thread, as the socket's
+            # client threads do.
+            self._metrics.attach(self.stats_answer)
 
     def on_stop(self) -> None:
         if self._server is not None:

@@ -113,6 +113,7 @@ class Router(GatewayActor):
         self.rejections_by_device: dict[str, Counter[str]] = defaultdict(Counter)
         self._last_log: dict[str, float] = {}
         self.batch_sizes: Counter[str] = Counter()
+        self.kinds: Counter[Any] = Counter()  # valid messages by kind (protocol.values.Kind)
         # Devices whose 2.2 messages go through their actor, never the fast
         # path: a v1 device with a boot_id refuses them (actors/rules/device.py),
         # and only its actor knows for sure; a refused message must have
@@ -167,6 +168,7 @@ class Router(GatewayActor):
         observed: set[str] = set()  # devices with an observed relay command in this batch
         self.counters["batches"] += 1
         self.counters["messages"] += len(batch.messages)
+        kinds = self.kinds
         for raw in batch.messages:
             # The rate decision from the topic alone, before a byte of the
             # payload is parsed: a flooding device's excess costs a topic
@@ -196,6 +198,7 @@ class Router(GatewayActor):
                 self._reject(msg.uuid, Rejected(RATE_LIMITED, f"over {self.limiter.rate:g} messages/s"), raw.topic)
                 done_now.append(raw.token)
                 continue
+            kinds[msg.kind] += 1
             msg_rows, skewed = telemetry_rows(msg, raw.received_at, self.skew_s) if msg.readings else ([], 0)
             if msg.observed is not None:
                 observed.add(msg.uuid)
@@ -281,6 +284,7 @@ class Router(GatewayActor):
             "rejections": dict(self.rejections),
             "rate_limit": {"rate": self.limiter.rate, "burst": self.limiter.burst, "buckets": len(self.limiter)},
             "batch_sizes": dict(self.batch_sizes),
+            "messages_by_kind": {kind.value: n for kind, n in self.kinds.items()},
             "v1_boot_devices": len(self.v1_boot),
         }
 

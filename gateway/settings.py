@@ -33,6 +33,10 @@ def _port(v: int) -> str | None:
     return None if 1 <= v <= 65535 else "must be a port number between 1 and 65535"
 
 
+def _port_or_off(v: int) -> str | None:
+    return None if 0 <= v <= 65535 else "must be 0 (off) or a port number between 1 and 65535"
+
+
 def _one_of(*choices: str) -> Callable[[str], str | None]:
     def check(v: str) -> str | None:
         return None if v in choices else f"must be one of {', '.join(choices)}"
@@ -99,6 +103,10 @@ class Settings:
     run_dir: str = setting("var/run", "directory of the control socket gateway.sock")
     config_app_register: bool = setting(
         True, "a device the Config App's devices table lacks gets a row there (where that table exists)")
+
+    # Metrics
+    metrics_port: int = setting(0, "port of the Prometheus metrics endpoint (0: off)", _port_or_off)
+    metrics_host: str = setting("127.0.0.1", "address the metrics endpoint listens on (loopback by default)")
 
     # Logging
     log_level: str = setting("INFO", "log level", _one_of("DEBUG", "INFO", "WARNING", "ERROR"))

@@ -190,6 +190,12 @@ def in_flight(*, db=None) -> list[CommandRecord]:
     return _records(q, db)
 
 
+def count_by_status(*, db=None) -> dict[str, int]:
+    """How many commands are in each state (states with none are left out)."""
+    query = Command.select(Command.status, fn.COUNT(Command.id).alias("n")).group_by(Command.status).tuples()
+    return {status: n for status, n in bound(query, db)}
+
+
 def get_command(command_id: int, *, db=None) -> CommandRecord | None:
     rows = _records(Command.select().where(Command.id == command_id), db)
     return rows[0] if rows else None

@@ -17,13 +17,15 @@ class Histogram:
             raise ValueError("histogram bounds must be strictly increasing")
         self.bounds = tuple(bounds)
         self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
 
     def observe(self, value: float) -> None:
         # bisect_left: a value equal to a bound belongs to that bound's bucket (value <= bound).
         self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
 
     def snapshot(self) -> dict:
-        return {"le": list(self.bounds), "counts": list(self.counts)}
+        return {"le": list(self.bounds), "counts": list(self.counts), "sum": round(self.sum, 3)}
 
 
 def quantile_bound(snapshot: dict, q: float, since: dict | None = None) -> float | None:
