@@ -352,13 +352,38 @@ class DeviceStatus:
 
 @dataclass(frozen=True)
 class DeviceFailed:
-    """Device -> DeviceSupervisor from on_failure: it crashed; here is the
-    work it had not done and the tokens of the message that crashed it."""
+    """Device -> DeviceSupervisor: handling a message raised; here is the
+    work of that message it had not started and the tokens of the message
+    that crashed it. The actor stays up, handing back whatever else reaches
+    it (`Bounced`), until the supervisor's `Drain` comes through."""
 
     uuid: str
     unhandled: tuple[Any, ...]
     poison_tokens: tuple[Token, ...]
     error: str
+
+
+@dataclass(frozen=True)
+class Drain:
+    """DeviceSupervisor -> a failed Device: the last message the supervisor
+    sends it; everything sent before is already handed back when the
+    actor answers `Drained` (one mailbox keeps the order)."""
+
+
+@dataclass(frozen=True)
+class Bounced:
+    """A failed Device -> DeviceSupervisor: a message it received after it
+    failed, not handled, for the actor that replaces it."""
+
+    uuid: str
+    message: Any
+
+
+@dataclass(frozen=True)
+class Drained:
+    """A failed Device -> DeviceSupervisor: everything is handed back; it stops."""
+
+    uuid: str
 
 
 @dataclass(frozen=True)
