@@ -32,7 +32,7 @@ from paho.mqtt.properties import Properties
 
 from actors.base import GatewayActor
 from actors.messages import Complete, Connected, InboundBatch, Publish, RawInbound, StopReading, Token
-from actors.paho_client import GatewayClient
+from actors.paho_client import make_client
 from protocol.decode import no_local
 from protocol.values import Publication
 
@@ -64,6 +64,7 @@ class MqttIO(GatewayActor):
         self.listener: Any = None  # told `Connected` on every (re)connection
         self.router: Any = None
         self.client: mqtt.Client | None = None
+        self.paho_path: str | None = None  # "tuned" or "public" (actors/paho_client.py), once the client is made
         self.generation = 0
         self.connected = False
         self.ever_subscribed = threading.Event()
@@ -100,12 +101,13 @@ class MqttIO(GatewayActor):
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
-        client = GatewayClient(
+        client = make_client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=s.mqtt_client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
+        self.paho_path = "tuned" if client.tuned else "public"
         if s.mqtt_username:
             client.username_pw_set(s.mqtt_username, s.mqtt_password)
         if s.mqtt_tls_ca:
@@ -362,6 +364,7 @@ class MqttIO(GatewayActor):
             "accepting": self._accepting,
             "outgoing_backlog": {"commands": len(self._commands), "other": len(self._others)},
             "max_outgoing": self.settings.mqtt_max_outgoing,
+            "paho_path": self.paho_path,
         }
 
     def drained(self) -> bool:
