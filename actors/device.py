@@ -202,7 +202,7 @@ class Device(GatewayActor):
             for publication in self.encode_command(self.logic, spec, attempt, now):
                 self.mqtt.tell(Publish(publication, command=True))
         for spec, channel, sequence in step.beats:
-            self.mqtt.tell(Publish(self.encode_command.heartbeat(self.logic, spec, channel, sequence, now), command=True))
+            self.mqtt.tell(Publish(self.encode_command.heartbeat(spec, channel, sequence, now), command=True))
         if step.status is not None:
             self.supervisor.tell(DeviceStatus(self.uuid, self.known(), self.logic.idle()))
         self._schedule()

@@ -56,5 +56,5 @@ class CommandEncoder:
             logger.error("command %s for %s cannot be encoded: %s", spec.id, spec.device_uuid, exc)
             return []
 
-    def heartbeat(self, logic: DeviceLogic, spec: CommandSpec, channel: int, sequence: int, now: float) -> Publication:
+    def heartbeat(self, spec: CommandSpec, channel: int, sequence: int, now: float) -> Publication:
         return fw22.heartbeat_publication(spec.device_uuid, channel, sequence, self.gateway_id, now)

@@ -293,6 +293,32 @@ class Stop:
     reason: str = "shutdown"
 
 
+# ---------------------------------------------------------------- inside the store process
+
+
+@dataclass(frozen=True)
+class WriteBatch:
+    """TelemetryBatcher -> DbWriter."""
+
+    rows: tuple[tuple, ...]
+    writes: tuple[DeviceWrite, ...]
+    tokens: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class WriterDone:
+    """DbWriter -> TelemetryBatcher: a batch is committed (or given up)."""
+
+    rows: int
+
+
+@dataclass(frozen=True)
+class ClaimCommands:
+    """CommandFeed -> DbWriter: take these pending rows (pending -> queued)."""
+
+    ids: tuple[int, ...]
+
+
 # ---------------------------------------------------------------- in-process control
 
 
@@ -303,11 +329,6 @@ class Schedule:
     key: Any
     at: float
     target: Any  # pykka.ActorRef
-
-
-@dataclass(frozen=True)
-class CancelSchedule:
-    key: Any
 
 
 @dataclass(frozen=True)
@@ -410,11 +431,6 @@ class StopReading:
     """-> MqttIO: stop reading the socket (graceful stop)."""
 
 
-@dataclass(frozen=True)
-class GatewayStatusTick:
-    """Scheduler -> MqttIO: time to publish the gateway's heartbeat."""
-
-
 @wire
 @dataclass(frozen=True)
 class ReloadCommands:
@@ -422,6 +438,13 @@ class ReloadCommands:
     actor was restarted)."""
 
     device_uuid: str
+
+
+@dataclass(frozen=True)
+class OnlineCount:
+    """DeviceSupervisor -> Heartbeat: how many devices are online."""
+
+    devices_online: int
 
 
 # ---------------------------------------------------------------- operator changes (control socket)

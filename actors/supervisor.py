@@ -22,7 +22,6 @@ from collections import OrderedDict, deque
 from typing import Any, Callable
 
 from actors.base import GatewayActor
-from actors.heartbeat import OnlineCount
 from actors.messages import (
     Bounced,
     CancelCommand,
@@ -38,6 +37,7 @@ from actors.messages import (
     Forgotten,
     GetSnapshot,
     KnownDevice,
+    OnlineCount,
     ReloadCommands,
     Retire,
     Retired,
