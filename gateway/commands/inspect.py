@@ -11,7 +11,6 @@ from typing import Any, Callable
 import click
 
 from gateway import tables
-from gateway.cli import setting_options
 from gateway.commands.common import (
     Failure,
     complete_device,
@@ -19,6 +18,7 @@ from gateway.commands.common import (
     fail_line,
     json_option,
     reading,
+    setting_options,
     to_json,
 )
 from gateway.control import ControlError, GatewayNotRunning, request
