@@ -115,12 +115,18 @@ class GatewayClient(mqtt.Client):
         except UnicodeDecodeError:
             return super()._handle_publish()
         # manual_ack: a QoS 1 message is acknowledged by write_acks, after commit.
-        self.on_message(self, self._userdata, InboundPublish(topic, bytes(packet[pos + 1:]), qos, mid, bool(header & 1)))
+        on_message = self.on_message
+        if on_message is not None:
+            # InboundPublish has the fields of MQTTMessage that on_message reads.
+            message: Any = InboundPublish(topic, bytes(packet[pos + 1:]), qos, mid, bool(header & 1))
+            on_message(self, self._userdata, message)
         return mqtt.MQTT_ERR_SUCCESS
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
         # No per-topic callbacks are ever registered: skip paho's matcher.
-        self.on_message(self, self._userdata, message)
+        on_message = self.on_message
+        if on_message is not None:
+            on_message(self, self._userdata, message)
 
     # -- acknowledging -------------------------------------------------------------
 
@@ -137,7 +143,7 @@ class GatewayClient(mqtt.Client):
                 return 0
         if self.want_write() or not self.pending_acks:
             return 0
-        parts = []
+        parts: list[bytes] = []
         acks = self.pending_acks
         while acks and len(parts) < limit:
             gen, mid = acks.popleft()
@@ -222,3 +228,6 @@ def make_client(**kwargs: Any) -> GatewayClient | PublicClient:
                    "public path (client.ack), slower on a large backlog", paho.mqtt.__version__,
                    ", ".join(missing), TESTED_PAHO)
     return PublicClient(**kwargs)
+
+
+AckingClient = GatewayClient | PublicClient

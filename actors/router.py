@@ -56,6 +56,9 @@ class _SeenAcc:
     def __init__(self) -> None:
         self.received_at = 0.0
         self.count = 0
+        self.dialect = ""  # each set from the batch's messages before seen() is called
+        self.encoding = ""
+        self.protocol_version: str | None = None
         self.seqs: list[tuple[int | None, int]] = []
         self.relay_states: list = []
         self.clock_skew = 0
