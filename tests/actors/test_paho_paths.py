@@ -11,27 +11,14 @@ import pykka
 import pytest
 
 from actors import paho_client
-from actors.messages import Complete, GetSnapshot, InboundBatch
+from actors.messages import Complete, GetSnapshot
 from actors.mqtt_io import MqttIO
 from gateway.settings import Settings
 from protocol.values import Publication
 from tests.support.broker import wait_until
+from tests.support.recorder import Recorder
 
 N = 20
-
-
-class Router(pykka.ThreadingActor):
-    """Stands in for the Router: records what MqttIO hands on."""
-
-    def __init__(self):
-        super().__init__()
-        self.inbound = []
-
-    def on_receive(self, message):
-        if isinstance(message, InboundBatch):
-            self.inbound.extend(message.messages)
-        elif isinstance(message, GetSnapshot):
-            return list(self.inbound)
 
 
 @pytest.fixture(params=["tuned", "public"])
@@ -46,7 +33,7 @@ def path(request, monkeypatch, caplog):
 
 def start_io(broker):
     settings = Settings(mqtt_port=broker.port, mqtt_client_id="paho-paths")
-    router = Router.start()
+    router = Recorder()  # stands in for the Router: told each InboundBatch from the network thread
     io = MqttIO.start(settings, [("t/#", 1)], Publication("gw/status", b"offline", 1, retain=True))
     io.proxy().start_network(router).get()
     wait_until(lambda: io.proxy().ever_subscribed.get().is_set(), 10, what="subscribed")
@@ -67,9 +54,12 @@ def publish(broker, topics):
         pub.loop_stop()
 
 
+def inbound(router):
+    return [m for batch in list(router.told) for m in batch.messages]
+
+
 def received(router, count, what):
-    return wait_until(lambda: (lambda got: got if len(got) >= count else None)(router.ask(GetSnapshot())), 10,
-                      what=what)
+    return wait_until(lambda: (lambda got: got if len(got) >= count else None)(inbound(router)), 10, what=what)
 
 
 def test_qos1_is_acknowledged_only_after_complete_on_both_paths(broker, path, caplog):
@@ -82,7 +72,6 @@ def test_qos1_is_acknowledged_only_after_complete_on_both_paths(broker, path, ca
     received(router, N, f"{N} messages on the first connection")
     # None completed: the next session gets all of them again.
     io.stop()
-    router.stop()
     io, router = start_io(broker)
     again = received(router, N, "the uncompleted messages redelivered")
     assert sorted(m.topic for m in again) == sorted(f"t/{n}" for n in range(N))
@@ -92,10 +81,9 @@ def test_qos1_is_acknowledged_only_after_complete_on_both_paths(broker, path, ca
     wait_until(lambda: io.ask(GetSnapshot())["counters"].get("acks_written", 0) >= N // 2, 10, what="acks written")
     assert io.proxy().publish_and_disconnect(Publication("gw/status", b"offline", 1, retain=True), 5).get()
     io.stop()
-    router.stop()
     # The next session gets exactly the other half, then a marker published after it.
     io, router = start_io(broker)
     publish(broker, ["t/marker"])
-    got = wait_until(lambda: (lambda g: g if any(m.topic == "t/marker" for m in g) else None)(router.ask(GetSnapshot())),
+    got = wait_until(lambda: (lambda g: g if any(m.topic == "t/marker" for m in g) else None)(inbound(router)),
                      10, what="the marker")
     assert sorted(m.topic for m in got if m.topic != "t/marker") == sorted(f"t/{n}" for n in range(N // 2, N))

@@ -7,21 +7,10 @@ import time
 import pykka
 import pytest
 
-from actors.messages import Deadline, GetSnapshot, Schedule
+from actors.messages import GetSnapshot, Schedule
 from actors.scheduler import Scheduler
 from tests.support.broker import wait_until
-
-
-class Owner(pykka.ThreadingActor):
-    def __init__(self):
-        super().__init__()
-        self.deadlines = []
-
-    def on_receive(self, message):
-        if isinstance(message, Deadline):
-            self.deadlines.append(message.key)
-        elif isinstance(message, GetSnapshot):
-            return list(self.deadlines)
+from tests.support.recorder import Recorder
 
 
 @pytest.fixture
@@ -33,10 +22,10 @@ def scheduler():
 
 def test_an_unknown_message_is_an_error_and_timers_still_fire(scheduler, caplog):
     caplog.set_level(logging.ERROR, logger="autocore.scheduler")
-    owner = Owner.start()
+    owner = Recorder()  # told Deadline(key) from the Scheduler's thread
     scheduler.tell({"cancel": "x"})
     scheduler.tell(Schedule("k", time.time() + 0.05, owner))
-    wait_until(lambda: owner.ask(GetSnapshot()) == ["k"], 5, what="the deadline fired")
+    wait_until(lambda: [d.key for d in owner.told] == ["k"], 5, what="the deadline fired")
     assert scheduler.ask(GetSnapshot())["counters"]["unknown_messages"] == 1
     assert any("does not handle" in r.getMessage() and "cancel" in r.getMessage() for r in caplog.records)
 
