@@ -48,6 +48,9 @@ logger = logging.getLogger("autocore.device")
 
 class Device(GatewayActor):
     name = "Device"
+    # Asked by the Inspector: an error there goes back to the asker (pykka
+    # sets it on the future) and the actor carries on, as for any ask.
+    ASKED = (SetDialect, ForgetDevice)
 
     def __init__(
         self,
@@ -78,10 +81,6 @@ class Device(GatewayActor):
         self._not_started: list[DeviceMessage] = []
         self._unemitted: list[Token] = []
         self._failed = False
-
-    # Asked by the Inspector: an error there goes back to the asker (pykka
-    # sets it on the future) and the actor carries on, as for any ask.
-    ASKED = (SetDialect, ForgetDevice)
 
     def on_start(self) -> None:
         self._schedule()
