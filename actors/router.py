@@ -79,8 +79,8 @@ class Router(GatewayActor):
 
     def _route(self, batch: InboundBatch) -> None:
         out = self.rules.route(batch.messages)
-        for uuid, topic, rejected in out.refused:
-            self._log_rejection(uuid, rejected, topic)
+        for uuid, topic, reason, detail in out.refused:
+            self._log_rejection(uuid, topic, reason, detail)
         done = out.done
         if out.rows:
             try:
@@ -104,17 +104,17 @@ class Router(GatewayActor):
             except UNSENDABLE as exc:
                 rejected = Rejected(UNSTORABLE_VALUE, f"{type(exc).__name__}: {exc}")
                 self.rules.reject(uuid, rejected)
-                self._log_rejection(uuid, rejected, topic)
+                self._log_rejection(uuid, topic, rejected.reason, rejected.detail)
                 done.append(token)
 
-    def _log_rejection(self, uuid: str, rej: Rejected, topic: str) -> None:
+    def _log_rejection(self, uuid: str, topic: str, reason: str, detail: str) -> None:
         """At most one line per device per REJECTION_LOG_INTERVAL_S."""
         now = time.monotonic()
         if now - self._last_log.get(uuid, -REJECTION_LOG_INTERVAL_S) >= REJECTION_LOG_INTERVAL_S:
             self._last_log[uuid] = now
             if len(self._last_log) > MAX_DEVICES_LOGGED:
                 self._last_log.pop(next(iter(self._last_log)))
-            logger.warning("rejected a message on %s (device %s): %s: %s", topic[:200], uuid, rej.reason, rej.detail[:300])
+            logger.warning("rejected a message on %s (device %s): %s: %s", topic[:200], uuid, reason, detail[:300])
 
     def summary(self) -> str:
         return f"{sum(self.rules.rejections.values())} rejected, {len(self.rules.limiter)} rate buckets"

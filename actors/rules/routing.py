@@ -93,7 +93,9 @@ class RoutedBatch:
     in `by_message` for a resend one by one) go to the store; `seen` and
     `devices` to the supervisor; `done` are the tokens that need nothing
     stored (refused, or nothing to store); `refused` is (uuid, topic,
-    Rejected) for each refused message, already counted."""
+    reason, detail) for each refused message, already counted: plain text,
+    not the exception, whose traceback would keep the decoder's frames (and
+    the payloads in them) alive for the whole batch."""
 
     rows: list[tuple] = field(default_factory=list)
     row_tokens: list[Token] = field(default_factory=list)
@@ -101,7 +103,7 @@ class RoutedBatch:
     seen: tuple[tuple[str, Seen], ...] = ()
     devices: tuple[tuple[str, tuple[DeviceMessage, ...]], ...] = ()
     done: list[Token] = field(default_factory=list)
-    refused: list[tuple[str, str, Rejected]] = field(default_factory=list)
+    refused: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 class RoutingRules:
@@ -236,5 +238,5 @@ class RoutingRules:
 
     def _refuse(self, out: RoutedBatch, uuid: str, rejected: Rejected, raw: RawInbound) -> None:
         self.reject(uuid, rejected)
-        out.refused.append((uuid, raw.topic, rejected))
+        out.refused.append((uuid, raw.topic, rejected.reason, rejected.detail))
         out.done.append(raw.token)

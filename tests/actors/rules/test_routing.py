@@ -54,7 +54,7 @@ def test_a_flood_is_refused_from_the_topic_and_counted_per_device():
     out = r.route([raw("telemetry", TELEMETRY, mid) for mid in range(1, 5)] + [raw("telemetry", TELEMETRY, 9, uuid="other")])
     assert [t.mid for t in out.row_tokens] == [1, 2, 9]
     assert [t.mid for t in out.done] == [3, 4]
-    assert [(u, rej.reason) for u, _, rej in out.refused] == [(DEV, RATE_LIMITED)] * 2
+    assert [(u, reason) for u, _, reason, _ in out.refused] == [(DEV, RATE_LIMITED)] * 2
     assert r.rejections_by_device[DEV] == {RATE_LIMITED: 2} and "other" not in r.rejections_by_device
     # the bucket fills again with time
     assert r.route([raw("telemetry", TELEMETRY, 10, at=1001.5)]).row_tokens == [Token(1, 10, 1)]
@@ -64,7 +64,7 @@ def test_an_invalid_message_is_refused_with_its_reason_and_acknowledged():
     r = rules()
     out = r.route([raw("telemetry", b"{not json", 1), raw("nonsense", TELEMETRY, 2)])
     assert [t.mid for t in out.done] == [1, 2] and out.rows == []
-    assert [u for u, _, _ in out.refused] == [DEV, DEV]
+    assert [u for u, _, _, _ in out.refused] == [DEV, DEV]
     assert sum(r.rejections.values()) == 2 and sum(r.rejections_by_device[DEV].values()) == 2
 
 
@@ -75,7 +75,7 @@ def test_a_decoder_bug_is_a_rejection_not_a_crash(monkeypatch):
     monkeypatch.setattr(routing, "decode_message", broken)
     r = rules()
     out = r.route([raw("telemetry", TELEMETRY, 1)])
-    assert [rej.reason for _, _, rej in out.refused] == [INTERNAL_ERROR]
+    assert [(reason, detail) for _, _, reason, detail in out.refused] == [(INTERNAL_ERROR, "KeyError: 'oops'")]
     assert out.done == [Token(1, 1, 1)]
 
 
