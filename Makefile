@@ -22,7 +22,9 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients runit >/dev/null; \
 	fi
 
+# The type check first (protocol/, storage/, actors/: setup.cfg [mypy]), then the suite.
 test: system-deps $(STAMP)
+	$(PY) -m mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 run: system-deps $(STAMP)
@@ -41,4 +43,4 @@ bench: system-deps $(STAMP)
 	$(PY) -m bench.run $(if $(QUICK),--quick,) $(if $(REPEAT),--repeat $(REPEAT),)
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) var build *.egg-info .pytest_cache .hypothesis .mypy_cache

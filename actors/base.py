@@ -48,6 +48,17 @@ class GatewayActor(pykka.ThreadingActor):
     def summary(self) -> str:
         return ""
 
+    def mailbox_depth(self) -> int | None:
+        """Messages waiting, or None where it cannot be known. pykka's public
+        surface promises an inbox with put/get/empty only; the depth comes
+        from the `qsize` of the queue a ThreadingActor happens to use, looked
+        up rather than assumed, so another pykka inbox yields None (shown as
+        unknown), not a crash of the Inspector's snapshot."""
+        qsize = getattr(self.actor_inbox, "qsize", None)
+        if qsize is None:
+            return None
+        return qsize()
+
     def snapshot(self) -> dict:
         now = time.time()
         mark_at, mark_count = self._rate_mark
@@ -56,7 +67,7 @@ class GatewayActor(pykka.ThreadingActor):
         return {
             "name": self.name,
             "process": self.process,
-            "mailbox": self.actor_inbox.qsize(),
+            "mailbox": self.mailbox_depth(),
             "handled": self.handled,
             "rate_per_s": round(rate, 1),
             "restarts": self.restarts,

@@ -12,8 +12,7 @@ import time
 from typing import Any
 
 from actors.base import GatewayActor
-from actors.db_writer import WriteBatch, WriterDone
-from actors.messages import Deadline, DeviceWrite, Flush, Flushed, Schedule, TelemetryRows
+from actors.messages import Deadline, DeviceWrite, Flush, Flushed, Schedule, TelemetryRows, WriteBatch, WriterDone
 from actors.rules.flush import FlushPolicy
 
 

@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from actors.base import GatewayActor
-from actors.db_writer import ClaimCommands, command_state
-from actors.messages import CancelsRequested, CommandsRequested, Deadline, ReloadCommands, Schedule
+from actors.db_writer import command_state
+from actors.messages import CancelsRequested, ClaimCommands, CommandsRequested, Deadline, ReloadCommands, Schedule
 from storage import commands as command_repo
 from storage.db import DatabaseBusy, data_version, open_reader
 

@@ -20,13 +20,13 @@ import logging
 import sqlite3
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import peewee
 
 from actors.base import GatewayActor
 from actors.messages import (
+    ClaimCommands,
     CommandsRequested,
     CommandState,
     Committed,
@@ -35,6 +35,8 @@ from actors.messages import (
     Schedule,
     StoreHealth,
     TransitionRefused,
+    WriteBatch,
+    WriterDone,
 )
 from actors.rules.histogram import Histogram
 from actors.rules.stall import Stall
@@ -65,29 +67,6 @@ def command_state(record: command_repo.CommandRecord, settings: Any) -> CommandS
     spec = command_repo.to_spec(record, settings.command_timeout_s, default_ttl=settings.command_ttl_s,
                                 default_max_attempts=settings.command_max_attempts)
     return CommandState(spec, record.status, record.attempts or 0, record.sent_at)
-
-
-@dataclass(frozen=True)
-class WriteBatch:
-    """TelemetryBatcher -> DbWriter."""
-
-    rows: tuple[tuple, ...]
-    writes: tuple[DeviceWrite, ...]
-    tokens: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class WriterDone:
-    """DbWriter -> TelemetryBatcher: a batch is committed (or given up)."""
-
-    rows: int
-
-
-@dataclass(frozen=True)
-class ClaimCommands:
-    """CommandFeed -> DbWriter: take these pending rows (pending -> queued)."""
-
-    ids: tuple[int, ...]
 
 
 class DbWriter(GatewayActor):

@@ -12,8 +12,11 @@ import logging
 import time
 from typing import Any, Callable
 
+import pykka
+
 from actors.base import GatewayActor
 from actors.messages import (
+    Bounced,
     CancelCommand,
     CommandTransition,
     Complete,
@@ -23,9 +26,10 @@ from actors.messages import (
     DeviceMessage,
     DeviceStatus,
     DeviceWrite,
+    Drain,
+    Drained,
     ForgetDevice,
     Forgotten,
-    GetSnapshot,
     KnownDevice,
     Publish,
     Retire,
@@ -44,6 +48,9 @@ logger = logging.getLogger("autocore.device")
 
 class Device(GatewayActor):
     name = "Device"
+    # Asked by the Inspector: an error there goes back to the asker (pykka
+    # sets it on the future) and the actor carries on, as for any ask.
+    ASKED = (SetDialect, ForgetDevice)
 
     def __init__(
         self,
@@ -80,6 +87,7 @@ class Device(GatewayActor):
         # the tokens of the one in hand until they are passed on.
         self._not_started: list[DeviceMessage] = []
         self._unemitted: list[Token] = []
+        self._failed = False
 
     def on_start(self) -> None:
         self._schedule()
@@ -87,6 +95,22 @@ class Device(GatewayActor):
     # -- inputs ------------------------------------------------------------
 
     def handle(self, message: Any) -> Any:
+        """A message that raises fails the actor here, not through pykka's
+        on_failure: the actor stays alive and hands every later message back
+        to the supervisor until `Drain`, so nothing sent to it is lost and
+        the supervisor (which holds the device's new messages meanwhile)
+        never sees it dead before it has replaced it."""
+        if self._failed:
+            return self._bounce(message)
+        if isinstance(message, self.ASKED):
+            return self._handle(message)
+        try:
+            return self._handle(message)
+        except Exception as exc:
+            self._fail(exc)
+            return None
+
+    def _handle(self, message: Any) -> Any:
         self._current = message
         now = time.time()
         logic = self.logic
@@ -188,7 +212,7 @@ class Device(GatewayActor):
             for publication in self.encode_command(self.logic, spec, attempt, now):
                 self.mqtt.tell(Publish(publication, command=True))
         for spec, channel, sequence in step.beats:
-            self.mqtt.tell(Publish(self.encode_command.heartbeat(self.logic, spec, channel, sequence, now), command=True))
+            self.mqtt.tell(Publish(self.encode_command.heartbeat(spec, channel, sequence, now), command=True))
         if step.status is not None:
             self.supervisor.tell(DeviceStatus(self.uuid, self.known(), self.logic.idle()))
         self._schedule()
@@ -214,22 +238,31 @@ class Device(GatewayActor):
 
     # -- failure -----------------------------------------------------------
 
-    def on_failure(self, exception_type, exception_value, traceback) -> None:
-        """Hand the supervisor everything this actor had not done, so it is
-        neither lost nor left unacknowledged; the message that crashed it is
-        completed (its data is not retried forever)."""
-        unhandled = []
-        while not self.actor_inbox.empty():
-            envelope = self.actor_inbox.get()
-            if not isinstance(envelope.message, GetSnapshot):
-                unhandled.append(envelope.message)
-        poison: list[Token] = []
+    def _fail(self, exc: Exception) -> None:
+        """Tell the supervisor what this actor had not done of the message in
+        hand, so it is neither lost nor left unacknowledged; the message that
+        crashed it is completed (its data is not retried forever)."""
+        logger.error("Unhandled exception in the actor of device %s:", self.uuid, exc_info=exc)
+        self._failed = True
+        unhandled: tuple[Any, ...] = ()
+        poison: tuple[Token, ...] = ()
         if isinstance(self._current, DeviceInput):
-            poison = self._unemitted  # the message in hand when it crashed
+            poison = tuple(self._unemitted)  # the message in hand when it crashed
             if self._not_started:
-                unhandled.insert(0, DeviceInput(messages=tuple(self._not_started)))
-        self.supervisor.tell(DeviceFailed(self.uuid, tuple(unhandled), tuple(poison),
-                                          f"{exception_type.__name__}: {exception_value}"))
+                unhandled = (DeviceInput(messages=tuple(self._not_started)),)
+        self._current = None
+        self.supervisor.tell(DeviceFailed(self.uuid, unhandled, poison, f"{type(exc).__name__}: {exc}"))
+
+    def _bounce(self, message: Any) -> Any:
+        if isinstance(message, Drain):
+            self.supervisor.tell(Drained(self.uuid))
+            self.stop()
+        elif isinstance(message, self.ASKED):
+            # The Inspector asks the supervisor again (which answers for the device itself meanwhile).
+            raise pykka.ActorDeadError(f"the actor of {self.uuid} failed and is being replaced")
+        else:
+            self.supervisor.tell(Bounced(self.uuid, message))
+        return None
 
     # -- inspection ----------------------------------------------------------
 

@@ -36,12 +36,13 @@ class CommandEncoder:
 
     @staticmethod
     def _fw22_plan(p: fw22.Fw22Plan) -> Plan:
+        channel = p.channel
         if p.kind is fw22.PlanKind.HOLD:
-            return Plan(retry=False, hold_s=p.hold_s, hold_channel=int(p.channel), silent=True)
+            return Plan(retry=False, hold_s=p.hold_s, hold_channel=_one_relay(channel), silent=True)
         if p.kind is fw22.PlanKind.RELAY_SET and p.command == "toggle":
-            return Plan(retry=False, toggle=int(p.channel), silent=True)
-        if p.kind is fw22.PlanKind.RELAY_SET:
-            return Plan(retry=p.retry_allowed, confirm=(p.channel, bool(p.expected_state)), silent=True)
+            return Plan(retry=False, toggle=_one_relay(channel), silent=True)
+        if p.kind is fw22.PlanKind.RELAY_SET and channel is not None:
+            return Plan(retry=p.retry_allowed, confirm=(channel, bool(p.expected_state)), silent=True)
         return Plan(retry=p.retry_allowed, silent=True)
 
     def __call__(self, logic: DeviceLogic, spec: CommandSpec, attempt: int, now: float) -> list[Publication]:
@@ -56,5 +57,12 @@ class CommandEncoder:
             logger.error("command %s for %s cannot be encoded: %s", spec.id, spec.device_uuid, exc)
             return []
 
-    def heartbeat(self, logic: DeviceLogic, spec: CommandSpec, channel: int, sequence: int, now: float) -> Publication:
+    def heartbeat(self, spec: CommandSpec, channel: int, sequence: int, now: float) -> Publication:
         return fw22.heartbeat_publication(spec.device_uuid, channel, sequence, self.gateway_id, now)
+
+
+def _one_relay(channel: int | str | None) -> int:
+    """A hold or a toggle names one relay (fw22.plan_command refuses "all" for both)."""
+    if not isinstance(channel, int):
+        raise ValueError(f"a hold or toggle needs one relay number, got {channel!r}")
+    return channel

@@ -8,22 +8,24 @@ MQTT Last Will and the last thing published on a clean stop.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 from actors.base import GatewayActor, rss_mb
-from actors.messages import Connected, Deadline, Publish, Schedule, StoreHealth
+from actors.messages import Connected, Deadline, OnlineCount, Publish, Schedule, StoreHealth
 from protocol.outbound import gateway_status_publication
 from protocol.values import Publication
 
-VERSION = "0.1.0"
+
+def _version() -> str:
+    """The installed package's version (setup.cfg is the one place it is written)."""
+    try:
+        return metadata.version("autocore-gateway")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never pip-installed
+        return "unknown"
 
 
-@dataclass(frozen=True)
-class OnlineCount:
-    """DeviceSupervisor -> Heartbeat."""
-
-    devices_online: int
+VERSION = _version()
 
 
 class Heartbeat(GatewayActor):

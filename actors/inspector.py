@@ -432,10 +432,6 @@ class Inspector(GatewayActor):
 
 # -- the shape of the answers (documented in docs/cli.md) -----------------------
 
-ACTOR_KEYS = ("name", "process", "parent", "mailbox", "handled", "rate_per_s", "restarts", "summary", "counters",
-              "state", "error")
-
-
 def _int(value: Any) -> int:
     """A count; an actor whose `restarts` is something else (the supervisor
     keeps its devices' restart times there) counts as 0."""
@@ -459,9 +455,6 @@ def _actor_entry(snap: dict, parent: str | None) -> dict:
         "error": snap.get("error"),
     }
     return entry
-
-
-COMMAND_KEYS = ("id", "device", "state", "type", "attempts", "deadline_in_s", "waiting_for_device")
 
 
 def _command_entry(uuid: str | None, c: dict, state: str | None = None) -> dict:

@@ -293,6 +293,32 @@ class Stop:
     reason: str = "shutdown"
 
 
+# ---------------------------------------------------------------- inside the store process
+
+
+@dataclass(frozen=True)
+class WriteBatch:
+    """TelemetryBatcher -> DbWriter."""
+
+    rows: tuple[tuple, ...]
+    writes: tuple[DeviceWrite, ...]
+    tokens: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class WriterDone:
+    """DbWriter -> TelemetryBatcher: a batch is committed (or given up)."""
+
+    rows: int
+
+
+@dataclass(frozen=True)
+class ClaimCommands:
+    """CommandFeed -> DbWriter: take these pending rows (pending -> queued)."""
+
+    ids: tuple[int, ...]
+
+
 # ---------------------------------------------------------------- in-process control
 
 
@@ -303,11 +329,6 @@ class Schedule:
     key: Any
     at: float
     target: Any  # pykka.ActorRef
-
-
-@dataclass(frozen=True)
-class CancelSchedule:
-    key: Any
 
 
 @dataclass(frozen=True)
@@ -352,13 +373,38 @@ class DeviceStatus:
 
 @dataclass(frozen=True)
 class DeviceFailed:
-    """Device -> DeviceSupervisor from on_failure: it crashed; here is the
-    work it had not done and the tokens of the message that crashed it."""
+    """Device -> DeviceSupervisor: handling a message raised; here is the
+    work of that message it had not started and the tokens of the message
+    that crashed it. The actor stays up, handing back whatever else reaches
+    it (`Bounced`), until the supervisor's `Drain` comes through."""
 
     uuid: str
     unhandled: tuple[Any, ...]
     poison_tokens: tuple[Token, ...]
     error: str
+
+
+@dataclass(frozen=True)
+class Drain:
+    """DeviceSupervisor -> a failed Device: the last message the supervisor
+    sends it; everything sent before is already handed back when the
+    actor answers `Drained` (one mailbox keeps the order)."""
+
+
+@dataclass(frozen=True)
+class Bounced:
+    """A failed Device -> DeviceSupervisor: a message it received after it
+    failed, not handled, for the actor that replaces it."""
+
+    uuid: str
+    message: Any
+
+
+@dataclass(frozen=True)
+class Drained:
+    """A failed Device -> DeviceSupervisor: everything is handed back; it stops."""
+
+    uuid: str
 
 
 @dataclass(frozen=True)
@@ -385,11 +431,6 @@ class StopReading:
     """-> MqttIO: stop reading the socket (graceful stop)."""
 
 
-@dataclass(frozen=True)
-class GatewayStatusTick:
-    """Scheduler -> MqttIO: time to publish the gateway's heartbeat."""
-
-
 @wire
 @dataclass(frozen=True)
 class ReloadCommands:
@@ -397,6 +438,13 @@ class ReloadCommands:
     actor was restarted)."""
 
     device_uuid: str
+
+
+@dataclass(frozen=True)
+class OnlineCount:
+    """DeviceSupervisor -> Heartbeat: how many devices are online."""
+
+    devices_online: int
 
 
 # ---------------------------------------------------------------- operator changes (control socket)

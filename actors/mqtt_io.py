@@ -32,7 +32,7 @@ from paho.mqtt.properties import Properties
 
 from actors.base import GatewayActor
 from actors.messages import Complete, Connected, InboundBatch, Publish, RawInbound, StopReading, Token
-from actors.paho_client import GatewayClient
+from actors.paho_client import AckingClient, InboundPublish, make_client
 from protocol.decode import no_local
 from protocol.values import Publication
 
@@ -63,7 +63,8 @@ class MqttIO(GatewayActor):
         self.will = will
         self.listener: Any = None  # told `Connected` on every (re)connection
         self.router: Any = None
-        self.client: mqtt.Client | None = None
+        self.client: AckingClient | None = None
+        self.paho_path: str | None = None  # "tuned" or "public" (actors/paho_client.py), once the client is made
         self.generation = 0
         self.connected = False
         self.ever_subscribed = threading.Event()
@@ -98,14 +99,15 @@ class MqttIO(GatewayActor):
     def set_listener(self, listener: Any) -> None:
         self.listener = listener
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> AckingClient:
         s = self.settings
-        client = GatewayClient(
+        client = make_client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=s.mqtt_client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
+        self.paho_path = "tuned" if client.tuned else "public"
         if s.mqtt_username:
             client.username_pw_set(s.mqtt_username, s.mqtt_password)
         if s.mqtt_tls_ca:
@@ -183,7 +185,7 @@ class MqttIO(GatewayActor):
                 return
             backoff = BACKOFF_MIN_S
 
-    def _serve(self, client: mqtt.Client) -> None:
+    def _serve(self, client: AckingClient) -> None:
         """Run one connection until it drops or we stop."""
         while not self._halt.is_set():
             sock = client.socket()
@@ -260,14 +262,17 @@ class MqttIO(GatewayActor):
         self.connected = False
         self.last_disconnect = str(reason_code)
 
-    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client, userdata, message: InboundPublish | mqtt.MQTTMessage) -> None:
         if not self._accepting:
             # Stopping: not acknowledged, so the broker delivers it again next time.
             self.counters["left_to_broker"] += 1
             return
         self.received += 1
+        payload = message.payload
+        if isinstance(payload, bytearray):  # a frozen message holds nothing mutable
+            payload = bytes(payload)
         self._buffer.append(RawInbound(
-            message.topic, message.payload, message.qos, time.time(),
+            message.topic, payload, message.qos, time.time(),
             Token(self.generation, message.mid, message.qos),
         ))
 
@@ -362,6 +367,7 @@ class MqttIO(GatewayActor):
             "accepting": self._accepting,
             "outgoing_backlog": {"commands": len(self._commands), "other": len(self._others)},
             "max_outgoing": self.settings.mqtt_max_outgoing,
+            "paho_path": self.paho_path,
         }
 
     def drained(self) -> bool:

@@ -4,8 +4,9 @@ Profiling the backlog drain showed paho's network thread at about half of
 the core process: several `recv()` calls per packet, a topic matcher run on
 every message for per-topic callbacks this gateway never registers, and one
 `send()` per PUBACK. This subclass keeps paho's protocol handling and changes
-only those three, through paho's internal hooks (pinned by setup.cfg to
-paho-mqtt 2.x, and covered by the integration tests on a real broker):
+only those three, through paho's internal hooks (setup.cfg pins the paho
+minor version they were tested with, `TESTED_PAHO`; the integration tests
+cover them on a real broker):
 
 * reads fill a 64 KiB buffer and serve paho's small reads from it;
 * a QoS 0 or 1 PUBLISH without MQTT v5 properties (what devices send) is
@@ -16,15 +17,30 @@ paho-mqtt 2.x, and covered by the integration tests on a real broker):
   between the bytes of a packet paho is in the middle of writing.
 
 Only the thread that runs the network loop may call `write_acks` or read.
+
+`make_client` checks at start-up that those internals exist. Where they do
+not (another paho), it warns and returns a `PublicClient` instead: paho's
+own reading and its public `client.ack`, with the same small interface, so
+a QoS 1 message is still acknowledged only once the store has committed it.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections import deque
 from typing import Any
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
+
+logger = logging.getLogger("autocore.mqtt")
+
+TESTED_PAHO = "2.2"  # the minor version whose internals GatewayClient uses (setup.cfg pins it)
+# paho's internals GatewayClient overrides or reads: methods of mqtt.Client,
+# then attributes of an instance.
+HOOK_METHODS = ("_sock_recv", "_handle_publish", "_handle_on_message", "want_write")
+HOOK_ATTRIBUTES = ("_sock", "_in_packet", "_protocol", "_userdata", "_msgtime_mutex", "_last_msg_out")
 
 RECV_CHUNK = 65536
 _PUBACK = struct.Struct("!BBH")  # PUBACK, remaining length 2, packet id (reason 0 may be left out in v5)
@@ -45,6 +61,8 @@ class InboundPublish:
 
 
 class GatewayClient(mqtt.Client):
+    tuned = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rbuf = bytearray()
@@ -97,12 +115,18 @@ class GatewayClient(mqtt.Client):
         except UnicodeDecodeError:
             return super()._handle_publish()
         # manual_ack: a QoS 1 message is acknowledged by write_acks, after commit.
-        self.on_message(self, self._userdata, InboundPublish(topic, bytes(packet[pos + 1:]), qos, mid, bool(header & 1)))
+        on_message = self.on_message
+        if on_message is not None:
+            # InboundPublish has the fields of MQTTMessage that on_message reads.
+            message: Any = InboundPublish(topic, bytes(packet[pos + 1:]), qos, mid, bool(header & 1))
+            on_message(self, self._userdata, message)
         return mqtt.MQTT_ERR_SUCCESS
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
         # No per-topic callbacks are ever registered: skip paho's matcher.
-        self.on_message(self, self._userdata, message)
+        on_message = self.on_message
+        if on_message is not None:
+            on_message(self, self._userdata, message)
 
     # -- acknowledging -------------------------------------------------------------
 
@@ -119,7 +143,7 @@ class GatewayClient(mqtt.Client):
                 return 0
         if self.want_write() or not self.pending_acks:
             return 0
-        parts = []
+        parts: list[bytes] = []
         acks = self.pending_acks
         while acks and len(parts) < limit:
             gen, mid = acks.popleft()
@@ -149,3 +173,61 @@ class GatewayClient(mqtt.Client):
 
     def acks_waiting(self) -> bool:
         return bool(self._ack_out) or bool(self.pending_acks)
+
+
+class PublicClient(mqtt.Client):
+    """paho's public path, for a paho whose internals GatewayClient cannot
+    use: paho reads every packet itself, and each PUBACK goes through
+    `client.ack` (queued by paho, written by `loop_write`). The same
+    interface as GatewayClient's, so MqttIO does not know which it has."""
+
+    tuned = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending_acks: deque[tuple[int, int]] = deque()
+
+    def buffered(self) -> bool:
+        return False  # paho reads only what it needs: select() sees the rest
+
+    def write_acks(self, generation: int, limit: int = 4096) -> int:
+        """Hand waiting acks of this connection to paho (network thread only);
+        acks of an earlier connection are dropped (the broker redelivers)."""
+        count = 0
+        acks = self.pending_acks
+        while acks and count < limit:
+            gen, mid = acks.popleft()
+            if gen == generation:
+                self.ack(mid, 1)
+                count += 1
+        return count
+
+    def acks_waiting(self) -> bool:
+        return bool(self.pending_acks)
+
+
+def missing_hooks(client: mqtt.Client) -> list[str]:
+    """The internals GatewayClient relies on that this paho lacks."""
+    missing = [name for name in HOOK_METHODS if not callable(getattr(mqtt.Client, name, None))]
+    missing += [name for name in HOOK_ATTRIBUTES if not hasattr(client, name)]
+    packet = getattr(client, "_in_packet", None)
+    if "_in_packet" not in missing and not (isinstance(packet, dict) and {"command", "packet"} <= packet.keys()):
+        missing.append("_in_packet[command, packet]")
+    if not callable(getattr(mqtt, "time_func", None)):
+        missing.append("time_func")
+    return missing
+
+
+def make_client(**kwargs: Any) -> GatewayClient | PublicClient:
+    """The tuned client where this paho has what it needs, else paho's public path (with a warning)."""
+    client = GatewayClient(**kwargs)
+    missing = missing_hooks(client)
+    if not missing:
+        return client
+    logger.warning("paho-mqtt %s lacks internals the tuned client uses (%s; tested with %s.x): using paho's "
+                   "public path (client.ack), slower on a large backlog", paho.mqtt.__version__,
+                   ", ".join(missing), TESTED_PAHO)
+    return PublicClient(**kwargs)
+
+
+AckingClient = GatewayClient | PublicClient

@@ -6,15 +6,18 @@ deadline and nudges the actor, which tells each due owner `Deadline(key)`.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from actors.base import GatewayActor
-from actors.messages import CancelSchedule, Deadline, Schedule
+from actors.messages import Deadline, Schedule
 from actors.rules.timers import TimerHeap
 
+
+logger = logging.getLogger("autocore.scheduler")
 
 MAX_WAIT_S = 3600.0
 
@@ -76,9 +79,6 @@ class Scheduler(GatewayActor):
         if isinstance(message, Schedule):
             self._heap.schedule(message.key, message.at, message.target)
             self._rearm()
-        elif isinstance(message, CancelSchedule):
-            self._heap.cancel(message.key)
-            self._rearm()
         elif isinstance(message, _Fire):
             now = time.time()
             for key, at, target in self._heap.pop_due(now):
@@ -89,6 +89,12 @@ class Scheduler(GatewayActor):
                 except Exception:  # the owner stopped meanwhile
                     self.counters["owner_gone"] += 1
             self._rearm()
+        else:
+            # Only Schedule is ever sent here: anything else is a bug in the
+            # sender (a deadline it expects would never fire), so it is said
+            # loudly and counted, but does not stop every other timer.
+            self.counters["unknown_messages"] += 1
+            logger.error("the %s Scheduler got a message it does not handle: %r", self.process, message)
 
     def summary(self) -> str:
         return f"{len(self._heap)} timers"

@@ -39,6 +39,7 @@ from actors.scheduler import Scheduler
 from storage import commands as command_repo
 from storage import devices as device_repo
 from storage.db import close_database, open_database
+from storage.migrations import migrate
 
 logger = logging.getLogger("autocore.store")
 
@@ -69,6 +70,7 @@ class Store:
         open_database(s.db_path, synchronous=s.db_synchronous, busy_timeout_ms=s.db_busy_timeout_ms,
                       autocheckpoint=False, register_devices=s.config_app_register,
                       wal_limit_bytes=int(s.db_wal_max_mb * 1024 * 1024))
+        migrate()
         self.refs["Scheduler"] = scheduler = Scheduler.start("store")
         self.refs["DbWriter"] = writer = DbWriter.start(s, self.channel, scheduler=scheduler)
         self.refs["TelemetryBatcher"] = batcher = TelemetryBatcher.start(s, writer, scheduler, self.channel)

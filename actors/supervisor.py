@@ -6,6 +6,11 @@ is full and rebuilt on its next message with nothing a user can see changed.
 A crashed Device is restarted with the work it had left; one that keeps
 crashing is restarted at most `MAX_RESTARTS` times per `RESTART_WINDOW_S`,
 then left down (its messages completed and counted) until the window passes.
+
+There is never more than one actor per device: while a device's actor is
+being retired or replaced after a crash, the messages for that uuid are
+held here and handed on, in order, once it has answered (`Retired`, or
+`Drained` after handing back what it had not handled).
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from collections import OrderedDict, deque
 from typing import Any, Callable
 
 from actors.base import GatewayActor
-from actors.heartbeat import OnlineCount
 from actors.messages import (
+    Bounced,
     CancelCommand,
     CancelsRequested,
     CommandsRequested,
@@ -27,10 +32,13 @@ from actors.messages import (
     DeviceFailed,
     DeviceInput,
     DeviceStatus,
+    Drain,
+    Drained,
     ForgetDevice,
     Forgotten,
     GetSnapshot,
     KnownDevice,
+    OnlineCount,
     ReloadCommands,
     Retire,
     Retired,
@@ -63,6 +71,11 @@ class DeviceSupervisor(GatewayActor):
         self.retiring: set[str] = set()
         self.restart_history: dict[str, deque[float]] = {}
         self.down_until: dict[str, float] = {}
+        # uuid -> messages routed to it while its actor is retiring or being
+        # replaced: handed on once that actor has answered.
+        self.held: dict[str, list[Any]] = {}
+        # uuid -> what its failed actor handed back (before anything held).
+        self.replacing: dict[str, list[Any]] = {}
 
     def load(self, devices: tuple[KnownDevice, ...]) -> None:
         """Start-up: what the database knows (no actor is started for them yet)."""
@@ -96,16 +109,15 @@ class DeviceSupervisor(GatewayActor):
             for uuid, command_id in message.commands:
                 self._tell(uuid, CancelCommand(command_id))
         elif isinstance(message, TransitionRefused):
-            ref = self.actors.get(message.device_uuid)
-            if ref is not None:
-                ref.tell(message)
+            if message.device_uuid in self.actors:
+                self._tell(message.device_uuid, message)
         elif isinstance(message, Deadline):
             # Passed on by the Router (actors/device.py says why). Only to a
-            # live actor: one that stopped or failed since asking has no
-            # deadline left (idle), or its replacement asks for its own.
-            ref = self.actors.get(message.key[1])
-            if ref is not None and ref.is_alive():
-                ref.tell(message)
+            # device with an actor: one retired since asking had no deadline
+            # left (idle); a replacement asks for its own anyway.
+            uuid = message.key[1]
+            if uuid in self.actors:
+                self._tell(uuid, message)
         elif isinstance(message, DeviceStatus):
             self.known[message.uuid] = message.known
             before = len(self.online)
@@ -118,8 +130,16 @@ class DeviceSupervisor(GatewayActor):
             if message.stopped:
                 self.actors.pop(message.uuid, None)
                 self.counters["evicted"] += 1
+            self._release(message.uuid, self.held.pop(message.uuid, []))
         elif isinstance(message, DeviceFailed):
             self._failed(message)
+        elif isinstance(message, Bounced):
+            if message.uuid in self.replacing:
+                self.replacing[message.uuid].append(message.message)
+            elif not isinstance(message.message, (Retire, GetSnapshot, Drain)):
+                self._tell(message.uuid, message.message)  # sent after its Drain: the new actor's
+        elif isinstance(message, Drained):
+            self._replace(message.uuid)
         elif isinstance(message, (SetDialect, ForgetDevice)):
             return self._operator(message)
         elif isinstance(message, Forgotten):
@@ -136,7 +156,7 @@ class DeviceSupervisor(GatewayActor):
         before). Without one: what is kept of the device changes here."""
         uuid = message.uuid
         ref = self.actors.get(uuid)
-        if ref is not None and ref.is_alive():
+        if ref is not None and ref.is_alive() and uuid not in self.replacing:
             return {"ref": ref, "known": True}
         known = self.known.get(uuid)
         if isinstance(message, ForgetDevice):
@@ -163,7 +183,16 @@ class DeviceSupervisor(GatewayActor):
                 self._drop(uuid, message)
                 return
             del self.down_until[uuid]
+        held = self.held.get(uuid)
+        if held is not None:
+            held.append(message)
+            return
         self._actor(uuid).tell(message)
+
+    def _release(self, uuid: str, messages: list[Any]) -> None:
+        for message in messages:
+            if not isinstance(message, (Retire, GetSnapshot, Drain)):
+                self._tell(uuid, message)
 
     def _drop(self, uuid: str, message: Any) -> None:
         """A device left down after too many crashes: complete its messages (counted)."""
@@ -194,6 +223,7 @@ class DeviceSupervisor(GatewayActor):
             if uuid in self.online or uuid in self.retiring:
                 continue
             self.retiring.add(uuid)
+            self.held.setdefault(uuid, [])
             self.actors[uuid].tell(Retire())
             excess -= 1
 
@@ -203,7 +233,7 @@ class DeviceSupervisor(GatewayActor):
         uuid = failure.uuid
         self.counters["device_failures"] += 1
         logger.error("device actor %s failed (%s); restarting it", uuid, failure.error)
-        self.actors.pop(uuid, None)
+        self.retiring.discard(uuid)  # a Retire it got is handed back, never answered
         if failure.poison_tokens:
             # The message that crashed it: completed so the broker does not
             # hand it back forever; counted so it is seen.
@@ -219,15 +249,27 @@ class DeviceSupervisor(GatewayActor):
             self.counters["devices_left_down"] += 1
             logger.error("device actor %s failed %d times within %.0f s; leaving it down for %.0f s",
                          uuid, len(history), RESTART_WINDOW_S, RESTART_WINDOW_S)
-            for message in failure.unhandled:
-                self._drop(uuid, message)
-            return
-        # Its commands were in its memory: ask the store for them again.
-        self.store.send(ReloadCommands(uuid))
-        ref = self._actor(uuid)
-        for message in failure.unhandled:
-            if not isinstance(message, (Retire, GetSnapshot)):
-                ref.tell(message)
+        else:
+            # Its commands were in its memory: ask the store for them again.
+            self.store.send(ReloadCommands(uuid))
+        # Until the failed actor has handed back its mailbox (Drained), the
+        # device's new messages wait here: a second actor must not start.
+        self.replacing[uuid] = list(failure.unhandled)
+        self.held.setdefault(uuid, [])
+        ref = self.actors.get(uuid)
+        if ref is not None and ref.is_alive():
+            ref.tell(Drain())
+        else:
+            self._replace(uuid)
+
+    def _replace(self, uuid: str) -> None:
+        """The failed actor has handed back everything: its replacement (or,
+        for a device left down, completion) gets it first, then what was held."""
+        messages = self.replacing.pop(uuid, []) + self.held.pop(uuid, [])
+        self.actors.pop(uuid, None)
+        if time.time() >= self.down_until.get(uuid, 0.0):
+            self._actor(uuid)  # at once, not at its next message: its liveness deadline must run
+        self._release(uuid, messages)
 
     # -- inspection ----------------------------------------------------------
 
@@ -244,6 +286,7 @@ class DeviceSupervisor(GatewayActor):
             "known": len(self.known),
             "online": len(self.online),
             "left_down": sorted(self.down_until),
+            "replacing": sorted(self.replacing),
         }
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 from peewee import chunked
 
-from storage import telemetry
+from storage import migrations, telemetry
 from storage.db import close_database, database, open_database, write_transaction
 from storage.models import Telemetry
 
@@ -61,6 +61,7 @@ def batches_half_repeats(total: int) -> Iterator[list[tuple]]:
 def run(name: str, synchronous: str, batches: Callable[[int], Iterator[list[tuple]]], total: int) -> tuple:
     with tempfile.TemporaryDirectory() as tmp:
         open_database(os.path.join(tmp, "bench.db"), synchronous=synchronous)
+        migrations.migrate()
         try:
             work = list(batches(total))  # built before timing: measure storage only
             offered = sum(len(b) for b in work)
@@ -77,6 +78,7 @@ def run_peewee(total: int) -> tuple:
     fields = [getattr(Telemetry, c) for c in telemetry.TELEMETRY_COLUMNS]
     with tempfile.TemporaryDirectory() as tmp:
         open_database(os.path.join(tmp, "bench.db"))
+        migrations.migrate()
         try:
             work = list(batches_new(total))
             t = time.perf_counter()

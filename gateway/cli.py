@@ -7,57 +7,15 @@ settings; flags beat the environment, which beats the `--config` file.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import sys
-from typing import Any, Callable
 
 import click
 
-from gateway.settings import SETTING_FIELDS, LoadedSettings, SettingsError, env_name, flag_name, load_settings
-
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
-
-
-ALL_SETTINGS_NOTE = ("Every setting of `gateway run` is also accepted here as a flag (`gateway run --help` "
-                     "lists them; `gateway config show` shows their values).")
-
-
-def setting_options(func: Callable | None = None, *, show: tuple[str, ...] | None = None) -> Callable:
-    """Add `--config` and one flag per setting; pass `loaded` (LoadedSettings).
-
-    `@setting_options` lists every flag in `--help`; `@setting_options(show=
-    ("db_path",))` lists only those (the others are accepted all the same,
-    and the help says so), so an operator command's help stays short. A bad
-    setting, wherever it comes from, is one line naming it and exit code 2.
-    """
-    if func is None:
-        return lambda f: setting_options(f, show=show)
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, config: str | None = None, **kwargs: Any) -> Any:
-        flags = {f.name: kwargs.pop(f.name) for f in SETTING_FIELDS}
-        try:
-            loaded = load_settings(config, flags=flags)
-        except SettingsError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_USAGE)
-        return func(*args, loaded=loaded, **kwargs)
-
-    for f in reversed(SETTING_FIELDS):
-        wrapper = click.option(
-            flag_name(f.name), f.name, default=None, metavar="VALUE",
-            help=f"{f.metadata['help']} [{env_name(f.name)}; default {f.default!r}]",
-            show_default=False, hidden=show is not None and f.name not in show,
-        )(wrapper)
-    wrapper = click.option("--config", type=click.Path(dir_okay=False), default=None,
-                           help="TOML file of settings (keys as the variables, with or without AUTOCORE_).")(wrapper)
-    if show is not None and wrapper.__doc__:
-        wrapper.__doc__ = inspect.cleandoc(wrapper.__doc__) + "\n\n" + ALL_SETTINGS_NOTE
-    return wrapper
-
+from gateway.commands import register
+from gateway.commands.common import setting_options
+from gateway.settings import LoadedSettings
+from gateway.simulate import simulate
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def main() -> None:
@@ -97,12 +55,7 @@ def run(loaded: LoadedSettings) -> None:
     sys.exit(launch(s))
 
 
-from gateway.simulate import simulate  # noqa: E402
-
 main.add_command(simulate)
-
-from gateway.commands import register  # noqa: E402
-
 register(main)
 
 if __name__ == "__main__":

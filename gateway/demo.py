@@ -317,7 +317,7 @@ def send_command(db_path: Path, uuid: str, interrupted: threading.Event) -> None
     from storage.commands import get_command, insert_command
     from storage.db import close_database, open_database
 
-    open_database(str(db_path), migrate=False)
+    open_database(str(db_path))
     try:
         parameters = {"relay_id": 1, "state": True}
         command_id = insert_command(uuid, "relay_control", parameters, now=time.time(), ttl_s=60)

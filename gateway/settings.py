@@ -119,7 +119,6 @@ class Settings:
         0, "an idle writer gets a batch at most this often: bounds commits per second (0: at once)",
         _non_negative)
     max_unacked: int = setting(50000, "received QoS 1 messages not yet committed before reading pauses", _positive)
-    mailbox_limit: int = setting(100000, "messages an actor mailbox may hold before its sender is throttled", _positive)
 
     # Protocol rules
     device_timeout_s: float = setting(15.0, "minimum silence before a device is offline", _positive)

@@ -12,32 +12,10 @@ above all), the payload decides: `protocol_version` "2.x" goes to 2.2.
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any
-
-from protocol import codec
+from protocol import codec, fw22
 from protocol.topics import INBOUND_KINDS, parse_v1, v1_subscriptions
 from protocol.v1 import decode_v1
 from protocol.values import BAD_TOPIC, TOO_LARGE, Dialect, Message, Rejected, Topic
-
-_UNSET: Any = object()
-_fw22_module: Any = _UNSET
-
-
-def _fw22() -> ModuleType | None:
-    """protocol.fw22 if it is there. It is written in parallel with this
-    module; until it exists the gateway speaks v1 alone."""
-    global _fw22_module
-    if _fw22_module is _UNSET:
-        try:
-            from protocol import fw22
-        except ModuleNotFoundError as exc:
-            if exc.name != "protocol.fw22":
-                raise
-            fw22 = None
-        _fw22_module = fw22
-    return _fw22_module
-
 
 def decode_message(topic: str, payload: bytes, *, prefix: str, max_payload: int,
                    parsed: Topic | None = None) -> Message:
@@ -48,10 +26,9 @@ def decode_message(topic: str, payload: bytes, *, prefix: str, max_payload: int,
     if parsed is None:
         parsed = parse_topic(topic, prefix)
     obj, encoding = codec.decode(payload, max_payload)
-    fw22 = _fw22()
     if parsed.dialect is Dialect.V1:
         if _says_fw22(obj):
-            fw22_topic = fw22.parse_topic(topic) if fw22 is not None else None
+            fw22_topic = fw22.parse_topic(topic)
             if fw22_topic is not None:
                 return fw22.decode(fw22_topic, obj, encoding)
         return decode_v1(parsed, obj, encoding)
@@ -67,8 +44,7 @@ def parse_topic(topic: str, prefix: str) -> Topic:
     except Rejected as exc:
         if exc.reason != BAD_TOPIC:
             raise
-        fw22 = _fw22()
-        fw22_topic = fw22.parse_topic(topic) if fw22 is not None else None
+        fw22_topic = fw22.parse_topic(topic)
         if fw22_topic is None:
             raise
         return fw22_topic
@@ -81,8 +57,7 @@ def no_local(topic_filter: str) -> bool:
     """Whether a filter is subscribed with MQTT v5 No Local: one the gateway
     reads only to observe what others publish there (2.2 `relays/set`),
     where its own publications must not come back to it."""
-    fw22 = _fw22()
-    return fw22 is not None and topic_filter in fw22.OBSERVED
+    return topic_filter in fw22.OBSERVED
 
 
 def _says_fw22(obj: dict) -> bool:
@@ -93,8 +68,7 @@ def _says_fw22(obj: dict) -> bool:
 def subscriptions(prefix: str) -> list[tuple[str, int]]:
     """Every filter the gateway subscribes to, each once (with the prefix
     `autocore` the two dialects share filters)."""
-    fw22 = _fw22()
-    wanted = v1_subscriptions(prefix) + (list(fw22.subscriptions()) if fw22 is not None else [])
+    wanted = v1_subscriptions(prefix) + list(fw22.subscriptions())
     qos: dict[str, int] = {}
     for topic_filter, level in wanted:
         qos[topic_filter] = max(level, qos.get(topic_filter, 0))

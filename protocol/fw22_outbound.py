@@ -278,7 +278,8 @@ def _parameters(raw: Any) -> dict[str, Any]:
 def _plan_relay(uuid: str, command_id: str, params: dict[str, Any]) -> Fw22Plan:
     channel = _relay_channel(params)
     word = _relay_word(params)
-    base = {"device_uuid": uuid, "command_id": command_id, "command_type": RELAY_CONTROL, "channel": channel}
+    base: dict[str, Any] = {"device_uuid": uuid, "command_id": command_id, "command_type": RELAY_CONTROL,
+                            "channel": channel}
     if params.get("duration") is not None:  # null: not a hold
         hold_s = _duration_s(params["duration"])
         if channel == "all":

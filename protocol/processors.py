@@ -152,6 +152,7 @@ def can_frames(section: Any, path: str) -> Iterator[Reading]:
         where = f"{path}[{i}]"
         item = _map(item, where)
         frame_id = _can_id(item.get("id"), join(where, "id"), required=True)
+        assert frame_id is not None  # required: _can_id raised otherwise
         raw = _frame_data(item.get("data"), join(where, "data"))
         ts = parse_timestamp(item.get("timestamp"), join(where, "timestamp"))
         yield Reading("can_raw", frame_id, None, raw=raw, ts=ts)

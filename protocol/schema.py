@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from protocol.values import SCHEMA, Rejected
 
@@ -129,6 +129,15 @@ def _get(obj: Mapping, key: str, path: str, required: bool) -> Any:
     return value
 
 
+# Required, or with a text default: never None (what the type checker is told).
+@overload
+def get_str(obj: Mapping, key: str, path: str, required: Literal[True], default: str | None = None) -> str: ...
+@overload
+def get_str(obj: Mapping, key: str, path: str, required: bool = False, *, default: str) -> str: ...
+@overload
+def get_str(obj: Mapping, key: str, path: str, required: bool = False, default: str | None = None) -> str | None: ...
+
+
 def get_str(obj: Mapping, key: str, path: str, required: bool = False, default: str | None = None) -> str | None:
     """Text, non-empty."""
     value = _get(obj, key, path, required)
@@ -192,6 +201,17 @@ def as_int(value: Any, path: str, minimum: int | None = None) -> int:
     return value
 
 
+@overload
+def get_int(obj: Mapping, key: str, path: str, required: Literal[True], default: int | None = None,
+            minimum: int | None = None) -> int: ...
+@overload
+def get_int(obj: Mapping, key: str, path: str, required: bool = False, *, default: int,
+            minimum: int | None = None) -> int: ...
+@overload
+def get_int(obj: Mapping, key: str, path: str, required: bool = False, default: int | None = None,
+            minimum: int | None = None) -> int | None: ...
+
+
 def get_int(
     obj: Mapping, key: str, path: str, required: bool = False, default: int | None = None, minimum: int | None = None
 ) -> int | None:
@@ -236,4 +256,6 @@ def _range(minimum: float | None, maximum: float | None) -> str:
         return f"between {n(minimum)} and {n(maximum)}"
     if minimum is not None:
         return f">= {n(minimum)}"
-    return f"<= {n(maximum)}"
+    if maximum is not None:
+        return f"<= {n(maximum)}"
+    return "of any size"  # not reached: a bound was broken

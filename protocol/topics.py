@@ -27,6 +27,9 @@ DEVICE_LEVELS: dict[Kind, str] = {
 }
 _KIND_OF_LEVELS = {levels: kind for kind, levels in DEVICE_LEVELS.items()}
 
+# What a `commands` row's `topic` may name: the level its command goes out on.
+COMMAND_TOPICS: tuple[str, ...] = (DEVICE_LEVELS[Kind.COMMAND], DEVICE_LEVELS[Kind.RELAY_COMMAND])
+
 # What a device publishes and the gateway subscribes to; the rest the
 # gateway publishes itself, so one of those arriving inbound is refused.
 INBOUND_KINDS = frozenset({Kind.ANNOUNCE, Kind.STATUS, Kind.TELEMETRY, Kind.RELAY_STATUS, Kind.RESPONSE, Kind.DISCOVERY})

@@ -46,6 +46,7 @@ def _message(topic: Topic, obj: Mapping, encoding: Encoding, **fields: Any) -> M
     """A Message with what every v1 payload may carry: `uuid` (must match the
     topic's), `protocol_version` (1.x or absent) and `timestamp`."""
     path = topic.kind.value
+    assert topic.uuid is not None  # decode_v1 refused a topic without a device id
     uuid = obj.get("uuid")
     if uuid is not None and uuid != topic.uuid:
         raise Rejected(UUID_MISMATCH, f"{path}.uuid: {describe(uuid)} is not the topic's device id \"{topic.uuid}\"")

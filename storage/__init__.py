@@ -1,7 +1,7 @@
 """Storage: the SQLite database shared with the Config App.
 
-`storage.db` opens it (pragmas, migrations) and binds the `database`
-proxy; the repositories `storage.devices`, `storage.events`,
+`storage.db` opens it (pragmas) and binds the `database` proxy,
+`storage.migrations.migrate` brings its schema up to date; the repositories `storage.devices`, `storage.events`,
 `storage.telemetry` and `storage.commands` take and return plain values
 (frozen dataclasses), never peewee model instances. Imports only protocol/.
 """

@@ -149,12 +149,13 @@ def open_database(
     *,
     synchronous: str = "NORMAL",
     busy_timeout_ms: int = 5000,
-    migrate: bool = True,
     autocheckpoint: bool = True,
     register_devices: bool = True,
     wal_limit_bytes: int = -1,
 ) -> SqliteDatabase:
-    """Open the writer database at `path`, bind `database` to it, migrate.
+    """Open the writer database at `path` and bind `database` to it. The
+    schema is the caller's to bring up to date (`storage.migrations.migrate`),
+    so this module never imports the models it is below.
 
     Pragmas are applied on every connection peewee opens (one per thread):
     busy_timeout first, so that switching to WAL waits for a lock instead
@@ -200,10 +201,6 @@ def open_database(
         # Some file systems (network mounts) cannot do WAL; readers then
         # block the writer, which is worth knowing but not fatal.
         log.warning("database %s runs in journal_mode=%s, not wal", path, mode)
-    if migrate:
-        from storage.migrations import migrate as run_migrations
-
-        run_migrations()
     return db
 
 

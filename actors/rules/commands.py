@@ -342,7 +342,7 @@ def _confirms(held: Outstanding, reported: dict[int, bool]) -> bool:
     plan = held.plan
     if plan.confirm is not None:
         channel, wanted = plan.confirm
-        channels = list(reported) if channel == "all" else [channel]
+        channels = list(reported) if channel == "all" else [channel] if isinstance(channel, int) else []
         return bool(channels) and all(reported.get(c) == wanted for c in channels)
     if plan.toggle is not None and held.before is not None:
         was = held.before.get(plan.toggle)

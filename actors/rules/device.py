@@ -376,6 +376,7 @@ class DeviceLogic:
                 and not self.observed.waiting)
 
     def snapshot(self, now: float) -> dict:
+        deadline = self.liveness.deadline()
         return {
             "uuid": self.uuid,
             "status": self.liveness.status,
@@ -386,7 +387,7 @@ class DeviceLogic:
             "encoding": self.encoding,
             "last_seen": self.liveness.last_seen,
             "timeout_s": self.liveness.timeout_s,
-            "offline_in_s": None if self.liveness.deadline() is None else round(self.liveness.deadline() - now, 3),
+            "offline_in_s": None if deadline is None else round(deadline - now, 3),
             "relays": {str(k): v for k, v in sorted(self.relays.items())},
             "counters": dict(self.counters),
             "stale_wills": self.liveness.stale_wills,

@@ -137,7 +137,7 @@ class ObservedCommands:
         if channel == "all":
             state = waiting.command.state if outcome == APPLIED else None
         else:
-            state = known.get(channel)
+            state = known.get(channel) if isinstance(channel, int) else None
         detail = {"channel": channel, "state": state, "outcome": outcome,
                   "observed_command": waiting.command.detail(), "after_s": round(max(at - waiting.at, 0.0), 3),
                   **extra}
@@ -162,14 +162,14 @@ def _applied(waiting: _Waiting, reported: Mapping[int, bool], full: bool) -> boo
             return bool(known) and all(reported[n] != waiting.before[n] for n in known)
         return False
     channel = command.channel
-    if channel not in reported:
+    if not isinstance(channel, int) or channel not in reported:
         return False
     if command.state is not None:
         return reported[channel] == command.state
     if command.toggle:
         if not full:
             return True  # a relay_change is a change
-        was = waiting.before.get(channel)  # type: ignore[arg-type]
+        was = waiting.before.get(channel)
         return was is not None and reported[channel] != was
     return False
 

@@ -52,7 +52,8 @@ class Stall:
         else:
             self._delay = min(self._delay * 2.0, self.max_retry_s)
             if self._logged_at is not None and now - self._logged_at >= self.log_every_s:
-                log = (f"the disk holding the database is still full after {now - self.since:.0f} s: "
+                stalled_s = now - (self.since if self.since is not None else now)
+                log = (f"the disk holding the database is still full after {stalled_s:.0f} s: "
                        f"{self.failures - self._failures_logged + 1} more failed attempts, "
                        f"{waiting_batches} batches waiting ({reason})")
                 self._logged_at, self._failures_logged = now, self.failures + 1

@@ -3,7 +3,9 @@
 `inspect` asks the running gateway through its control socket
 (gateway.control); `devices`, `command`, `telemetry`, `db` and `config`
 work on the database and the settings and need no running gateway.
-gateway.cli registers them on `main` with `register`.
+gateway.cli registers them on `main` with `register`; they take what they
+share (settings flags, `--json`, exit codes) from `common`, never from
+gateway.cli, so no import goes both ways.
 """
 
 from __future__ import annotations
@@ -21,9 +23,3 @@ def register(main: click.Group) -> None:
 
     for cmd in (inspect, devices, command, telemetry, db, config):
         main.add_command(cmd)
-
-
-# A subcommand module imported on its own (a test, a tool) needs gateway.cli
-# (setting_options), which registers the subcommands: load it first, so the
-# modules are never half imported when it does.
-import gateway.cli  # noqa: E402,F401

@@ -11,7 +11,6 @@ from typing import Any, Callable
 import click
 
 from gateway import tables
-from gateway.cli import setting_options
 from gateway.commands.common import (
     DURATION,
     EXIT_RUNTIME,
@@ -22,14 +21,16 @@ from gateway.commands.common import (
     json_option,
     reading,
     record_dict,
+    setting_options,
     writing,
 )
 from gateway.settings import LoadedSettings, Settings
+from protocol import lifecycle
+from protocol.lifecycle import S
+from protocol.topics import COMMAND_TOPICS
 
-STATUSES = ("pending", "queued", "sent", "accepted", "succeeded", "failed", "timeout", "expired", "cancelled",
-            "cancel_requested")
-FINAL = ("succeeded", "failed", "timeout", "expired", "cancelled")
-TOPICS = ("command", "relay/command")
+STATUSES = tuple(status.value for status in S)
+FINAL = frozenset(status.value for status in lifecycle.FINAL)
 WAIT_POLL_S = 0.05
 WAIT_SLACK_S = 10.0
 
@@ -104,7 +105,7 @@ def build_parameters(params: tuple[str, ...], params_json: str | None) -> dict:
                    "Repeatable.")
 @click.option("--params-json", metavar="JSON", default=None,
               help="All parameters as one JSON object; --param values are laid over it.")
-@click.option("--topic", type=click.Choice(TOPICS), default="command", show_default=True,
+@click.option("--topic", type=click.Choice(COMMAND_TOPICS), default=COMMAND_TOPICS[0], show_default=True,
               help="Where the gateway sends it: devices/UUID/command, or devices/UUID/relay/command.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Seconds to wait for the device's answer before sending again [default: AUTOCORE_COMMAND_TIMEOUT_S].")
@@ -169,7 +170,7 @@ def send(loaded: LoadedSettings, uuid: str, command_type: str, params: tuple[str
     elif final.status not in FINAL:
         click.echo(f"error: command {final.id} is still {final.status} after {tables.seconds(limit)}; "
                    f"it stays in the database (gateway command cancel {final.id})", err=True)
-    if final.status != "succeeded":
+    if final.status != S.SUCCEEDED:
         raise SystemExit(EXIT_RUNTIME)
 
 
@@ -219,7 +220,7 @@ def follow_command(s: Settings, command_id: int, deadline: float, on_change: Cal
 
 def _progress(r: Any) -> None:
     line = f"{tables.timestamp_ms(time.time())}  command {r.id} {r.status}"
-    if r.status in ("sent", "accepted") and r.attempts:
+    if r.status in (S.SENT, S.ACCEPTED) and r.attempts:
         line += f" (attempt {r.attempts} of {r.max_attempts})"
     if r.status in FINAL:
         if r.created_at is not None and r.completed_at is not None:
@@ -312,7 +313,7 @@ def cancel(loaded: LoadedSettings, command_id: int, as_json: bool) -> None:
         echo_json({"cancel_requested": requested, "command": record_dict(after)})
     if requested:
         if not as_json:
-            if before.status in ("sent", "accepted"):
+            if before.status in (S.SENT, S.ACCEPTED):
                 click.echo(f"command {command_id} cancel requested; it was already {before.status}, so the device "
                            "may carry it out and the gateway records how it ends")
             else:

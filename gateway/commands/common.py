@@ -1,13 +1,18 @@
-"""What the subcommands share: errors and exit codes, `--json` output,
-durations, and opening the database for reading or writing."""
+"""What the commands share (gateway.cli's and the subcommands'): errors and
+exit codes, the settings flags and `--json`, durations, and opening the
+database for reading or writing. It imports no command module, so every
+command module can import it without a cycle."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
 import os
 import re
 import sqlite3
+import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -15,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 import click
 
-from gateway.settings import Settings
+from gateway.settings import SETTING_FIELDS, Settings, SettingsError, env_name, flag_name, load_settings
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -39,6 +44,46 @@ def fail_line(message: str) -> Failure:
     """A failure shown as the line itself, with no `error:` in front (the
     not-running message is meant to be read, and grepped, as it is)."""
     return Failure(message, prefix="")
+
+
+# -- options ---------------------------------------------------------------
+
+ALL_SETTINGS_NOTE = ("Every setting of `gateway run` is also accepted here as a flag (`gateway run --help` "
+                     "lists them; `gateway config show` shows their values).")
+
+
+def setting_options(func: Callable | None = None, *, show: tuple[str, ...] | None = None) -> Callable:
+    """Add `--config` and one flag per setting; pass `loaded` (LoadedSettings).
+
+    `@setting_options` lists every flag in `--help`; `@setting_options(show=
+    ("db_path",))` lists only those (the others are accepted all the same,
+    and the help says so), so an operator command's help stays short. A bad
+    setting, wherever it comes from, is one line naming it and exit code 2.
+    """
+    if func is None:
+        return lambda f: setting_options(f, show=show)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, config: str | None = None, **kwargs: Any) -> Any:
+        flags = {f.name: kwargs.pop(f.name) for f in SETTING_FIELDS}
+        try:
+            loaded = load_settings(config, flags=flags)
+        except SettingsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        return func(*args, loaded=loaded, **kwargs)
+
+    for f in reversed(SETTING_FIELDS):
+        wrapper = click.option(
+            flag_name(f.name), f.name, default=None, metavar="VALUE",
+            help=f"{f.metadata['help']} [{env_name(f.name)}; default {f.default!r}]",
+            show_default=False, hidden=show is not None and f.name not in show,
+        )(wrapper)
+    wrapper = click.option("--config", type=click.Path(dir_okay=False), default=None,
+                           help="TOML file of settings (keys as the variables, with or without AUTOCORE_).")(wrapper)
+    if show is not None and wrapper.__doc__:
+        wrapper.__doc__ = inspect.cleandoc(wrapper.__doc__) + "\n\n" + ALL_SETTINGS_NOTE
+    return wrapper
 
 
 # -- output ---------------------------------------------------------------
@@ -200,13 +245,15 @@ def writing(settings: Settings, *, create: bool = False, migrate: bool = False) 
     import peewee
 
     from storage.db import close_database, open_database
+    from storage.migrations import migrate as run_migrations
 
     if not create and not os.path.exists(settings.db_path):
         raise _missing(settings)
     try:
         db = open_database(settings.db_path, synchronous=settings.db_synchronous,
-                           busy_timeout_ms=settings.db_busy_timeout_ms, migrate=migrate,
-                           register_devices=settings.config_app_register)
+                           busy_timeout_ms=settings.db_busy_timeout_ms, register_devices=settings.config_app_register)
+        if migrate:
+            run_migrations()
     except (peewee.PeeweeException, sqlite3.Error, OSError) as exc:
         raise database_error(settings, exc) from None
     try:
@@ -253,11 +300,14 @@ def complete_device(ctx: click.Context, param: Any, incomplete: str) -> list[str
 
 def complete_open_command(ctx: click.Context, param: Any, incomplete: str) -> list[str]:
     """Shell completion of the id of a command that has not finished."""
+    from protocol.lifecycle import IN_FLIGHT, S
+
+    open_states = sorted({S.PENDING.value, *(status.value for status in IN_FLIGHT)})
     return _complete_query(
         ctx,
-        "SELECT id FROM commands WHERE status IN ('pending','queued','sent','accepted') "
+        f"SELECT id FROM commands WHERE status IN ({','.join('?' * len(open_states))}) "
         "AND CAST(id AS TEXT) LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT 200",
-        (_like_prefix(incomplete),),
+        (*open_states, _like_prefix(incomplete)),
     )
 
 

@@ -7,8 +7,7 @@ import os
 import click
 
 from gateway import tables
-from gateway.cli import setting_options
-from gateway.commands.common import echo_json, json_option
+from gateway.commands.common import echo_json, json_option, setting_options
 from gateway.settings import ENV_PREFIX, SETTING_FIELDS, LoadedSettings, env_name, flag_name
 
 

@@ -7,8 +7,7 @@ import time
 import click
 
 from gateway import tables
-from gateway.cli import setting_options
-from gateway.commands.common import TIME_BOUND, echo_json, json_option, writing
+from gateway.commands.common import TIME_BOUND, echo_json, json_option, setting_options, writing
 from gateway.settings import LoadedSettings
 
 PRUNE_BATCH = 2000

@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from gateway import tables
-from gateway.cli import setting_options
 from gateway.commands.command import _check_uuid
 from gateway.commands.common import (
     Failure,
@@ -19,6 +18,7 @@ from gateway.commands.common import (
     json_option,
     reading,
     record_dict,
+    setting_options,
     writing,
 )
 from gateway.settings import LoadedSettings, Settings

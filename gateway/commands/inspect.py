@@ -12,7 +12,6 @@ import click
 
 from actors.rules.histogram import quantile_bound
 from gateway import tables
-from gateway.cli import setting_options
 from gateway.commands.common import (
     Failure,
     complete_device,
@@ -20,6 +19,7 @@ from gateway.commands.common import (
     fail_line,
     json_option,
     reading,
+    setting_options,
     to_json,
 )
 from gateway.control import ControlError, GatewayNotRunning, request

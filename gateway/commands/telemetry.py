@@ -8,8 +8,15 @@ from typing import Any, Callable, Iterator
 import click
 
 from gateway import tables
-from gateway.cli import setting_options
-from gateway.commands.common import TIME_BOUND, complete_device, echo_json, json_option, reading, record_dict
+from gateway.commands.common import (
+    TIME_BOUND,
+    complete_device,
+    echo_json,
+    json_option,
+    reading,
+    record_dict,
+    setting_options,
+)
 from gateway.settings import LoadedSettings
 
 FOLLOW_POLL_S = 0.25

@@ -9,7 +9,7 @@ import sqlite3
 
 from actors.checkpointer import Checkpointer
 from gateway.settings import Settings
-from storage import telemetry
+from storage import migrations, telemetry
 from storage.db import close_database, database, open_database
 
 
@@ -25,6 +25,7 @@ def rows(boot, n):
 def test_checkpoints_copy_the_log_and_the_writer_cuts_it_back_to_its_bound(tmp_path):
     path = str(tmp_path / "gw.db")
     open_database(path, autocheckpoint=False, wal_limit_bytes=512 * 1024)
+    migrations.migrate()
     try:
         assert database.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
         telemetry.insert_rows(database, rows(1, 20000))
@@ -51,6 +52,7 @@ def test_checkpoints_copy_the_log_and_the_writer_cuts_it_back_to_its_bound(tmp_p
 def test_below_the_reserve_a_copied_log_is_truncated_at_once(tmp_path):
     path = str(tmp_path / "gw.db")
     open_database(path, autocheckpoint=False)
+    migrations.migrate()
     try:
         telemetry.insert_rows(database, rows(1, 5000))
         # A reserve larger than any disk: always short of space.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-import actors.router as router_module
+import actors.rules.routing as routing_module
 from actors.messages import Complete, InboundBatch, RawInbound, TelemetryRows, Token
 from actors.router import Router
 from gateway.settings import Settings
@@ -19,13 +19,13 @@ TELEMETRY = orjson.dumps({"analog_sensors": {"fuel_level": 1.5}})
 
 def test_a_flood_over_the_limit_is_refused_without_decoding(monkeypatch):
     decoded = []
-    real = router_module.decode_message
+    real = routing_module.decode_message
 
     def counting(topic, payload, **kw):
         decoded.append(topic)
         return real(topic, payload, **kw)
 
-    monkeypatch.setattr(router_module, "decode_message", counting)
+    monkeypatch.setattr(routing_module, "decode_message", counting)
     mqtt, supervisor, store = Recorder(), Recorder(), Recorder()
     router = Router(Settings(device_rate=10, device_burst=20), mqtt, supervisor, store)
     raws = []

@@ -2,6 +2,7 @@
 limits), nothing a crashed actor held is lost or left unacknowledged, and the
 bounded device cache (eviction of the least recently seen offline devices)."""
 
+import threading
 import time
 
 import pykka
@@ -11,6 +12,7 @@ from actors.device import Device
 from actors.encoders import CommandEncoder
 from actors.messages import (
     Complete,
+    DeviceFailed,
     DeviceInput,
     DeviceMessage,
     GetSnapshot,
@@ -158,3 +160,100 @@ def test_cache_evicts_least_recently_seen_offline_devices_and_rebuilds_them(syst
     assert state["boot_id"] == 7
     assert state["status"] == "offline"
     assert state["stale_wills"] == 1
+
+
+class SlowToReport:
+    """The supervisor as a Device sees it, with the report of a crash held
+    back until the test lets it through: widens the window between a
+    device's crash and the supervisor hearing of it."""
+
+    def __init__(self, sup, reporting, release):
+        self.sup = sup
+        self.reporting = reporting
+        self.release = release
+
+    def tell(self, message):
+        if isinstance(message, DeviceFailed):
+            self.reporting.set()
+            assert self.release.wait(10), "the test never released the crash report"
+        self.sup.tell(message)
+
+
+def test_messages_in_the_crash_window_never_start_a_second_actor():
+    mqtt = Recorder.start()
+    scheduler = Recorder.start()
+    store = StoreStub()
+    encoder = CommandEncoder(Settings)
+    reporting, release = threading.Event(), threading.Event()
+    started: list = []  # every Device actor ever started, in order
+    refs = {}
+
+    def make_device(uuid, known, restarts):
+        logic = ExplodingLogic(uuid, DeviceRules(), status=known.status if known else None,
+                               boot_id=known.boot_id if known else None,
+                               device_type=known.device_type if known else None)
+        ref = Device.start(logic, supervisor=SlowToReport(refs["sup"], reporting, release), mqtt=mqtt, scheduler=scheduler,
+                           store=store, availability=lambda u, online: None, encode_command=encoder,
+                           restarts=restarts)
+        started.append(ref)
+        return ref
+
+    try:
+        sup = refs["sup"] = DeviceSupervisor.start(Settings, make_device, mqtt, store)
+        t_bad, t_queued, t_window = Token(1, 10, 1), Token(1, 11, 1), Token(1, 12, 1)
+        sup.tell(Route(messages=(("dev-a", (announce("dev-a", t_bad, name="boom"),)),)))
+        sup.tell(Route(messages=(("dev-a", (announce("dev-a", t_queued),)),)))
+        # The device has crashed and is reporting it (held back) when the
+        # next message is routed: it arrives inside the window.
+        wait_until(reporting.is_set, 5, what="the crash is being reported")
+        sup.tell(Route(messages=(("dev-a", (announce("dev-a", t_window),)),)))
+        sup.ask(GetSnapshot())  # the supervisor has handled the routed message
+        release.set()
+        stored = lambda t: any(t in getattr(m, "tokens", ()) for m in store.sent)  # noqa: E731
+        wait_until(lambda: t_bad in completed(mqtt), 5, what="poison token completed")
+        wait_until(lambda: stored(t_queued) and stored(t_window), 5, what="both later messages stored")
+        # Exactly one actor serves the device: the replacement of the one that crashed.
+        wait_until(lambda: sum(r.is_alive() for r in started) == 1, 5, what="one live actor for dev-a")
+        live = [r for r in started if r.is_alive()]
+        assert sup.proxy().device_refs().get()["dev-a"] is live[0]
+        assert live[0].ask(GetSnapshot())["restarts"] == 1
+        # Nothing was done twice: each later message stored once, the poison one never.
+        assert sum(t_window in getattr(m, "tokens", ()) for m in store.sent) == 1
+        assert sum(t_queued in getattr(m, "tokens", ()) for m in store.sent) == 1
+        assert not stored(t_bad)
+        assert sup.ask(GetSnapshot())["counters"]["device_failures"] == 1
+    finally:
+        release.set()
+        pykka.ActorRegistry.stop_all()
+
+
+def test_a_message_that_meets_its_device_retiring_reaches_the_next_actor(system):
+    sup, mqtt, store = system
+    for n, uuid in enumerate(("d1", "d2", "d3")):
+        sup.tell(Route(messages=((uuid, (announce(uuid, Token(1, n, 1), boot_id=7),
+                                         offline_will(uuid, Token(1, 10 + n, 1), boot_id=7))),)))
+    wait_until(lambda: sup.ask(GetSnapshot())["state"]["known"] == 3 and sup.ask(GetSnapshot())["state"]["online"] == 0,
+               5, what="three devices offline")
+    # One route: d4 pushes d1 out of the cache, and a message for d1 follows
+    # its Retire at once. It must be handled by an actor that stays up.
+    token = Token(1, 20, 1)
+    sup.tell(Route(seen=(("d4", Seen(time.time(), 1, "v1", "json", None)),),
+                   messages=(("d1", (announce("d1", token, boot_id=8),)),)))
+    wait_until(lambda: any(token in getattr(m, "tokens", ()) for m in store.sent), 5, what="d1's message stored")
+    wait_until(lambda: sup.ask(GetSnapshot())["counters"].get("evicted", 0) >= 1, 5, what="d1 evicted")
+    refs = sup.proxy().device_refs().get()
+    assert refs["d1"].is_alive()
+    assert refs["d1"].ask(GetSnapshot())["state"]["boot_id"] == 8
+    assert len(device_actors("d1")) == 1
+
+
+def device_actors(uuid):
+    """The running Device actors of a uuid (one being stopped is not counted)."""
+    found = []
+    for ref in pykka.ActorRegistry.get_by_class(Device):
+        try:
+            if ref.proxy().uuid.get(timeout=5) == uuid:
+                found.append(ref)
+        except pykka.ActorDeadError:
+            pass
+    return found

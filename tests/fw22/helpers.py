@@ -16,7 +16,7 @@ from tests.support.gateway import GatewayProcess
 def running_gateway(broker, tmp_path, **settings) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(tmp_path / "gw", broker.port, **settings)
     gw.start()
-    open_database(str(gw.db_path), migrate=False)
+    open_database(str(gw.db_path))
     try:
         yield gw
     finally:

@@ -47,11 +47,13 @@ def filled_db(cli):
     from protocol.values import DeviceFacts
     from storage import commands as command_repo
     from storage import devices as device_repo
+    from storage import migrations
     from storage import telemetry as telemetry_repo
     from storage.db import close_database, database, open_database
 
     now = time.time()
     open_database(str(cli.db_path))
+    migrations.migrate()
     try:
         device_repo.upsert_facts("relay-01", DeviceFacts(device_type="relay_board", firmware_version="1.2.0",
                                                           name="Relays front"), now - 100, "v1", "json")

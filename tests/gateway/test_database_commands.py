@@ -199,6 +199,7 @@ def test_telemetry_filters_and_since(filled_db):
 
 def test_telemetry_follow_yields_rows_as_they_are_stored(filled_db):
     from gateway.commands.telemetry import follow_rows
+    from storage import migrations
     from storage import telemetry as telemetry_repo
     from storage.db import close_database, database, open_database, open_reader
 
@@ -210,6 +211,7 @@ def test_telemetry_follow_yields_rows_as_they_are_stored(filled_db):
         seen.append(next(follow))
     assert [r.value for r in seen] == [2000 + i for i in range(10)]
     open_database(str(filled_db.db_path))
+    migrations.migrate()
     try:
         now = time.time()
         telemetry_repo.insert_rows(database, [

@@ -10,6 +10,7 @@ import pytest
 from actors.messages import Deadline, GetSnapshot, Schedule
 from actors.retention import DAY_S, MB, Retention
 from gateway.settings import Settings
+from storage import migrations
 from storage import telemetry as telemetry_repo
 from storage.db import close_database, database, open_database
 from tests.support.broker import wait_until
@@ -27,6 +28,7 @@ class FakeScheduler:
 def db(tmp_path):
     path = str(tmp_path / "autocore.db")
     open_database(path)
+    migrations.migrate()
     yield path
     close_database()
 

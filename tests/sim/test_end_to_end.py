@@ -43,7 +43,7 @@ def gateway(broker, tmp_path):
 
 @pytest.fixture
 def commands(gateway):
-    open_database(str(gateway.db_path), migrate=False)
+    open_database(str(gateway.db_path))
     yield
     close_database()
 

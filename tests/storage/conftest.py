@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from storage import migrations
 from storage.db import close_database, open_database
 
 
@@ -20,6 +21,7 @@ def db_path(tmp_path):
 @pytest.fixture
 def db(db_path):
     database = open_database(db_path)
+    migrations.migrate()
     yield database
     close_database()
 

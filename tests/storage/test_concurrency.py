@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from storage import commands, devices, events, telemetry
+from storage import commands, devices, events, migrations, telemetry
 from storage.db import (
     DatabaseBusy,
     close_database,
@@ -53,6 +53,7 @@ def test_every_kind_of_write_waits_and_succeeds(db, db_path):
 
 def test_busy_timeout_expiring_raises_database_busy_and_stores_nothing(db_path):
     db = open_database(db_path, busy_timeout_ms=100)
+    migrations.migrate()
     try:
         with lock_held_by_other_connection(db_path, 0.6):
             with pytest.raises(DatabaseBusy):

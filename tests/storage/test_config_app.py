@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 
 from protocol.values import DeviceFacts
-from storage import config_app, devices, events, telemetry
+from storage import config_app, devices, events, migrations, telemetry
 from storage.db import close_database, database, open_database, write_transaction
 from storage.models import SchemaVersion
 from tests.support import config_app as app
@@ -73,6 +73,7 @@ def test_a_fresh_gateway_database_leaves_every_config_app_name_free(db, db_path)
 def test_on_a_config_app_database_nothing_of_it_changes(app_db):
     path, relay_id, before = app_db
     open_database(path)
+    migrations.migrate()
     try:
         assert SchemaVersion.select().count() == 4
     finally:
@@ -122,6 +123,7 @@ def test_an_older_gateway_database_is_migrated_in_place(db_path):
     conn.close()
 
     open_database(db_path)
+    migrations.migrate()
     try:
         assert [d.uuid for d in devices.list_devices()] == ["old-display", "old-relay"]
         old = devices.get_device("old-relay")
@@ -161,6 +163,7 @@ def test_columns_an_older_gateway_added_to_the_config_apps_devices_are_dropped(a
     """)
     conn.close()
     open_database(path)
+    migrations.migrate()
     try:
         assert database.table_exists("gateway_devices")
     finally:
@@ -175,6 +178,7 @@ def test_devices_readings_and_events_read_back_with_the_config_apps_queries(app_
     path, relay_id, before = app_db
     configuration = read(path, app.dump)
     open_database(path)
+    migrations.migrate()
     try:
         with write_transaction():
             devices.ensure_device("esp32-relay-cfg", NOW, "fw22")
@@ -221,6 +225,7 @@ def test_devices_readings_and_events_read_back_with_the_config_apps_queries(app_
 def test_registration_off_adds_no_row(app_db):
     path, relay_id, _ = app_db
     open_database(path, register_devices=False)
+    migrations.migrate()
     try:
         with write_transaction():
             devices.ensure_device("v1-b", NOW, "v1")
@@ -253,6 +258,7 @@ def test_tables_made_while_the_gateway_runs_are_noticed(db, db_path):
 def test_retention_prunes_the_copies_too(app_db):
     path, relay_id, _ = app_db
     open_database(path)
+    migrations.migrate()
     try:
         old = [row("v1-d", seq=i, ts=NOW - 40 * 86400 + i) for i in range(30)]
         new = [row("v1-d", seq=100 + i, ts=NOW + i) for i in range(20)]

@@ -69,8 +69,8 @@ def test_close_unbinds_the_proxy(db_path):
     close_database()  # twice is harmless
 
 
-def test_migrate_false_leaves_the_file_empty(db_path):
-    db = open_database(db_path, migrate=False)
+def test_opening_does_not_migrate(db_path):
+    db = open_database(db_path)
     try:
         assert db.get_tables() == []
     finally:

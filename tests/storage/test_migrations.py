@@ -59,6 +59,7 @@ def test_running_twice_is_harmless(db, db_path):
             step()
     close_database()
     db = open_database(db_path)
+    migrations.migrate()
     assert schema(db) == before_schema
     assert list(SchemaVersion.select().tuples()) == before_versions
     assert devices.get_device("d1") is not None
@@ -71,6 +72,7 @@ def test_over_a_contract_only_schema(db_path, tmp_path):
     conn.close()
 
     db = open_database(db_path)
+    migrations.migrate()
     try:
         cols = [c.name for c in db.get_columns("gateway_devices")]
         assert {"protocol", "relay_count", "encoding"} <= set(cols)
@@ -88,6 +90,7 @@ def test_over_a_contract_only_schema(db_path, tmp_path):
     finally:
         close_database()
     fresh_db = open_database(str(tmp_path / "fresh.db"))
+    migrations.migrate()
     try:
         fresh = schema(fresh_db)
     finally:
@@ -96,6 +99,7 @@ def test_over_a_contract_only_schema(db_path, tmp_path):
 
     # The repositories work on the migrated tables.
     open_database(db_path)
+    migrations.migrate()
     try:
         row = ("esp32-relay-01", None, None, 0, 5.0, 5.0, "relay", "relay.1.state", 1.0, None, None, None)
         dedup = ("v1dev", 3, 7, 0, 5.0, 5.0, "sensor", "x", 1.0, None, None, None)
@@ -120,6 +124,7 @@ def test_a_partly_migrated_devices_table_gets_only_what_it_lacks(db_path):
     conn.execute("ALTER TABLE devices ADD COLUMN protocol TEXT NOT NULL DEFAULT 'fw22'")
     conn.close()
     db = open_database(db_path)
+    migrations.migrate()
     try:
         names = [c.name for c in db.get_columns("gateway_devices")]
         assert names.count("protocol") == 1 and "encoding" in names and "relay_count" in names
