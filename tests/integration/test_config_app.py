@@ -115,8 +115,8 @@ def test_on_the_config_apps_database(gateways, devices, broker, tmp_path):
     # Its telemetry takes the fast path to the store and may get there before
     # the announce (through its Device actor): the row is then registered
     # with placeholders first, which the announce fills in.
-    wait_until(lambda: (v1_row() or {}).get("name") == "Rear sensors", 10, what="the announced v1 device in devices",
-               progress=v1_row)
+    wait_until(lambda: v1_row() is not None and v1_row()["name"] == "Rear sensors", 10,
+               what="the announced v1 device in devices", progress=lambda: v1_row() and dict(v1_row()))
     v1_id = v1_row()["id"]
     assert (v1_row()["name"], v1_row()["type"], v1_row()["status"], v1_row()["is_active"]) == (
         "Rear sensors", "sensor_board", "online", 1)
