@@ -28,7 +28,7 @@ test: system-deps $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 run: system-deps $(STAMP)
-	$(PY) -m gateway.demo
+	$(PY) -m simulator.demo
 
 # The storage insert path (rows/s) and the protocol path (decode -> validate -> rows).
 bench-storage: $(STAMP)

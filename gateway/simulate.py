@@ -1,6 +1,6 @@
 """`gateway simulate`: a fleet of simulated ESP32 devices against a broker.
 
-The machinery is in `gateway.sim`; this module is the click command only.
+The machinery is in `simulator`; this module is the click command only.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import click
 
-from gateway.sim import DEFAULT_FLEET, KINDS, Fleet, FleetConfig, Fw22Options, V1Options, parse_fleet
+from simulator import DEFAULT_FLEET, KINDS, Fleet, FleetConfig, Fw22Options, V1Options, parse_fleet
 
 PROGRESS_LINE_EVERY_S = 5.0  # when stderr is not a terminal
 

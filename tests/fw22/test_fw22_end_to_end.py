@@ -11,7 +11,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.sim import Fleet, FleetConfig, Fw22Options
+from simulator import Fleet, FleetConfig, Fw22Options
 from storage.commands import get_command, insert_command, request_cancel
 from tests.fw22.helpers import query, running_gateway
 from tests.support.broker import wait_until

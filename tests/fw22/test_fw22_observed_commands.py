@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.sim import Fleet, FleetConfig, Fw22Options
+from simulator import Fleet, FleetConfig, Fw22Options
 from storage.commands import get_command, insert_command
 from tests.fw22.helpers import query, running_gateway
 from tests.support.broker import wait_until

@@ -19,7 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway import demo
+from simulator import demo
 from tests.support.broker import MOSQUITTO, free_port, wait_until
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

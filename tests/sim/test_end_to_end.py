@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gateway.sim import Fleet, FleetConfig, Fw22Options, V1Options
+from simulator import Fleet, FleetConfig, Fw22Options, V1Options
 from storage.commands import get_command, insert_command
 from storage.db import close_database, open_database
 

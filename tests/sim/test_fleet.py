@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.sim import KINDS, FleetConfig, build_devices, is_loopback, parse_fleet
+from simulator import KINDS, FleetConfig, build_devices, is_loopback, parse_fleet
 from protocol.topics import is_valid_uuid
 from protocol.values import Encoding
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.sim.fw22 import Fw22Display, Fw22Options, Fw22Relay, fw22_uuid
+from simulator.fw22 import Fw22Display, Fw22Options, Fw22Relay, fw22_uuid
 from protocol import fw22
 from protocol.values import CommandSpec, Kind
 

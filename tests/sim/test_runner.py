@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.sim import Fleet, FleetConfig, Fw22Options, V1Options
+from simulator import Fleet, FleetConfig, Fw22Options, V1Options
 from protocol.codec import decode as decode_payload
 from protocol.outbound import command_publication
 from protocol.values import CommandSpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.sim.v1 import V1_KINDS, V1Device, V1Options
+from simulator.v1 import V1_KINDS, V1Device, V1Options
 from protocol.outbound import command_publication, gateway_status_publication
 from protocol.values import CommandSpec, Encoding, Kind
 

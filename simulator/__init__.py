@@ -6,10 +6,10 @@
   devices themselves, plain objects that take the time as an argument.
 """
 
-from gateway.sim.fleet import DEFAULT_FLEET, KINDS, FleetConfig, build_devices, is_loopback, parse_fleet
-from gateway.sim.fw22 import FW22_KINDS, Fw22Display, Fw22Options, Fw22Relay, fw22_uuid
-from gateway.sim.runner import Fleet, run_fleet
-from gateway.sim.v1 import V1_KINDS, V1Device, V1Options
+from simulator.fleet import DEFAULT_FLEET, KINDS, FleetConfig, build_devices, is_loopback, parse_fleet
+from simulator.fw22 import FW22_KINDS, Fw22Display, Fw22Options, Fw22Relay, fw22_uuid
+from simulator.runner import Fleet, run_fleet
+from simulator.v1 import V1_KINDS, V1Device, V1Options
 
 __all__ = [
     "DEFAULT_FLEET",

@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
 
-from gateway.sim.base import SimDevice
-from gateway.sim.fleet import FleetConfig, build_devices
+from simulator.base import SimDevice
+from simulator.fleet import FleetConfig, build_devices
 from protocol.fw22 import PREFIX as FW22_PREFIX
 from protocol.values import Publication
 
@@ -102,6 +102,8 @@ class Fleet:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._wake_lock = threading.Lock()
+        self._wake_closed = False
         self._selector = selectors.DefaultSelector()
         self._stop = threading.Event()
         self._stopping = False
@@ -182,10 +184,13 @@ class Fleet:
         return dict(self._snapshot)
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
+        with self._wake_lock:
+            if self._wake_closed:
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass
 
     # -- the loop ------------------------------------------------------------------
 
@@ -625,8 +630,12 @@ class Fleet:
             _close_quietly(client)
         self._abandoned.clear()
         self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        with self._wake_lock:
+            # A stop() after the loop ended (its duration ran out) must not
+            # write into a closed descriptor, or into whatever reuses it.
+            self._wake_closed = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     # -- figures -----------------------------------------------------------------------------
 

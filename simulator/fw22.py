@@ -49,7 +49,7 @@ from typing import Any
 
 import orjson
 
-from gateway.sim.base import Every, SimDevice, Walk, earliest, publish_if_online
+from simulator.base import Every, SimDevice, Walk, earliest, publish_if_online
 from protocol.fw22 import PREFIX, PROTOCOL_VERSION
 from protocol.values import Publication
 

@@ -1,6 +1,6 @@
 """`make run`: a local broker, the gateway and a handful of simulated devices.
 
-    python -m gateway.demo [--port 1883] [--duration SECONDS]
+    python -m simulator.demo [--port 1883] [--duration SECONDS]
 
 Starts Mosquitto with the project's configuration (deploy/mosquitto.conf,
 copied to var/mosquitto/ with absolute paths), then `bin/gateway run` (its
@@ -75,7 +75,7 @@ def runtime_config(template: str, port: int, var: Path) -> str:
         raise DemoError("deploy/mosquitto.conf has no `listener <port> 127.0.0.1` line to adapt")
     # Started as root, mosquitto would switch to the `mosquitto` user, which
     # cannot write var/; run it as whoever runs the demo.
-    header = (f"# Written by gateway/demo.py from deploy/mosquitto.conf; edit that file, not this one.\n"
+    header = (f"# Written by simulator/demo.py from deploy/mosquitto.conf; edit that file, not this one.\n"
               f"user {getpass.getuser()}\n")
     return header + text
 
@@ -228,7 +228,7 @@ class Watch:
 
 
 def run(port: int, duration: float | None) -> int:
-    from gateway.sim import Fleet, FleetConfig, Fw22Options, V1Options
+    from simulator import Fleet, FleetConfig, Fw22Options, V1Options
 
     interrupted = threading.Event()
 
@@ -350,7 +350,7 @@ def _rel(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m simulator.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("AUTOCORE_DEMO_PORT", "1883")),
                         help="broker port on 127.0.0.1 (default 1883, or AUTOCORE_DEMO_PORT)")
     parser.add_argument("--duration", type=float, default=None,

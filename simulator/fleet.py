@@ -8,9 +8,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from gateway.sim.base import SimDevice
-from gateway.sim.fw22 import FW22_KINDS, Fw22Display, Fw22Options, Fw22Relay, fw22_uuid
-from gateway.sim.v1 import V1_KINDS, V1Device, V1Options
+from simulator.base import SimDevice
+from simulator.fw22 import FW22_KINDS, Fw22Display, Fw22Options, Fw22Relay, fw22_uuid
+from simulator.v1 import V1_KINDS, V1Device, V1Options
 from protocol.topics import is_valid_uuid
 from protocol.values import Encoding
 

@@ -45,7 +45,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.sim.base import Every, SimDevice, Walk, earliest, publish_if_online
+from simulator.base import Every, SimDevice, Walk, earliest, publish_if_online
 from protocol.codec import decode as decode_payload
 from protocol.codec import encode
 from protocol.timestamps import iso
