@@ -1,8 +1,9 @@
 """CommandFeed: picks up what the Config App writes into `commands`.
 
-Every `command_poll_ms` it asks SQLite for `PRAGMA data_version` on its own
-read connection; the number changes only when another connection commits,
-so while nothing changed the poll costs one pragma and no query. New
+Every `command_poll_ms` it asks its own read connection whether anything
+changed (storage's `ChangeWatch`: `PRAGMA data_version` on SQLite, the
+NOTIFY of a trigger on `commands` on PostgreSQL), so while nothing changed
+the poll costs no query. New
 `pending` rows are claimed through the DbWriter (the only writer), which
 hands them to core; `cancel_requested` rows go to core once each.
 """
@@ -16,7 +17,7 @@ from actors.base import GatewayActor
 from actors.db_writer import ClaimCommands, command_state
 from actors.messages import CancelsRequested, CommandsRequested, Deadline, ReloadCommands, Schedule
 from storage import commands as command_repo
-from storage.db import DatabaseBusy, data_version, open_reader
+from storage.db import ChangeWatch, DatabaseBusy, open_reader
 
 CLAIM_LIMIT = 500
 
@@ -33,13 +34,14 @@ class CommandFeed(GatewayActor):
         self.scheduler = scheduler
         self.channel = channel
         self.reader = None
-        self.last_version: int | None = None
+        self.watch: ChangeWatch | None = None
         self.reported_cancels: set[int] = set()
         self.polls = 0
         self.queries = 0
 
     def on_start(self) -> None:
-        self.reader = open_reader(self.settings.db_path, busy_timeout_ms=self.settings.db_busy_timeout_ms)
+        self.reader = open_reader(self.settings.database, busy_timeout_ms=self.settings.db_busy_timeout_ms)
+        self.watch = ChangeWatch(self.reader, "commands")
         self._next(time.time())
 
     def on_stop(self) -> None:
@@ -64,16 +66,14 @@ class CommandFeed(GatewayActor):
 
     def poll(self) -> None:
         self.polls += 1
-        version = data_version(self.reader)
-        if version == self.last_version:
+        if not self.watch.changed():
             return
         self.queries += 1
-        self.last_version = version
         pending = command_repo.pending_commands(CLAIM_LIMIT, db=self.reader)
         if pending:
             self.writer.tell(ClaimCommands(tuple(r.id for r in pending)))
         if len(pending) >= CLAIM_LIMIT:
-            self.last_version = None  # more to take: look again next time
+            self.watch.again()  # more to take: look again next time
         cancels = command_repo.cancel_requested(db=self.reader)
         current = {r.id for r in cancels}
         new = [(r.device_uuid, r.id) for r in cancels if r.id not in self.reported_cancels]
@@ -93,4 +93,4 @@ class CommandFeed(GatewayActor):
 
     def state(self) -> dict:
         return {"poll_ms": self.settings.command_poll_ms, "polls": self.polls, "queries": self.queries,
-                "data_version": self.last_version, "cancels_waiting": len(self.reported_cancels)}
+                "data_version": self.watch.version if self.watch else None, "cancels_waiting": len(self.reported_cancels)}

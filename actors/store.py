@@ -1,4 +1,4 @@
-"""The store process: everything that touches SQLite.
+"""The store process: everything that touches the database.
 
 A slow disk or a Config App holding the write lock stalls only this process,
 never MQTT I/O. Actors start in a fixed order; the channel reader hands each
@@ -38,7 +38,7 @@ from actors.retention import Retention
 from actors.scheduler import Scheduler
 from storage import commands as command_repo
 from storage import devices as device_repo
-from storage.db import close_database, open_database
+from storage.db import close_database, describe_location, open_database
 
 logger = logging.getLogger("autocore.store")
 
@@ -66,7 +66,7 @@ class Store:
 
     def start(self) -> None:
         s = self.settings
-        open_database(s.db_path, synchronous=s.db_synchronous, busy_timeout_ms=s.db_busy_timeout_ms,
+        open_database(s.database, synchronous=s.db_synchronous, busy_timeout_ms=s.db_busy_timeout_ms,
                       autocheckpoint=False, register_devices=s.config_app_register,
                       wal_limit_bytes=int(s.db_wal_max_mb * 1024 * 1024))
         self.refs["Scheduler"] = scheduler = Scheduler.start("store")
@@ -80,7 +80,7 @@ class Store:
         close_database_connection_of_this_thread()
         self.channel.start_reader(self.on_core_message)
         self.channel.send(ready)
-        logger.info("database %s open: %d devices known, %d commands in flight", s.db_path,
+        logger.info("database %s open: %d devices known, %d commands in flight", describe_location(s.database)[1],
                     len(ready.devices), len(ready.commands))
 
     def on_core_message(self, message: Any) -> None:

@@ -93,6 +93,7 @@ def test_query_filters_and_order(db):
     assert telemetry.query("nobody") == []
 
 
+@pytest.mark.sqlite_only  # SQLite's query planner (EXPLAIN QUERY PLAN)
 def test_query_uses_the_device_time_index(db):
     plan = " ".join(
         str(r[-1]) for r in db.execute_sql(
@@ -115,6 +116,7 @@ def test_prune_older_than(db):
     assert telemetry.prune_older_than(50.0) == 0
 
 
+@pytest.mark.sqlite_only  # the size limit counts SQLite pages (AUTOCORE_DB_MAX_MB is SQLite's)
 def test_prune_to_size_removes_oldest_until_small_enough(db):
     for b in range(10):
         telemetry.insert_rows(db, [row(seq=b * 2000 + i, ts=float(b * 2000 + i), raw=b"x" * 100) for i in range(2000)])
@@ -129,12 +131,14 @@ def test_prune_to_size_removes_oldest_until_small_enough(db):
     assert telemetry.prune_to_size(target) == 0
 
 
+@pytest.mark.sqlite_only  # the size limit counts SQLite pages (AUTOCORE_DB_MAX_MB is SQLite's)
 def test_prune_to_size_with_nothing_left_to_prune_stops(db):
     telemetry.insert_rows(db, [row(seq=i) for i in range(10)])
     assert telemetry.prune_to_size(1) == 10
     assert telemetry.count() == 0
 
 
+@pytest.mark.sqlite_only  # the size limit counts SQLite pages (AUTOCORE_DB_MAX_MB is SQLite's)
 def test_prune_to_size_max_rows(db):
     telemetry.insert_rows(db, [row(seq=i) for i in range(100)])
     assert telemetry.prune_to_size(1, batch=30, max_rows=50) == 50
