@@ -1,7 +1,9 @@
-"""Storage: the SQLite database shared with the Config App.
+"""Storage: the SQLite database shared with the Config App, or a
+PostgreSQL server (`AUTOCORE_DB_URL`).
 
 `storage.db` opens it (pragmas, migrations) and binds the `database`
-proxy; the repositories `storage.devices`, `storage.events`,
+proxy; `storage.url` says which engine a location means and
+`storage.postgres` holds what differs on PostgreSQL; the repositories `storage.devices`, `storage.events`,
 `storage.telemetry` and `storage.commands` take and return plain values
 (frozen dataclasses), never peewee model instances. Imports only protocol/.
 """
