@@ -142,3 +142,11 @@ def test_prune_to_size_with_nothing_left_to_prune_stops(db):
 def test_prune_to_size_max_rows(db):
     telemetry.insert_rows(db, [row(seq=i) for i in range(100)])
     assert telemetry.prune_to_size(1, batch=30, max_rows=50) == 50
+
+
+def test_rows_get_ids_in_the_order_given(db):
+    # Retention relies on ids growing with arrival (received_at).
+    telemetry.insert_rows(db, [row(seq=s) for s in (5, 3, 9, 1)])
+    telemetry.insert_rows(db, [row(seq=s) for s in (3, 2, 8)])  # 3 repeats: skipped
+    ids_and_seqs = [(r.id, r.seq) for r in telemetry.query("d1", limit=10)]
+    assert [seq for _, seq in sorted(ids_and_seqs)] == [5, 3, 9, 1, 2, 8]
