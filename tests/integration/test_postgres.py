@@ -12,8 +12,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from tests.integration.devices import decode
 from tests.integration.helpers import PgDb, Stream
 from tests.integration.test_commands import LONG, online_device
@@ -24,25 +22,11 @@ from tests.support.gateway import ROOT
 from tests.support.postgres import free_port
 
 
-@pytest.fixture
-def db(pg_url):
-    """The test's PostgreSQL database as another program sees it (this
-    replaces the SQLite `db` fixture of tests/integration/conftest.py)."""
-    d = PgDb(pg_url)
-    yield d
-    d.close()
+ENGINES = ("postgresql",)
 
 
-@pytest.fixture
-def pg_gateways(pg_url, gateways):  # this order: the gateways stop before the database is dropped
-    def make(start: bool = True, **settings):
-        return gateways(start=start, db_url=pg_url, **settings)
-
-    return make
-
-
-def test_telemetry_is_stored_once_however_often_it_arrives(pg_gateways, db, devices):
-    gw = pg_gateways()
+def test_telemetry_is_stored_once_however_often_it_arrives(gateways, db, devices):
+    gw = gateways()
     assert any("database postgresql://" in line for line in gw.lines), gw.lines[-10:]
     dev = devices()
     dev.publish("telemetry", FULL_TELEMETRY)
@@ -54,9 +38,9 @@ def test_telemetry_is_stored_once_however_often_it_arrives(pg_gateways, db, devi
     assert [r for r in stored(db, dev.uuid) if r[0] is not None][:len(FULL_ROWS)] == FULL_ROWS
 
 
-def test_kill_9_mid_stream_then_the_brokers_redelivery_is_stored_once(pg_gateways, gateways, db, broker):
+def test_kill_9_mid_stream_then_the_brokers_redelivery_is_stored_once(gateways, db, broker):
     n = 3000
-    gw = pg_gateways()
+    gw = gateways()
     uuid = "pg-stream-kill"
     stream = Stream(broker.port, uuid, n, pause_every=100, pause_s=0.03).start()
     try:
@@ -66,15 +50,15 @@ def test_kill_9_mid_stream_then_the_brokers_redelivery_is_stored_once(pg_gateway
         assert db.count(uuid) < n, "everything was stored before the kill; nothing was cut"
         gateways.allow_tracebacks = True  # a killed process may leave half a line
         stream.wait(60)
-        pg_gateways()  # the same database, the same persistent session: the broker redelivers
+        gateways()  # the same database, the same persistent session: the broker redelivers
         wait_until(lambda: db.count(uuid) >= n, 60, what=f"all {n} messages stored after the restart")
         assert_each_seq_once(db, uuid, n)
     finally:
         stream.stop()
 
 
-def test_a_command_written_into_commands_is_delivered_and_finished(pg_gateways, db, devices):
-    pg_gateways()
+def test_a_command_written_into_commands_is_delivered_and_finished(gateways, db, devices):
+    gateways()
     dev = online_device(devices, db)
     inserted_at = time.time()
     cid = db.insert_command(dev.uuid, "relay_control", {"relay_id": 2, "state": True}, timeout=LONG)

@@ -151,3 +151,18 @@ def peewee_db(url: str):
     from storage.url import parse_location
 
     return PostgresDatabase(parse_location(url))
+
+
+def test_a_lost_connection_is_no_unstorable_value(db, db_url, pg_cluster):
+    # The writer leaves out (and acknowledges) what raises an "unstorable"
+    # error: a server that went away must never look like one.
+    from storage.db import unstorable_errors
+
+    telemetry.insert_rows(db, [row(seq=1)])
+    pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+    with pg_cluster.admin() as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    for attempt in range(2):  # the first call finds the connection dead, the second its closed remains
+        with pytest.raises(peewee.PeeweeException) as caught:
+            telemetry.insert_rows(db, [row(seq=2 + attempt)])
+        assert not isinstance(caught.value, unstorable_errors()), repr(caught.value)
