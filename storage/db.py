@@ -44,7 +44,7 @@ from typing import Iterator
 import peewee
 from peewee import DatabaseProxy, Node, SqliteDatabase
 
-from storage.url import POSTGRESQL, SQLITE, DatabaseTarget, parse_location
+from storage.url import POSTGRESQL, SQLITE, parse_location
 
 log = logging.getLogger(__name__)
 

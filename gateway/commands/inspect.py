@@ -3,7 +3,6 @@ control socket of the running gateway."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any, Callable

@@ -13,7 +13,7 @@ import sys
 import time
 
 from tests.integration.devices import decode
-from tests.integration.helpers import PgDb, Stream
+from tests.integration.helpers import Stream
 from tests.integration.test_commands import LONG, online_device
 from tests.integration.test_durability import assert_each_seq_once
 from tests.integration.test_telemetry import FULL_ROWS, FULL_TELEMETRY, stored
