@@ -164,7 +164,8 @@ def run_store(settings: Any, channel_fd: int) -> int:
     try:
         store.start()
     except Exception as exc:
-        logger.error("store could not start: %s", exc)
+        # One line: a driver's message (libpq's) may span several.
+        logger.error("store could not start: %s", " ".join(str(exc).split()) or type(exc).__name__)
         pykka.ActorRegistry.stop_all(timeout=1.0)
         return 1
     while not store.done.wait(0.2):
