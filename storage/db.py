@@ -333,10 +333,6 @@ def describe_location(location: str) -> tuple[str, str]:
     return target.engine, target.display
 
 
-def is_sqlite(location: str) -> bool:
-    return parse_location(location).engine == SQLITE
-
-
 def database_exists(location: str) -> bool:
     """False for a SQLite file not created yet (the CLI says so instead
     of creating an empty one); a server is assumed to be there."""
@@ -362,9 +358,7 @@ def check_reachable(location: str, timeout_s: float = 5.0) -> None:
             pg_check(target, timeout_s)
         else:
             _make_parent(target.path)
-            import sqlite3 as _sqlite3
-
-            _sqlite3.connect(target.path, timeout=timeout_s).close()
+            sqlite3.connect(target.path, timeout=timeout_s).close()
     except Exception as exc:  # any driver's error: reported, not raised on
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise DatabaseUnreachable(f"cannot reach the database {target.display}: {text}") from None

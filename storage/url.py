@@ -31,10 +31,6 @@ class DatabaseTarget:
     params: Mapping[str, Any] = field(default_factory=dict)  # PostgreSQL connection parameters
     display: str = ""  # the location without its password, for logs and `gateway config show`
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.engine == SQLITE
-
 
 def parse_location(location: str) -> DatabaseTarget:
     """The target of a URL or a plain SQLite path; ValueError (a message a

@@ -150,3 +150,16 @@ def test_rows_get_ids_in_the_order_given(db):
     telemetry.insert_rows(db, [row(seq=s) for s in (3, 2, 8)])  # 3 repeats: skipped
     ids_and_seqs = [(r.id, r.seq) for r in telemetry.query("d1", limit=10)]
     assert [seq for _, seq in sorted(ids_and_seqs)] == [5, 3, 9, 1, 2, 8]
+
+
+def test_rows_after_walks_a_devices_new_rows_in_stored_order(db):
+    # What `gateway telemetry --follow` reads, on either engine.
+    telemetry.insert_rows(db, [row(seq=1), row(device="d2", seq=1), row(seq=2, metric="x")])
+    first = telemetry.last_id()
+    telemetry.insert_rows(db, [row(seq=3), row(seq=4, metric="x", ts=50.0), row(device="d2", seq=2)])
+    assert [r.seq for r in telemetry.rows_after(0, "d1")] == [1, 2, 3, 4]
+    assert [r.seq for r in telemetry.rows_after(first, "d1")] == [3, 4]
+    assert [r.seq for r in telemetry.rows_after(0, "d1", metric="x")] == [2, 4]
+    assert [r.seq for r in telemetry.rows_after(0, "d1", since=60.0)] == [1, 2, 3]
+    assert [r.seq for r in telemetry.rows_after(0, "d1", limit=2)] == [1, 2]
+    assert telemetry.last_id() == first + 3
