@@ -15,11 +15,14 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
-# Mosquitto (broker for tests and `make run`) and runit (supervision tests).
+# Mosquitto (broker for tests and `make run`), runit (supervision tests) and
+# PostgreSQL (the tests and bench-storage start throw-away clusters of it
+# with initdb; the Debian package's own cluster is not used).
 system-deps:
-	@if [ ! -x /usr/sbin/mosquitto ] || ! command -v runsv >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1; then \
-		echo "installing mosquitto, mosquitto-clients and runit with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients runit >/dev/null; \
+	@if [ ! -x /usr/sbin/mosquitto ] || ! command -v runsv >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1 \
+		|| ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing mosquitto, mosquitto-clients, runit and postgresql with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients runit postgresql >/dev/null; \
 	fi
 
 # The type check first (protocol/, storage/, actors/: setup.cfg [mypy]), then the suite.
@@ -30,8 +33,9 @@ test: system-deps $(STAMP)
 run: system-deps $(STAMP)
 	$(PY) -m simulator.demo
 
-# The storage insert path (rows/s) and the protocol path (decode -> validate -> rows).
-bench-storage: $(STAMP)
+# The storage insert path (rows/s, SQLite and a throw-away PostgreSQL) and the
+# protocol path (decode -> validate -> rows).
+bench-storage: system-deps $(STAMP)
 	$(PY) -m bench.storage
 	$(PY) -m bench.protocol_bench
 

@@ -15,19 +15,20 @@ at once.
 A checkpoint that fails (the Config App holds a lock, the disk is full, the
 WAL cannot grow) is reported, never fatal: counted, logged when failures
 start and then once a minute with a count, shown in `gateway inspect`, and
-tried again next round.
+tried again next round. The SQLite calls live in storage/checkpoint.py; on
+PostgreSQL, which checkpoints by itself, they do nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from typing import Any
 
 from actors.base import GatewayActor
 from actors.messages import Deadline, Schedule
-from storage.db import free_disk_bytes
+from storage.checkpoint import open_checkpointer
+from storage.db import database_errors, free_disk_bytes
 
 logger = logging.getLogger("autocore.db")
 
@@ -40,14 +41,14 @@ class Checkpointer(GatewayActor):
 
     def __init__(self, settings: Any, scheduler: Any) -> None:
         super().__init__()
-        self.path = settings.db_path
+        self.path = settings.database
         self.busy_timeout_s = settings.db_busy_timeout_ms / 1000.0
         self.interval_s = settings.db_checkpoint_ms / 1000.0
         self.wal_max_bytes = int(settings.db_wal_max_mb * 1024 * 1024)
         self.settings = settings
         self.reserve_bytes = int(float(getattr(settings, "db_reserve_mb", 0.0)) * 1024 * 1024)
         self.scheduler = scheduler
-        self.conn: sqlite3.Connection | None = None
+        self.conn: Any = None
         self.page_size = 4096
         self.last_ms = 0.0
         self.max_ms = 0.0
@@ -58,20 +59,16 @@ class Checkpointer(GatewayActor):
         self._unlogged = 0
 
     def on_start(self) -> None:
-        self.conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
-                                    check_same_thread=False)
+        self.errors = database_errors() + (OSError,)
+        self.conn = open_checkpointer(self.path, self.busy_timeout_s)
         try:
-            self.page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
-        except sqlite3.Error as exc:
+            self.page_size = self.conn.page_size()
+        except self.errors as exc:
             self._failed(exc)
         self._next()
 
     def on_stop(self) -> None:
         if self.conn is not None:
-            try:
-                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # leave little behind
-            except sqlite3.Error:
-                pass
             self.conn.close()
 
     def _next(self) -> None:
@@ -81,7 +78,7 @@ class Checkpointer(GatewayActor):
         if isinstance(message, Deadline):
             try:
                 self.checkpoint()
-            except (sqlite3.Error, OSError) as exc:  # the next round tries again
+            except self.errors as exc:  # the next round tries again
                 self._failed(exc)
             else:
                 self._succeeded()
@@ -112,12 +109,12 @@ class Checkpointer(GatewayActor):
     def checkpoint(self) -> None:
         assert self.conn is not None
         started = time.perf_counter()
-        busy, log_pages, copied = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        busy, log_pages, copied = self.conn.passive()
         self.counters["passive"] += 1
         self.wal_pages = max(log_pages, 0)
         if busy == 0 and log_pages > 0 and copied == log_pages and self._short_of_space():
             # Everything is copied: truncating waits only for the writer's current commit.
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.conn.truncate()
             self.counters["truncated"] += 1
             self.wal_pages = 0
         self.last_ms = (time.perf_counter() - started) * 1000.0
@@ -128,7 +125,7 @@ class Checkpointer(GatewayActor):
         its file is disk the database no longer needs."""
         if self.reserve_bytes <= 0:
             return False
-        free = free_disk_bytes(self.settings.db_path)
+        free = free_disk_bytes(self.settings.database)
         return free is not None and free < self.reserve_bytes
 
     def summary(self) -> str:

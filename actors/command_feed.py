@@ -1,8 +1,9 @@
 """CommandFeed: picks up what the Config App writes into `commands`.
 
-Every `command_poll_ms` it asks SQLite for `PRAGMA data_version` on its own
-read connection; the number changes only when another connection commits,
-so while nothing changed the poll costs one pragma and no query. New
+Every `command_poll_ms` it asks its own read connection whether anything
+changed (storage's `ChangeWatch`: `PRAGMA data_version` on SQLite, the
+NOTIFY of a trigger on `commands` on PostgreSQL), so while nothing changed
+the poll costs no query. New
 `pending` rows are claimed through the DbWriter (the only writer), which
 hands them to core; `cancel_requested` rows go to core once each.
 """
@@ -16,7 +17,7 @@ from actors.base import GatewayActor
 from actors.db_writer import command_state
 from actors.messages import CancelsRequested, ClaimCommands, CommandsRequested, Deadline, ReloadCommands, Schedule
 from storage import commands as command_repo
-from storage.db import DatabaseBusy, data_version, open_reader
+from storage.db import ChangeWatch, DatabaseBusy, open_reader
 
 CLAIM_LIMIT = 500
 
@@ -33,15 +34,16 @@ class CommandFeed(GatewayActor):
         self.scheduler = scheduler
         self.channel = channel
         self.reader = None
-        self.last_version: int | None = None
+        self.watch: ChangeWatch | None = None
         self.reported_cancels: set[int] = set()
         self._counts: dict[str, int] = {}
-        self._counted_version: int | None = None
+        self._count_watch: ChangeWatch | None = None
         self.polls = 0
         self.queries = 0
 
     def on_start(self) -> None:
-        self.reader = open_reader(self.settings.db_path, busy_timeout_ms=self.settings.db_busy_timeout_ms)
+        self.reader = open_reader(self.settings.database, busy_timeout_ms=self.settings.db_busy_timeout_ms)
+        self.watch = ChangeWatch(self.reader, "commands")
         self._next(time.time())
 
     def on_stop(self) -> None:
@@ -66,16 +68,15 @@ class CommandFeed(GatewayActor):
 
     def poll(self) -> None:
         self.polls += 1
-        version = data_version(self.reader)
-        if version == self.last_version:
+        assert self.watch is not None, "poll() before on_start()"
+        if not self.watch.changed():
             return
         self.queries += 1
-        self.last_version = version
         pending = command_repo.pending_commands(CLAIM_LIMIT, db=self.reader)
         if pending:
             self.writer.tell(ClaimCommands(tuple(r.id for r in pending)))
         if len(pending) >= CLAIM_LIMIT:
-            self.last_version = None  # more to take: look again next time
+            self.watch.again()  # more to take: look again next time
         cancels = command_repo.cancel_requested(db=self.reader)
         current = {r.id for r in cancels}
         new = [(r.device_uuid, r.id) for r in cancels if r.id not in self.reported_cancels]
@@ -95,18 +96,19 @@ class CommandFeed(GatewayActor):
 
     def state(self) -> dict:
         return {"poll_ms": self.settings.command_poll_ms, "polls": self.polls, "queries": self.queries,
-                "data_version": self.last_version, "cancels_waiting": len(self.reported_cancels),
-                "by_status": self._by_status()}
+                "data_version": self.watch.version if self.watch else None,
+                "cancels_waiting": len(self.reported_cancels), "by_status": self._by_status()}
 
     def _by_status(self) -> dict[str, int]:
-        """Commands per state, counted again only when the database changed."""
+        """Commands per state, counted again only when the table changed
+        (a watch of its own: the poll's must not be consumed here)."""
         if self.reader is None:
             return {}
+        if self._count_watch is None:
+            self._count_watch = ChangeWatch(self.reader, "commands")
         try:
-            version = data_version(self.reader)
-            if version != self._counted_version:
+            if self._count_watch.changed():
                 self._counts = command_repo.count_by_status(db=self.reader)
-                self._counted_version = version
         except DatabaseBusy:
-            pass  # the last counts stand
+            self._count_watch.again()  # the last counts stand; count next time
         return dict(self._counts)

@@ -17,12 +17,9 @@ restart.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections import deque
 from typing import Any
-
-import peewee
 
 from actors.base import GatewayActor
 from actors.messages import (
@@ -44,7 +41,15 @@ from storage import commands as command_repo
 from storage import devices as device_repo
 from storage import events as event_repo
 from storage import telemetry as telemetry_repo
-from storage.db import DatabaseBusy, DatabaseFull, database, free_disk_bytes, write_transaction
+from storage.db import (
+    DatabaseBusy,
+    DatabaseFull,
+    database,
+    describe_location,
+    free_disk_bytes,
+    unstorable_errors,
+    write_transaction,
+)
 
 logger = logging.getLogger("autocore.db")
 
@@ -53,8 +58,7 @@ BUSY_RETRY_S = 0.2
 # Errors that say "this value cannot be stored", not "the database is in
 # trouble" (an I/O error still stops the writer, a full disk stalls it:
 # either way nothing is acknowledged that was not stored).
-UNSTORABLE = (OverflowError, TypeError, ValueError, sqlite3.InterfaceError, sqlite3.IntegrityError,
-              sqlite3.DataError, peewee.InterfaceError, peewee.IntegrityError, peewee.DataError)
+UNSTORABLE = unstorable_errors()
 
 
 def _mb(n: int | None) -> float | None:
@@ -136,7 +140,7 @@ class DbWriter(GatewayActor):
                 self._tell_core(time.time())
 
     def _tell_core(self, now: float) -> None:
-        self.channel.send(StoreHealth(self.stall.state, self.stall.reason, self.stall.since, free_disk_bytes(self.settings.db_path)))
+        self.channel.send(StoreHealth(self.stall.state, self.stall.reason, self.stall.since, free_disk_bytes(self.settings.database)))
 
     # -- batches -----------------------------------------------------------
 
@@ -287,7 +291,7 @@ class DbWriter(GatewayActor):
         return {
             "store": self.stall.snapshot(now) | {"waiting_batches": len(self.waiting),
                                                  "waiting_rows": sum(len(b.rows) for b in self.waiting),
-                                                 "disk_free_mb": _mb(free_disk_bytes(self.settings.db_path))},
+                                                 "disk_free_mb": _mb(free_disk_bytes(self.settings.database))},
             "batches": self.batches,
             "rows_inserted": self.rows_inserted,
             "rows_repeated": self.rows_repeated,
@@ -297,5 +301,6 @@ class DbWriter(GatewayActor):
                 "mean": round(self.commit_ms_total / self.batches, 2) if self.batches else 0.0,
                 "histogram": self.commit_hist.snapshot(),
             },
-            "db_path": self.settings.db_path,
+            "db_path": describe_location(self.settings.database)[1],
+            "db_engine": describe_location(self.settings.database)[0],
         }

@@ -33,18 +33,15 @@ received, and a run costs what there is to delete plus one window.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from typing import Any
-
-import peewee
 
 from actors.base import GatewayActor
 from actors.messages import Deadline, Schedule
 from actors.rules.reserve import Reserve
 from storage import events as event_repo
 from storage import telemetry as telemetry_repo
-from storage.db import DatabaseBusy, database, free_disk_bytes
+from storage.db import DatabaseBusy, database, database_errors, free_disk_bytes
 from storage.models import Telemetry
 
 logger = logging.getLogger("autocore.retention")
@@ -52,6 +49,7 @@ logger = logging.getLogger("autocore.retention")
 DAY_S = 86400.0
 MB = 1024 * 1024
 RESERVE_KEY = "retention-reserve"
+DB_ERRORS = database_errors()
 
 
 class Retention(GatewayActor):
@@ -106,6 +104,10 @@ class Retention(GatewayActor):
         return self.days > 0 or self.max_bytes > 0
 
     def on_start(self) -> None:
+        if self.max_bytes > 0 and not telemetry_repo.size_limit_applies():
+            logger.warning("AUTOCORE_DB_MAX_MB is ignored: this database cannot tell a size its deletes shrink "
+                           "(a PostgreSQL server's disk is its own; AUTOCORE_RETENTION_DAYS still applies)")
+            self.max_bytes = 0
         if self.enabled:
             self._wake(time.time() + self.first_delay_s)
         if self.reserve.enabled:
@@ -134,7 +136,7 @@ class Retention(GatewayActor):
     def reserve_step(self, now: float) -> float:
         """Check the reserve; prune one batch if short. Returns when to
         check again (soon while short)."""
-        disk_free = free_disk_bytes(self.settings.db_path)
+        disk_free = free_disk_bytes(self.settings.database)
         if disk_free is None:
             return now + self.reserve_check_s
         try:
@@ -159,7 +161,7 @@ class Retention(GatewayActor):
             self.counters["pruned_for_reserve"] += removed
         except DatabaseBusy:
             self.counters["busy"] += 1
-        except (peewee.PeeweeException, sqlite3.Error) as exc:  # a full disk included: try again later
+        except DB_ERRORS as exc:  # a full disk included: try again later
             self.counters["errors"] += 1
             logger.error("pruning for the free-space reserve failed: %s: %s", type(exc).__name__, exc)
             return now + self.reserve_check_s
@@ -171,7 +173,7 @@ class Retention(GatewayActor):
                   "pruned": self.reserve.pruned_this_shortage}
         try:
             event_repo.append_events([(self.settings.gateway_id, now, "disk_reserve", detail)])
-        except (peewee.PeeweeException, sqlite3.Error) as exc:
+        except DB_ERRORS as exc:
             logger.error("could not record the disk_reserve event: %s", exc)
 
     # -- one step: at most one delete transaction ---------------------------
@@ -189,7 +191,7 @@ class Retention(GatewayActor):
             self.counters["busy"] += 1
             self._wake(time.time() + max(self.pause_s, 1.0))
             return True
-        except (peewee.PeeweeException, sqlite3.Error) as exc:
+        except DB_ERRORS as exc:
             # A damaged or missing table, a full disk: give this run up, log
             # it, and try again at the next interval rather than stop pruning.
             self.counters["errors"] += 1

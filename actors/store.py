@@ -1,4 +1,4 @@
-"""The store process: everything that touches SQLite.
+"""The store process: everything that touches the database.
 
 A slow disk or a Config App holding the write lock stalls only this process,
 never MQTT I/O. Actors start in a fixed order; the channel reader hands each
@@ -38,7 +38,7 @@ from actors.retention import Retention
 from actors.scheduler import Scheduler
 from storage import commands as command_repo
 from storage import devices as device_repo
-from storage.db import close_database, open_database
+from storage.db import close_database, describe_location, open_database
 from storage.migrations import migrate
 
 logger = logging.getLogger("autocore.store")
@@ -67,7 +67,7 @@ class Store:
 
     def start(self) -> None:
         s = self.settings
-        open_database(s.db_path, synchronous=s.db_synchronous, busy_timeout_ms=s.db_busy_timeout_ms,
+        open_database(s.database, synchronous=s.db_synchronous, busy_timeout_ms=s.db_busy_timeout_ms,
                       autocheckpoint=False, register_devices=s.config_app_register,
                       wal_limit_bytes=int(s.db_wal_max_mb * 1024 * 1024))
         migrate()
@@ -82,7 +82,7 @@ class Store:
         close_database_connection_of_this_thread()
         self.channel.start_reader(self.on_core_message)
         self.channel.send(ready)
-        logger.info("database %s open: %d devices known, %d commands in flight", s.db_path,
+        logger.info("database %s open: %d devices known, %d commands in flight", describe_location(s.database)[1],
                     len(ready.devices), len(ready.commands))
 
     def on_core_message(self, message: Any) -> None:
@@ -166,7 +166,8 @@ def run_store(settings: Any, channel_fd: int) -> int:
     try:
         store.start()
     except Exception as exc:
-        logger.error("store could not start: %s", exc)
+        # One line: a driver's message (libpq's) may span several.
+        logger.error("store could not start: %s", " ".join(str(exc).split()) or type(exc).__name__)
         pykka.ActorRegistry.stop_all(timeout=1.0)
         return 1
     while not store.done.wait(0.2):

@@ -49,9 +49,19 @@ def run(loaded: LoadedSettings) -> None:
     from actors.logs import setup_logging
     from gateway.launcher import run as launch
 
+    from storage.db import DatabaseUnreachable, check_reachable
+
     s = loaded.settings
     setup_logging(s.log_level, s.log_format, "launcher")
-    logging.getLogger("autocore.launcher").info("starting: broker %s:%s, database %s", s.mqtt_host, s.mqtt_port, s.db_path)
+    try:
+        # Before any process starts: an unreachable server is one line and
+        # a non-zero exit (runit tries again), not two tracebacks.
+        check_reachable(s.database)
+    except DatabaseUnreachable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_RUNTIME)
+    logging.getLogger("autocore.launcher").info("starting: broker %s:%s, database %s", s.mqtt_host, s.mqtt_port,
+                                                s.database_shown)
     sys.exit(launch(s))
 
 

@@ -50,6 +50,16 @@ def _prefix(v: str) -> str | None:
     return None
 
 
+def _db_url(v: str) -> str | None:
+    from storage.url import parse_location
+
+    try:
+        parse_location(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def parse_periods(text: str) -> dict[str, float]:
     """`esp32_relay=30,display=5` → {"esp32_relay": 30.0, "display": 5.0}."""
     periods: dict[str, float] = {}
@@ -95,7 +105,10 @@ class Settings:
     topic_prefix: str = setting("autocore", "topic prefix of the v1 protocol", _prefix)
 
     # Files
-    db_path: str = setting("var/autocore.db", "SQLite database file shared with the Config App")
+    db_url: str | None = setting(
+        None, "database URL: sqlite:///FILE or postgresql://USER[:PASSWORD]@HOST:PORT/DB (wins over db_path)",
+        _db_url)
+    db_path: str = setting("var/autocore.db", "SQLite database file shared with the Config App (unless db_url)")
     db_synchronous: str = setting("NORMAL", "SQLite synchronous pragma", _one_of("NORMAL", "FULL"))
     db_busy_timeout_ms: int = setting(5000, "how long a write waits for another connection's lock", _positive)
     db_checkpoint_ms: int = setting(1000, "how often the write-ahead log is copied into the database", _positive)
@@ -150,6 +163,19 @@ class Settings:
     @property
     def fw22_period_map(self) -> dict[str, float]:
         return parse_periods(self.fw22_periods)
+
+    @property
+    def database(self) -> str:
+        """Where the database is, as storage/ takes it: the URL if given,
+        else the SQLite file."""
+        return self.db_url or self.db_path
+
+    @property
+    def database_shown(self) -> str:
+        """The database for messages: the URL without its password, or the file."""
+        from storage.url import redact
+
+        return redact(self.database)
 
     @property
     def socket_path(self) -> str:
@@ -277,5 +303,9 @@ def describe(loaded: LoadedSettings) -> list[tuple[str, str, str]]:
     for f in SETTING_FIELDS:
         value = getattr(loaded.settings, f.name)
         shown = "***" if f.metadata.get("secret") and value else ("" if value is None else str(value))
+        if f.name == "db_url" and value:
+            from storage.url import redact
+
+            shown = redact(value)
         rows.append((env_name(f.name), shown, loaded.sources[f.name]))
     return rows

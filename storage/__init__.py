@@ -1,7 +1,10 @@
-"""Storage: the SQLite database shared with the Config App.
+"""Storage: the SQLite database shared with the Config App, or a
+PostgreSQL server (`AUTOCORE_DB_URL`).
 
 `storage.db` opens it (pragmas) and binds the `database` proxy,
-`storage.migrations.migrate` brings its schema up to date; the repositories `storage.devices`, `storage.events`,
+`storage.migrations.migrate` brings its schema up to date; `storage.url`
+says which engine a location means and `storage.postgres` holds what
+differs on PostgreSQL; the repositories `storage.devices`, `storage.events`,
 `storage.telemetry` and `storage.commands` take and return plain values
 (frozen dataclasses), never peewee model instances. Imports only protocol/.
 """

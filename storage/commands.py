@@ -109,18 +109,18 @@ def claim(ids: Iterable[int], now: float, *, default_ttl_s: float | None = None)
     if not wanted:
         return []
     pending = Command.status == S.PENDING.value
-    values: dict[Any, Any] = {Command.status: S.QUEUED.value, Command.created_at: fn.IFNULL(Command.created_at, now)}
+    values: dict[Any, Any] = {Command.status: S.QUEUED.value, Command.created_at: fn.COALESCE(Command.created_at, now)}
     if default_ttl_s is not None:
-        values[Command.expires_at] = fn.IFNULL(Command.expires_at, fn.IFNULL(Command.created_at, now) + default_ttl_s)
+        values[Command.expires_at] = fn.COALESCE(Command.expires_at, fn.COALESCE(Command.created_at, now) + default_ttl_s)
     claimed: list[int] = []
-    # IMMEDIATE: the write lock is ours from the first SELECT, so the rows
-    # read as pending are still pending when updated.
+    # One UPDATE ... RETURNING per chunk: the rows it reports are exactly
+    # the ones it moved, on SQLite (which holds the write lock anyway) and
+    # on PostgreSQL, where a row cancelled by another client between a
+    # SELECT and the UPDATE would otherwise be reported as claimed.
     with write_transaction():
         for chunk in chunked(wanted, _CHUNK):
-            ids_here = [i for (i,) in Command.select(Command.id).where(Command.id.in_(chunk) & pending).tuples()]
-            if ids_here:
-                Command.update(values).where(Command.id.in_(ids_here) & pending).execute()
-                claimed += ids_here
+            query = Command.update(values).where(Command.id.in_(chunk) & pending).returning(Command.id)
+            claimed += [i for (i,) in query.tuples().execute()]
         records = []
         for chunk in chunked(sorted(claimed), _CHUNK):
             records += _records(Command.select().where(Command.id.in_(chunk)).order_by(Command.id))

@@ -20,7 +20,8 @@ The gateway never creates, alters or drops these tables. Whether they
 exist is looked up again whenever `PRAGMA schema_version` changes (one
 cheap read per transaction), so tables the Config App creates while the
 gateway runs are noticed at the next batch. Nothing above storage/ knows
-any of this exists.
+any of this exists. The Config App only ever uses SQLite: on PostgreSQL
+these functions find no tables and do nothing.
 
 DATETIME columns hold naive local time as text, `YYYY-MM-DD
 HH:MM:SS.ffffff` (what SQLAlchemy writes for `datetime.now()`): the
@@ -150,7 +151,11 @@ def tables(conn: sqlite3.Connection) -> Tables:
     When `devices` is new to this connection (found at start, or just
     created by the Config App), every device of the registry is projected
     there at once, so none waits for its next message to appear.
-    Call it inside the write transaction, where the schema cannot change."""
+    Call it inside the write transaction, where the schema cannot change.
+    The Config App is a SQLite program: on PostgreSQL there is none.
+    """
+    if not isinstance(conn, sqlite3.Connection):
+        return NONE
     with sqlite_errors():
         version = conn.execute("PRAGMA schema_version").fetchone()[0]
     if _state.conn is conn and _state.schema_version == version:
@@ -415,7 +420,10 @@ def prune_oldest(conn: sqlite3.Connection, count: int) -> int:
 
 def device_names(conn: sqlite3.Connection, uuids: Iterable[str] | None = None) -> dict[str, str]:
     """The name the owner gave each device in the Config App (active rows
-    only, as the Config App shows them); {} without its table."""
+    only, as the Config App shows them); {} without its table (always
+    on PostgreSQL: the Config App is a SQLite program)."""
+    if not isinstance(conn, sqlite3.Connection):
+        return {}
     columns = _columns(conn, DEVICES)
     if not {"id", "uuid", "name"} <= columns:
         return {}

@@ -1,4 +1,13 @@
-"""Opening the SQLite database the gateway shares with the Config App.
+"""Opening the database: the SQLite file the gateway shares with the
+Config App, or a PostgreSQL server (storage/postgres.py).
+
+Where it is comes as a location (storage/url.py): a URL
+(`sqlite:///var/autocore.db`, `postgresql://user@host/autocore`) or a plain
+SQLite path. Everything that differs between the two engines stays in
+storage/; what is above it calls the same functions on both. Each database
+class names its `engine` and renders the few SQL words that differ
+(`now_sql`, `scalar_max` in peewee's context) so models and queries stay
+shared.
 
 One `DatabaseProxy` (`database`) is bound at start-up by `open_database`;
 every model and repository goes through it. peewee keeps one connection per
@@ -33,7 +42,9 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import peewee
-from peewee import DatabaseProxy, SqliteDatabase
+from peewee import DatabaseProxy, Node, SqliteDatabase
+
+from storage.url import POSTGRESQL, SQLITE, parse_location
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +118,11 @@ def sqlite_errors() -> Iterator[None]:
 _SAVEPOINT_ENDS = ("ROLLBACK TO SAVEPOINT", "RELEASE SAVEPOINT")
 
 
+# The current time as REAL epoch seconds, for SQL defaults (unixepoch()
+# needs SQLite 3.38; this works everywhere).
+SQLITE_NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
+
+
 class GatewayDatabase(SqliteDatabase):
     """SqliteDatabase whose lock time-outs raise `DatabaseBusy`.
 
@@ -117,9 +133,16 @@ class GatewayDatabase(SqliteDatabase):
     than failing later (see the module doc); deferred for a reader.
     """
 
+    engine = SQLITE
+
     def __init__(self, *args, begin_lock: str | None = None, **kwargs):
         self._begin_lock = begin_lock
         super().__init__(*args, **kwargs)
+
+    def get_context_options(self):
+        options = super().get_context_options()
+        options.update(now_sql=SQLITE_NOW_SQL, scalar_max="MAX")
+        return options
 
     def begin(self, lock_type=None):
         super().begin(lock_type or self._begin_lock)
@@ -145,7 +168,7 @@ class GatewayDatabase(SqliteDatabase):
 
 
 def open_database(
-    path: str,
+    location: str,
     *,
     synchronous: str = "NORMAL",
     busy_timeout_ms: int = 5000,
@@ -153,9 +176,11 @@ def open_database(
     register_devices: bool = True,
     wal_limit_bytes: int = -1,
 ) -> SqliteDatabase:
-    """Open the writer database at `path` and bind `database` to it. The
-    schema is the caller's to bring up to date (`storage.migrations.migrate`),
-    so this module never imports the models it is below.
+    """Open the writer database at `location` (a URL or a SQLite path) and
+    bind `database` to it. The schema is the caller's to bring up to date
+    (`storage.migrations.migrate`), so this module never imports the models
+    it is below. On PostgreSQL the SQLite-only options (synchronous, WAL) do
+    not apply; `busy_timeout_ms` is its lock_timeout.
 
     Pragmas are applied on every connection peewee opens (one per thread):
     busy_timeout first, so that switching to WAL waits for a lock instead
@@ -171,10 +196,19 @@ def open_database(
         raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {synchronous!r}")
     if busy_timeout_ms <= 0:
         raise ValueError(f"busy_timeout_ms must be greater than 0, got {busy_timeout_ms}")
-    _make_parent(path)
+    target = parse_location(location)
     from storage import config_app
 
     config_app.configure(register=register_devices)
+    if target.engine == POSTGRESQL:
+        from storage.postgres import PostgresDatabase
+
+        db = PostgresDatabase(target, busy_timeout_ms=busy_timeout_ms)
+        database.initialize(db)
+        db.connect(reuse_if_open=True)
+        return db
+    path = target.file
+    _make_parent(path)
     db = GatewayDatabase(
         path,
         timeout=busy_timeout_ms / 1000.0,
@@ -204,15 +238,21 @@ def open_database(
     return db
 
 
-def open_reader(path: str, *, busy_timeout_ms: int = 5000) -> SqliteDatabase:
+def open_reader(location: str, *, busy_timeout_ms: int = 5000) -> peewee.Database:
     """A second, independent connection for a reader (the command poller).
 
     Not bound to `database`: pass it as `db=` to the repositories' read
-    functions, and to `data_version`. `query_only` makes an accidental write
-    through it fail instead of competing with the writer for the lock.
+    functions, and to `data_version`. `query_only` (a read-only session
+    on PostgreSQL) makes an accidental write through it fail instead of
+    competing with the writer.
     """
+    target = parse_location(location)
+    if target.engine == POSTGRESQL:
+        from storage.postgres import PostgresDatabase
+
+        return PostgresDatabase(target, busy_timeout_ms=busy_timeout_ms, read_only=True)
     return GatewayDatabase(
-        path,
+        target.path,
         timeout=busy_timeout_ms / 1000.0,
         pragmas=[("busy_timeout", int(busy_timeout_ms)), ("query_only", 1)],
     )
@@ -237,20 +277,131 @@ def write_transaction(db=None):
 
 
 def data_version(db=None) -> int:
-    """`PRAGMA data_version` of the calling thread's connection to `db`.
+    """A number that changes when the commands may have changed, as seen by
+    the calling thread's connection to `db`: a poller that sees the same
+    number as last time can skip its query.
 
-    It changes only when another connection commits, so a poller that sees
-    the same number as last time can skip its query.
+    SQLite: `PRAGMA data_version`, which changes only when another
+    connection commits (anything). PostgreSQL: the count of notifications
+    from the trigger on `commands` (storage/postgres.py).
     """
     target = database if db is None else db
+    if getattr(target, "engine", SQLITE) == POSTGRESQL:
+        from storage.postgres import change_count
+
+        return change_count(target)
     conn = target if isinstance(target, sqlite3.Connection) else target.connection()
     with sqlite_errors():
         return conn.execute("PRAGMA data_version").fetchone()[0]
 
 
-def free_disk_bytes(path: str) -> int | None:
+class ChangeWatch:
+    """"Has anything changed since I last looked?" for a poller on its own
+    reader connection. `table` "commands" has a cheap signal on both
+    engines (`data_version`); for others PostgreSQL has none, so there
+    every look says yes (the caller's query is an index range scan)."""
+
+    def __init__(self, db, table: str = "commands") -> None:
+        self.db = db
+        self.cheap = table == "commands" or getattr(db, "engine", SQLITE) == SQLITE
+        self.version: int | None = None
+
+    def changed(self) -> bool:
+        if not self.cheap:
+            return True
+        version = data_version(self.db)
+        if version == self.version:
+            return False
+        self.version = version
+        return True
+
+    def again(self) -> None:
+        """Make the next `changed()` say yes (more is waiting)."""
+        self.version = None
+
+
+def describe_location(location: str) -> tuple[str, str]:
+    """(engine, location without password) for logs and `config show`."""
+    target = parse_location(location)
+    return target.engine, target.display
+
+
+def database_exists(location: str) -> bool:
+    """False for a SQLite file not created yet (the CLI says so instead
+    of creating an empty one); a server is assumed to be there."""
+    target = parse_location(location)
+    if target.engine != SQLITE:
+        return True
+    return target.file == ":memory:" or os.path.exists(target.file)
+
+
+class DatabaseUnreachable(Exception):
+    """The database cannot be opened at all (no server, refused, bad
+    credentials, an unwritable directory); the message is one line."""
+
+
+def check_reachable(location: str, timeout_s: float = 5.0) -> None:
+    """Raise DatabaseUnreachable (one line, no password) unless the
+    database can be connected to now."""
+    target = parse_location(location)
+    try:
+        if target.engine == POSTGRESQL:
+            from storage.postgres import check_reachable as pg_check
+
+            pg_check(target, timeout_s)
+        else:
+            _make_parent(target.file)
+            sqlite3.connect(target.file, timeout=timeout_s).close()
+    except Exception as exc:  # any driver's error: reported, not raised on
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise DatabaseUnreachable(f"cannot reach the database {target.display}: {text}") from None
+
+
+def database_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a database call may raise on either engine."""
+    errors: tuple[type[BaseException], ...] = (peewee.PeeweeException, sqlite3.Error)
+    try:
+        import psycopg
+    except ImportError:
+        return errors
+    return errors + (psycopg.Error,)
+
+
+def unstorable_errors() -> tuple[type[BaseException], ...]:
+    """Errors that say "this value cannot be stored" (a number past a
+    column's range, a type no column holds), not "the database is in
+    trouble": the writer leaves the value out instead of stopping."""
+    return (OverflowError, TypeError, ValueError, sqlite3.InterfaceError, sqlite3.IntegrityError,
+            sqlite3.DataError, peewee.InterfaceError, peewee.IntegrityError, peewee.DataError)
+
+
+class EngineSQL(Node):
+    """A SQL word that differs between the engines, taken from the
+    database's context options (see `get_context_options`)."""
+
+    def __init__(self, key: str, template: str = "{}") -> None:
+        self.key = key
+        self.template = template
+
+    def __sql__(self, ctx):
+        return ctx.literal(self.template.format(getattr(ctx.state, self.key)))
+
+
+def greatest(*args):
+    """The larger of the arguments: MAX(a, b) in SQLite, GREATEST in PostgreSQL."""
+    from peewee import NodeList, EnclosedNodeList
+
+    return NodeList((EngineSQL("scalar_max"), EnclosedNodeList(args)), glue="")
+
+
+def free_disk_bytes(location: str) -> int | None:
     """Bytes free to this process on the file system holding the database
-    file `path`; None where that cannot be told (":memory:")."""
+    file at `location`; None where that cannot be told (":memory:", a
+    PostgreSQL server: its disk is not ours to watch)."""
+    target = parse_location(location)
+    if target.engine != SQLITE:
+        return None
+    path = target.file
     if path == ":memory:" or path.startswith("file:"):
         return None
     try:
@@ -261,7 +412,7 @@ def free_disk_bytes(path: str) -> int | None:
 
 
 def _make_parent(path: str) -> None:
-    if path == ":memory:" or path.startswith("file:"):
+    if not path or path == ":memory:" or path.startswith("file:"):
         return
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)

@@ -17,7 +17,7 @@ from peewee import fn
 
 from protocol.values import DeviceFacts, Dialect, Discovery, Encoding
 from storage import config_app
-from storage.db import bound, sqlite_errors, database, write_transaction
+from storage.db import SQLITE, bound, database, greatest, sqlite_errors, write_transaction
 from storage.models import Device
 
 STATUSES = ("online", "offline", "discovered")
@@ -61,7 +61,7 @@ def _project(uuids, now: float) -> None:
 
 def _seen_at_least(now: float):
     # last_seen never goes backwards (batches may carry older readings).
-    return fn.MAX(fn.IFNULL(Device.last_seen, now), now)
+    return greatest(fn.COALESCE(Device.last_seen, now), now)
 
 
 def _value(enum_type, v) -> str:
@@ -219,11 +219,16 @@ def touch_last_seen(items: Iterable[tuple[str, float]]) -> int:
     if not latest:
         return 0
     with write_transaction():
-        conn = database.connection()
-        before = conn.total_changes
-        with sqlite_errors():
-            conn.executemany(_TOUCH_SQL, [(ts, uuid) for uuid, ts in latest.items()])
-        touched = conn.total_changes - before
+        if database.engine == SQLITE:
+            conn = database.connection()
+            before = conn.total_changes
+            with sqlite_errors():
+                conn.executemany(_TOUCH_SQL, [(ts, uuid) for uuid, ts in latest.items()])
+            touched = conn.total_changes - before
+        else:
+            from storage import postgres
+
+            touched = postgres.touch_last_seen(database, Device._meta.table_name, latest)
         _project(latest, max(latest.values()))
         return touched
 

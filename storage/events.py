@@ -39,7 +39,9 @@ def append_events(rows: Iterable[tuple[str, float, str, Any]]) -> int:
     fields = [DeviceEvent.device_uuid, DeviceEvent.ts, DeviceEvent.event, DeviceEvent.detail]
     with write_transaction():
         for chunk in chunked(rows, _CHUNK):
-            DeviceEvent.insert_many(chunk, fields=fields).execute()
+            # An empty returning(): no RETURNING id on PostgreSQL (peewee adds
+            # one to every insert there), a bulk insert wants no ids back.
+            DeviceEvent.insert_many(chunk, fields=fields).returning().as_rowcount().execute()
         config_app.log_events(database.connection(), rows)
     return len(rows)
 

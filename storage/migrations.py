@@ -2,11 +2,17 @@
 
 `STEPS` is an ordered list of (version, name, function). `migrate()` runs
 the ones `schema_version` does not list yet, each recorded in the same
-transaction as its changes (SQLite DDL is transactional), so a crash leaves
+transaction as its changes (DDL is transactional on SQLite and on
+PostgreSQL), so a crash leaves
 either a step and its record or neither. Every step is also safe to run on
 a schema that already has its changes: the Config App may have created the
 tables first, with only the contract's columns, and a step re-run by hand
 must not fail. Add new steps at the end; never edit an applied one.
+
+The same steps run on both engines. The SQLite-only parts (PRAGMAs, the
+old layouts an earlier gateway left in a Config App file) are skipped on
+PostgreSQL, where no such file ever existed; the PostgreSQL-only part (the
+trigger that signals changes to `commands`) is a recorded no-op on SQLite.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Callable, Iterator
 
 from peewee import Entity, Model
 
-from storage.db import database, write_transaction
+from storage.db import POSTGRESQL, SQLITE, database, write_transaction
 from storage.models import CONTRACT_MODELS, GATEWAY_DEVICE_COLUMNS, Device, SchemaVersion, Telemetry
 
 
@@ -113,7 +119,8 @@ def move_registry() -> None:
     Device._schema.create_table(safe=True)
     _add_columns(Device, GATEWAY_DEVICE_COLUMNS)
     _ensure_indexes(Device)
-    if database.table_exists(OLD_REGISTRY) and not _is_gateway_registry(OLD_REGISTRY):
+    if (database.engine == SQLITE and database.table_exists(OLD_REGISTRY)
+            and not _is_gateway_registry(OLD_REGISTRY)):
         _drop_columns_an_older_gateway_added(OLD_REGISTRY)
 
 
@@ -136,6 +143,18 @@ def _drop_columns_an_older_gateway_added(table: str) -> None:
             database.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{name}"')
 
 
+def commands_change_signal() -> None:
+    """PostgreSQL: NOTIFY from a statement trigger on `commands`, so the
+    command feed wakes on a change instead of querying every poll (what
+    `PRAGMA data_version` gives it on SQLite, for free)."""
+    if database.engine != POSTGRESQL:
+        return
+    from storage.postgres import COMMANDS_TRIGGER_SQL
+
+    for statement in COMMANDS_TRIGGER_SQL:
+        database.execute_sql(statement)
+
+
 Step = tuple[int, str, Callable[[], None]]
 
 STEPS: list[Step] = [
@@ -143,6 +162,7 @@ STEPS: list[Step] = [
     (2, "gateway columns of devices (protocol, relay_count, encoding)", add_gateway_device_columns),
     (3, "message identity as a partial unique index (rows with a seq)", partial_identity_index),
     (4, "the registry is gateway_devices; the Config App's devices is left as it made it", move_registry),
+    (5, "a change signal on commands (PostgreSQL: NOTIFY from a trigger)", commands_change_signal),
 ]
 
 
@@ -168,7 +188,11 @@ def migrate(*, now: float | None = None) -> list[int]:
 @contextmanager
 def _renames_keep_foreign_keys() -> Iterator[None]:
     """Both pragmas are needed for a RENAME to leave other tables' foreign
-    keys alone, and `foreign_keys` cannot change inside a transaction."""
+    keys alone, and `foreign_keys` cannot change inside a transaction.
+    SQLite only: PostgreSQL's RENAME never rewrites other tables' keys."""
+    if database.engine != SQLITE:
+        yield
+        return
     fk = database.execute_sql("PRAGMA foreign_keys").fetchone()[0]
     legacy = database.execute_sql("PRAGMA legacy_alter_table").fetchone()[0]
     database.execute_sql("PRAGMA foreign_keys = OFF")
@@ -183,6 +207,12 @@ def _renames_keep_foreign_keys() -> Iterator[None]:
 def _migrate(applied_at: float) -> list[int]:
     done: list[int] = []
     with write_transaction():
+        if database.engine == POSTGRESQL:
+            # BEGIN takes no lock there: two gateways starting at once
+            # would race on CREATE TABLE. They take turns instead.
+            from storage.postgres import lock_for_migration
+
+            lock_for_migration(database)
         SchemaVersion._schema.create_table(safe=True)
         have = {v for (v,) in SchemaVersion.select(SchemaVersion.version).tuples()}
         for version, name, step in STEPS:

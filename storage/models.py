@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from peewee import SQL, AutoField, BlobField, FloatField, IntegerField, Model, TextField
+from peewee import SQL, AutoField, BlobField, FloatField, IntegerField, Model, NodeList, TextField
 
-from storage.db import database
+from storage.db import EngineSQL, database
 
-# The current time as REAL epoch seconds, for SQL defaults (unixepoch()
-# needs SQLite 3.38; this works everywhere).
-NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
+# The current time as epoch seconds, for SQL defaults: julianday arithmetic
+# on SQLite, extract(epoch from now()) on PostgreSQL (each database class
+# renders its own `now_sql`).
+NOW_DEFAULT = [NodeList((SQL("DEFAULT"), EngineSQL("now_sql")))]
 
 
 def _default(sql: str) -> list[SQL]:
@@ -130,7 +131,7 @@ class Command(BaseModel):
     parameters = JSONField(null=True)
     topic = TextField(default="command", constraints=_default("'command'"))
     status = TextField(default="pending", constraints=_default("'pending'"))
-    created_at = FloatField(constraints=_default(NOW_SQL))
+    created_at = FloatField(constraints=NOW_DEFAULT)
     expires_at = FloatField(null=True)
     timeout = FloatField(null=True)  # NULL: the gateway's default
     max_attempts = IntegerField(default=3, constraints=_default("3"))

@@ -7,6 +7,9 @@ peewee's query builder: FIELD-NOTES measured `insert_many` at ~25k rows/s
 `db.atomic()`, so it joins the DbWriter's batch transaction. Where the
 Config App's `telemetry_data` exists, the rows the insert added are copied
 there in the same transaction (storage/config_app.py); retention prunes both.
+On PostgreSQL the insert is COPY into a staging table and one INSERT ...
+SELECT ... ON CONFLICT DO NOTHING (storage/postgres.py); the SQLite loop
+below is left exactly as it was, one attribute check per batch away.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from peewee import fn as peewee_fn
+
 from storage import config_app
-from storage.db import bound, sqlite_errors, database, write_transaction
+from storage.db import POSTGRESQL, bound, database, sqlite_errors, write_transaction
 from storage.models import Telemetry
 
 # The order of the values in each row given to `insert_rows`.
@@ -41,7 +46,8 @@ _INSERT_SQL = "INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})".format(
 )
 
 
-_MAX_ID_SQL = f"SELECT MAX(id) FROM {Telemetry._meta.table_name}"
+_TABLE = Telemetry._meta.table_name
+_MAX_ID_SQL = f"SELECT MAX(id) FROM {_TABLE}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,11 @@ def insert_rows(db, rows: Sequence[tuple]) -> int:
     """
     if not rows:
         return 0
+    if db.engine == POSTGRESQL:
+        from storage import postgres
+
+        with write_transaction(db):
+            return postgres.insert_telemetry(db, _TABLE, TELEMETRY_COLUMNS, rows)
     with write_transaction(db):
         conn = db.connection()
         copy = config_app.before_telemetry(conn, (row[0] for row in rows), max(row[5] for row in rows))
@@ -171,8 +182,11 @@ def delete_rows(ids: Sequence[int], *, before_ts: float | None = None, copies_li
 
 def reusable_bytes(db=None) -> int:
     """Bytes of free pages inside the database file (left by deletes):
-    new rows fill these before the file grows."""
+    new rows fill these before the file grows. 0 on PostgreSQL, whose
+    free space the server manages (and whose disk is not ours)."""
     target = database if db is None else db
+    if target.engine == POSTGRESQL:
+        return 0
     with sqlite_errors():
         page_size = target.execute_sql("PRAGMA page_size").fetchone()[0]
         free = target.execute_sql("PRAGMA freelist_count").fetchone()[0]
@@ -181,13 +195,25 @@ def reusable_bytes(db=None) -> int:
 
 def used_bytes(db=None) -> int:
     """Bytes of the database file in use (free pages left by deletes are
-    not counted: SQLite reuses them, so the file stops growing)."""
+    not counted: SQLite reuses them, so the file stops growing). On
+    PostgreSQL, the size of the whole database."""
     target = database if db is None else db
+    if target.engine == POSTGRESQL:
+        from storage import postgres
+
+        return postgres.used_bytes(target)
     with sqlite_errors():
         page_size = target.execute_sql("PRAGMA page_size").fetchone()[0]
         pages = target.execute_sql("PRAGMA page_count").fetchone()[0]
         free = target.execute_sql("PRAGMA freelist_count").fetchone()[0]
     return (pages - free) * page_size
+
+
+def size_limit_applies(db=None) -> bool:
+    """Whether `used_bytes` shrinks when rows are deleted, so that a size
+    limit can be kept by pruning: SQLite counts its free pages; PostgreSQL
+    gives the space back only at VACUUM, and a size limit would prune it all."""
+    return (database if db is None else db).engine != POSTGRESQL
 
 
 def prune_to_size(max_bytes: int, batch: int = 5000, *, max_rows: int | None = None) -> int:
@@ -205,3 +231,33 @@ def prune_to_size(max_bytes: int, batch: int = 5000, *, max_rows: int | None = N
             break
         deleted += removed
     return deleted
+
+
+def last_id(*, db=None) -> int:
+    """The highest telemetry id stored (0 if none)."""
+    row = bound(Telemetry.select(peewee_fn.MAX(Telemetry.id)).tuples(), db)
+    return (list(row)[0][0] or 0)
+
+
+def rows_after(after_id: int, device_uuid: str, metric: str | None = None, source: str | None = None,
+               since: float | None = None, limit: int = 1000, *, db=None) -> list[TelemetryRecord]:
+    """A device's rows stored after row `after_id`, in the order they were
+    stored (`gateway telemetry --follow`). It walks the id range: on SQLite
+    the unary `+` keeps the planner off the per-device index, which would
+    visit every row the device ever sent."""
+    target = database if db is None else db
+    uuid_col = "+device_uuid" if target.engine != POSTGRESQL else "device_uuid"
+    mark = target.param
+    columns = ("id", *TELEMETRY_COLUMNS)
+    sql = f"SELECT {', '.join(columns)} FROM {_TABLE} WHERE id > {mark} AND {uuid_col} = {mark}"
+    params: list = [after_id, device_uuid]
+    for column, value in (("metric", metric), ("source", source)):
+        if value is not None:
+            sql += f" AND {column} = {mark}"
+            params.append(value)
+    if since is not None:
+        sql += f" AND ts >= {mark}"
+        params.append(since)
+    sql += f" ORDER BY id LIMIT {int(limit)}"
+    rows = target.execute_sql(sql, params).fetchall()
+    return [TelemetryRecord(**dict(zip(columns, row))) for row in rows]

@@ -118,7 +118,7 @@ def build_parameters(params: tuple[str, ...], params_json: str | None) -> dict:
 @click.option("--wait-timeout", type=DURATION, default=None, metavar="S",
               help="With --wait: give up (exit 1) after this long [default: the ttl plus timeout x max attempts x 2].")
 @json_option
-@setting_options(show=("db_path",))
+@setting_options(show=("db_url", "db_path"))
 def send(loaded: LoadedSettings, uuid: str, command_type: str, params: tuple[str, ...], params_json: str | None,
          topic: str, timeout: float | None, ttl: float | None, max_attempts: int | None, wait: bool,
          wait_timeout: float | None, as_json: bool) -> None:
@@ -188,18 +188,17 @@ def _warn_about(s: Settings, uuid: str, known: Any) -> None:
 def follow_command(s: Settings, command_id: int, deadline: float, on_change: Callable[[Any], None]) -> Any:
     """Watch one row until it is final or `deadline` passes; call
     `on_change(record)` on every change seen. A read-only connection, and a
-    query only when `PRAGMA data_version` says another connection wrote."""
+    query only when the database says the commands changed (storage's
+    ChangeWatch: data_version on SQLite, NOTIFY on PostgreSQL)."""
     from storage import commands as command_repo
-    from storage.db import data_version
+    from storage.db import ChangeWatch
 
     last = None
-    seen_version = None
     with reading(s) as db:
+        watch = ChangeWatch(db, "commands")
         try:
             while True:
-                version = data_version(db)
-                if version != seen_version:
-                    seen_version = version
+                if watch.changed():
                     record = command_repo.get_command(command_id, db=db)
                     if record is None:
                         raise Failure(f"command {command_id} disappeared from the database (deleted by another program)")
@@ -245,7 +244,7 @@ def _compact(value: Any) -> str:
 @click.option("--status", type=click.Choice(STATUSES), default=None, help="Only commands in this state.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many, newest first.")
 @json_option
-@setting_options(show=("db_path",))
+@setting_options(show=("db_url", "db_path"))
 def list_(loaded: LoadedSettings, device_uuid: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """Commands in the database, newest first.
 
@@ -286,7 +285,7 @@ def _clip(text: str | None, width: int) -> str | None:
 @command.command()
 @click.argument("command_id", metavar="ID", type=click.IntRange(min=1), shell_complete=complete_open_command)
 @json_option
-@setting_options(show=("db_path",))
+@setting_options(show=("db_url", "db_path"))
 def cancel(loaded: LoadedSettings, command_id: int, as_json: bool) -> None:
     """Ask the gateway to cancel command ID, as the Config App does (status
     cancel_requested).
@@ -305,7 +304,7 @@ def cancel(loaded: LoadedSettings, command_id: int, as_json: bool) -> None:
     with writing(s) as _:
         before = command_repo.get_command(command_id)
         if before is None:
-            raise Failure(f"no command {command_id} in {s.db_path}")
+            raise Failure(f"no command {command_id} in {s.database_shown}")
         requested = command_repo.request_cancel(command_id, time.time())
         after = command_repo.get_command(command_id)
     assert after is not None

@@ -11,7 +11,6 @@ import inspect
 import json
 import os
 import re
-import sqlite3
 import sys
 import time
 from contextlib import contextmanager
@@ -200,9 +199,15 @@ DURATION = Duration()
 # -- the database --------------------------------------------------------------
 
 
+def _where(settings: Settings) -> str:
+    from storage.url import parse_location
+
+    return parse_location(settings.database).display
+
+
 def _missing(settings: Settings) -> Failure:
     return Failure(
-        f"no database at {settings.db_path} (the gateway creates it at its first start; "
+        f"no database at {_where(settings)} (the gateway creates it at its first start; "
         "`gateway db migrate` creates it now)"
     )
 
@@ -211,27 +216,27 @@ def database_error(settings: Settings, exc: BaseException) -> Failure:
     from storage.db import DatabaseBusy
 
     if isinstance(exc, DatabaseBusy) or "locked" in str(exc):
-        return Failure(f"the database {settings.db_path} stayed locked by another program for "
+        return Failure(f"the database {_where(settings)} stayed locked by another program for "
                        f"{settings.db_busy_timeout_ms} ms; try again")
-    return Failure(f"database {settings.db_path}: {exc}")
+    text = " ".join(str(exc).split())  # a driver's message may span lines
+    return Failure(f"database {_where(settings)}: {text}")
 
 
 @contextmanager
 def reading(settings: Settings) -> Iterator[Any]:
-    """A read-only connection (`query_only`) to the database, which must
-    exist; pass it as `db=` to the repositories. It never takes the write
-    lock, so it never holds up the gateway."""
-    import peewee
+    """A read-only connection to the database, which must exist; pass it
+    as `db=` to the repositories. It never takes the write lock, so it
+    never holds up the gateway."""
+    from storage.db import database_errors, database_exists, open_reader
 
-    from storage.db import open_reader
-
-    if not os.path.exists(settings.db_path):
+    if not database_exists(settings.database):
         raise _missing(settings)
-    db = open_reader(settings.db_path, busy_timeout_ms=settings.db_busy_timeout_ms)
+    errors = database_errors()
+    db = open_reader(settings.database, busy_timeout_ms=settings.db_busy_timeout_ms)
     try:
         db.connect()
         yield db
-    except (peewee.PeeweeException, sqlite3.Error) as exc:
+    except errors as exc:
         raise database_error(settings, exc) from None
     finally:
         if not db.is_closed():
@@ -242,23 +247,22 @@ def reading(settings: Settings) -> Iterator[Any]:
 def writing(settings: Settings, *, create: bool = False, migrate: bool = False) -> Iterator[Any]:
     """The database bound as the repositories' `database`, for a few short
     write transactions. It must exist unless `create`."""
-    import peewee
-
-    from storage.db import close_database, open_database
+    from storage.db import close_database, database_errors, database_exists, open_database
     from storage.migrations import migrate as run_migrations
 
-    if not create and not os.path.exists(settings.db_path):
+    if not create and not database_exists(settings.database):
         raise _missing(settings)
+    errors = database_errors()
     try:
-        db = open_database(settings.db_path, synchronous=settings.db_synchronous,
+        db = open_database(settings.database, synchronous=settings.db_synchronous,
                            busy_timeout_ms=settings.db_busy_timeout_ms, register_devices=settings.config_app_register)
         if migrate:
             run_migrations()
-    except (peewee.PeeweeException, sqlite3.Error, OSError) as exc:
+    except errors + (OSError,) as exc:
         raise database_error(settings, exc) from None
     try:
         yield db
-    except (peewee.PeeweeException, sqlite3.Error) as exc:
+    except errors as exc:
         raise database_error(settings, exc) from None
     finally:
         close_database()
@@ -267,49 +271,29 @@ def writing(settings: Settings, *, create: bool = False, migrate: bool = False) 
 # -- shell completion ------------------------------------------------------------
 
 
-def _completion_db_path(ctx: click.Context) -> str:
-    """The database completion reads: `--db-path` if already typed, else
-    the environment, else the default (a `--config` file is not read)."""
+def _completion_location(ctx: click.Context) -> str:
+    """The database completion reads: `--db-url` or `--db-path` if already
+    typed, else the environment, else the default (a `--config` file is
+    not read)."""
     root = ctx
-    path = None
-    while root is not None and path is None:
-        path = root.params.get("db_path")
+    url = path = None
+    while root is not None:
+        url = url or root.params.get("db_url")
+        path = path or root.params.get("db_path")
         root = root.parent
-    return path or os.environ.get("AUTOCORE_DB_PATH") or Settings().db_path
-
-
-def _complete_query(ctx: click.Context, sql: str, args: tuple) -> list[str]:
-    path = _completion_db_path(ctx)
-    if not os.path.exists(path):
-        return []
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5)
-        try:
-            return [str(r[0]) for r in conn.execute(sql, args)]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return []
+    return (url or os.environ.get("AUTOCORE_DB_URL") or path or os.environ.get("AUTOCORE_DB_PATH")
+            or Settings().db_path)
 
 
 def complete_device(ctx: click.Context, param: Any, incomplete: str) -> list[str]:
     """Shell completion of a device uuid from the devices table."""
-    return _complete_query(ctx, "SELECT uuid FROM gateway_devices WHERE uuid LIKE ? ESCAPE '\\' ORDER BY uuid LIMIT 200",
-                           (_like_prefix(incomplete),))
+    from storage.completion import device_uuids
+
+    return device_uuids(_completion_location(ctx), incomplete)
 
 
 def complete_open_command(ctx: click.Context, param: Any, incomplete: str) -> list[str]:
     """Shell completion of the id of a command that has not finished."""
-    from protocol.lifecycle import IN_FLIGHT, S
+    from storage.completion import open_command_ids
 
-    open_states = sorted({S.PENDING.value, *(status.value for status in IN_FLIGHT)})
-    return _complete_query(
-        ctx,
-        f"SELECT id FROM commands WHERE status IN ({','.join('?' * len(open_states))}) "
-        "AND CAST(id AS TEXT) LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT 200",
-        (*open_states, _like_prefix(incomplete)),
-    )
-
-
-def _like_prefix(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return open_command_ids(_completion_location(ctx), incomplete)

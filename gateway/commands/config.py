@@ -9,6 +9,7 @@ import click
 from gateway import tables
 from gateway.commands.common import echo_json, json_option, setting_options
 from gateway.settings import ENV_PREFIX, SETTING_FIELDS, LoadedSettings, env_name, flag_name
+from storage.url import parse_location, redact
 
 
 @click.group()
@@ -42,7 +43,9 @@ def show(loaded: LoadedSettings, as_json: bool) -> None:
     """Every setting's effective value and its source: default, file,
     environment or flag (flags beat the environment, which beats the file).
 
-    Secrets are shown as ***. A bad value anywhere is one line naming the
+    The first line names the database backend in use (sqlite or
+    postgresql, and where; a URL's password shown as ***). Secrets are
+    shown as ***. A bad value anywhere is one line naming the
     setting and what is wrong, and exit code 2. AUTOCORE_* variables that
     are no setting (a misspelt name) are warned about on stderr.
 
@@ -57,6 +60,8 @@ def show(loaded: LoadedSettings, as_json: bool) -> None:
         value = getattr(loaded.settings, f.name)
         if f.metadata.get("secret") and value:
             value = "***"
+        if f.name == "db_url" and value:
+            value = redact(value)  # the password, if any, is a secret
         rows.append({
             "name": f.name,
             "variable": env_name(f.name),
@@ -65,13 +70,17 @@ def show(loaded: LoadedSettings, as_json: bool) -> None:
             "default": f.default,
             "source": loaded.sources[f.name],
         })
+    target = parse_location(loaded.settings.database)
+    engine, where = target.engine, target.display
+    backend = {"engine": engine, "location": where}
     for name in unknown_environment():
         click.echo(f"warning: {name} is set but is no setting (ignored)", err=True)
     if as_json:
-        echo_json({"config_file": config_file, "settings": rows})
+        echo_json({"config_file": config_file, "backend": backend, "settings": rows})
         return
     if config_file:
-        click.echo(f"config file: {config_file}\n")
+        click.echo(f"config file: {config_file}")
+    click.echo(f"database: {engine} {where}\n")
     click.echo(tables.table(
         ["VARIABLE", "VALUE", "SOURCE"],
         [[r["variable"], "-" if r["value"] is None else str(r["value"]),

@@ -27,7 +27,7 @@ def db() -> None:
 
 @db.command()
 @json_option
-@setting_options(show=("db_path",))
+@setting_options(show=("db_url", "db_path"))
 def migrate(loaded: LoadedSettings, as_json: bool) -> None:
     """Create the database if needed and bring its schema up to date.
 
@@ -49,22 +49,22 @@ def migrate(loaded: LoadedSettings, as_json: bool) -> None:
         after = current_version()
     names = {version: name for version, name, _ in STEPS}
     if as_json:
-        echo_json({"db_path": s.db_path, "version_before": before, "version": after,
+        echo_json({"db_path": s.database_shown, "version_before": before, "version": after,
                    "applied": [{"version": v, "name": names.get(v)} for v in applied]})
         return
     if not applied:
-        click.echo(f"{s.db_path}: schema up to date (version {after})")
+        click.echo(f"{s.database_shown}: schema up to date (version {after})")
         return
     for v in applied:
         click.echo(f"applied {v}: {names.get(v)}")
-    click.echo(f"{s.db_path}: schema at version {after} (was {before})")
+    click.echo(f"{s.database_shown}: schema at version {after} (was {before})")
 
 
 @db.command()
 @click.option("--older-than", "cutoff", type=TIME_BOUND, required=True,
               help="Delete telemetry taken before then: a duration ago (7d, 12h) or a time (2025-01-01).")
 @json_option
-@setting_options(show=("db_path",))
+@setting_options(show=("db_url", "db_path"))
 def prune(loaded: LoadedSettings, cutoff: float, as_json: bool) -> None:
     """Delete old telemetry now, a few thousand rows per transaction, so a
     running gateway keeps storing meanwhile.
@@ -85,7 +85,7 @@ def prune(loaded: LoadedSettings, cutoff: float, as_json: bool) -> None:
         deleted = telemetry_repo.prune_older_than(cutoff, batch=PRUNE_BATCH)
     elapsed = time.monotonic() - started
     if as_json:
-        echo_json({"db_path": s.db_path, "cutoff": cutoff, "deleted": deleted, "seconds": round(elapsed, 3)})
+        echo_json({"db_path": s.database_shown, "cutoff": cutoff, "deleted": deleted, "seconds": round(elapsed, 3)})
         return
     click.echo(f"deleted {deleted} telemetry rows taken before {tables.timestamp(cutoff)} "
                f"in {tables.seconds(elapsed)}")

@@ -31,7 +31,7 @@ CONTROL_TIMEOUT_S = 30.0  # forget waits for the store to commit what the device
 @click.group(invoke_without_command=True)
 @click.option("--status", type=click.Choice(STATUSES), default=None, help="Only devices with this status.")
 @json_option
-@setting_options(show=("db_path",))
+@setting_options(show=("db_url", "db_path"))
 def devices(loaded: LoadedSettings, status: str | None, as_json: bool) -> None:
     """Every device in the database, as the gateway last wrote it; and the
     operator's changes to one device (`forget`, `dialect`).
@@ -57,7 +57,7 @@ def devices(loaded: LoadedSettings, status: str | None, as_json: bool) -> None:
         echo_json({"devices": [record_dict(r) | {"display_name": r.display_name} for r in records]})
         return
     if not records:
-        click.echo(f"no {status + ' ' if status else ''}devices in {loaded.settings.db_path}")
+        click.echo(f"no {status + ' ' if status else ''}devices in {loaded.settings.database_shown}")
         return
     now = time.time()
     rows = [
@@ -89,7 +89,7 @@ def _tell_gateway(s: Settings, what: str, **fields: Any) -> dict | None:
 
 
 def _no_device(s: Settings, uuid: str, gateway: dict | None) -> Failure:
-    return Failure(f"no device {uuid} in {s.db_path}" + ("" if gateway is None else " or in the running gateway"))
+    return Failure(f"no device {uuid} in {s.database_shown}" + ("" if gateway is None else " or in the running gateway"))
 
 
 def _gateway_word(gateway: dict | None) -> str:
@@ -99,7 +99,7 @@ def _gateway_word(gateway: dict | None) -> str:
 @devices.command()
 @click.argument("uuid", callback=_check_uuid, shell_complete=complete_device)
 @json_option
-@setting_options(show=("db_path", "run_dir"))
+@setting_options(show=("db_url", "db_path", "run_dir"))
 def forget(loaded: LoadedSettings, uuid: str, as_json: bool) -> None:
     """Remove device UUID from the registry (gateway_devices), so that its
     next message registers it afresh, in whatever dialect it speaks.
@@ -149,7 +149,7 @@ def forget(loaded: LoadedSettings, uuid: str, as_json: bool) -> None:
 @click.argument("uuid", callback=_check_uuid, shell_complete=complete_device)
 @click.argument("dialect", type=click.Choice(DIALECTS))
 @json_option
-@setting_options(show=("db_path", "run_dir"))
+@setting_options(show=("db_url", "db_path", "run_dir"))
 def dialect(loaded: LoadedSettings, uuid: str, dialect: str, as_json: bool) -> None:
     """Set the dialect of device UUID: v1 or fw22 (firmware 2.2).
 

@@ -3,7 +3,6 @@ control socket of the running gateway."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any, Callable
@@ -64,9 +63,11 @@ def _with_names(loaded: LoadedSettings, what: str, reply: dict) -> dict:
         return reply
     shown = reply[what] if what == "devices" else [reply[what]]
     uuids = [d.get("uuid") for d in shown if isinstance(d, dict) and d.get("uuid")]
-    if not uuids or not os.path.exists(loaded.settings.db_path):
-        return reply
     from storage import devices as device_repo
+    from storage.db import database_exists
+
+    if not uuids or not database_exists(loaded.settings.database):
+        return reply
 
     try:
         with reading(loaded.settings) as db:

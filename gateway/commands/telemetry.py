@@ -33,7 +33,7 @@ COLUMNS = ["TIME", "SOURCE", "METRIC", "VALUE", "UNIT", "TAG", "BOOT", "SEQ"]
               help="The newest N readings, shown oldest first.")
 @click.option("--follow", "-f", is_flag=True, help="Then print new readings as they are stored, until Ctrl-C.")
 @json_option
-@setting_options(show=("db_path",))
+@setting_options(show=("db_url", "db_path"))
 def telemetry(loaded: LoadedSettings, uuid: str, metric: str | None, source: str | None, since: float | None,
               limit: int, follow: bool, as_json: bool) -> None:
     """A device's telemetry from the database, newest N readings, oldest first.
@@ -104,44 +104,29 @@ def _cells(r: Any) -> list[Any]:
 
 
 def _last_id(db: Any) -> int:
-    row = db.execute_sql("SELECT MAX(id) FROM telemetry").fetchone()
-    return row[0] or 0
+    from storage.telemetry import last_id
+
+    return last_id(db=db)
 
 
 def follow_rows(db: Any, uuid: str, after_id: int, *, metric: str | None = None, source: str | None = None,
                 since: float | None = None, poll_s: float = FOLLOW_POLL_S,
                 stop: Callable[[], bool] = lambda: False) -> Iterator[Any]:
     """Rows of `uuid` stored after row `after_id`, in the order they were
-    stored, as they come; until `stop()` says so. It queries only when
-    `PRAGMA data_version` says another connection committed, and walks the
-    id range (`+device_uuid` keeps SQLite off the per-device index, which
-    would visit every row the device ever sent)."""
-    from storage.db import data_version
-    from storage.telemetry import TELEMETRY_COLUMNS, TelemetryRecord
+    stored, as they come; until `stop()` says so. It queries only when the
+    database says something changed (where it can tell: SQLite's
+    data_version), walking the id range (storage.telemetry.rows_after)."""
+    from storage.db import ChangeWatch
+    from storage.telemetry import rows_after
 
-    columns = ("id", *TELEMETRY_COLUMNS)
-    sql = f"SELECT {', '.join(columns)} FROM telemetry WHERE id > ? AND +device_uuid = ?"
-    extra: list[Any] = []
-    if metric is not None:
-        sql += " AND metric = ?"
-        extra.append(metric)
-    if source is not None:
-        sql += " AND source = ?"
-        extra.append(source)
-    if since is not None:
-        sql += " AND ts >= ?"
-        extra.append(since)
-    sql += " ORDER BY id LIMIT 1000"
-    seen_version = None
+    watch = ChangeWatch(db, "telemetry")
     while not stop():
-        version = data_version(db)
-        if version != seen_version:
-            seen_version = version
+        if watch.changed():
             while True:
-                rows = db.execute_sql(sql, (after_id, uuid, *extra)).fetchall()
+                rows = rows_after(after_id, uuid, metric, source, since, 1000, db=db)
                 for row in rows:
-                    after_id = row[0]
-                    yield TelemetryRecord(**dict(zip(columns, row)))
+                    after_id = row.id
+                    yield row
                 if len(rows) < 1000:
                     break
         time.sleep(poll_s)

@@ -84,7 +84,9 @@ def test_config_show_names_the_source_of_every_value(cli, tmp_path):
     result = cli("config", "show", "--config", str(config), "--mqtt-port", "1885",
                  env={"AUTOCORE_BATCH_ROWS": "500", "AUTOCORE_MQTT_PROT": "1"})
     assert result.exit_code == 0, result.output
-    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:]}
+    out = result.stdout.splitlines()
+    assert out[0] == f"config file: {config}" and out[1].startswith("database: sqlite ")
+    lines = {line.split()[0]: line.split() for line in out[out.index("") + 2:]}
     assert lines["AUTOCORE_MQTT_HOST"][1:] == ["broker.local", "file", str(config)]
     assert lines["AUTOCORE_MQTT_PORT"][1:] == ["1885", "flag"]
     assert lines["AUTOCORE_BATCH_ROWS"][1:] == ["500", "environment"]
@@ -99,6 +101,20 @@ def test_config_show_names_the_source_of_every_value(cli, tmp_path):
                                     "value": 1884, "default": 1883, "source": "file"}
     assert by_name["mqtt_password"]["value"] == "***"
     assert by_name["mqtt_username"]["value"] is None
+
+
+def test_config_show_names_the_backend_and_hides_the_url_password(cli):
+    url = "postgresql://gw:s3cret@db.depot:5432/autocore"
+    result = cli("config", "show", env={"AUTOCORE_DB_URL": url, "AUTOCORE_DB_PATH": "/data/x.db"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "database: postgresql postgresql://gw:***@db.depot:5432/autocore"
+    assert "s3cret" not in result.output
+    doc = json.loads(cli("config", "show", "--json", env={"AUTOCORE_DB_URL": url}).stdout)
+    assert doc["backend"] == {"engine": "postgresql", "location": "postgresql://gw:***@db.depot:5432/autocore"}
+    assert {s["name"]: s for s in doc["settings"]}["db_url"]["value"] == "postgresql://gw:***@db.depot:5432/autocore"
+    bad = cli("config", "show", env={"AUTOCORE_DB_URL": "mysql://db/autocore"})
+    assert bad.exit_code == 2
+    assert bad.stderr.strip().startswith("error: AUTOCORE_DB_URL (environment): unsupported database URL scheme 'mysql'")
 
 
 def test_every_setting_flag_works_on_every_command_but_help_stays_short(cli):

@@ -109,6 +109,71 @@ class Db:
             self._conn = None
 
 
+class _Row(tuple):
+    """A row readable by position and by column name, as sqlite3.Row."""
+
+    def __new__(cls, values, names):
+        row = super().__new__(cls, values)
+        row._names = names
+        return row
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            key = self._names.index(key)
+        return tuple.__getitem__(self, key)
+
+    def keys(self):
+        return list(self._names)
+
+
+def _row_factory(cursor):
+    names = tuple(c.name for c in cursor.description or ())
+    return lambda values: _Row(values, names)
+
+
+class PgDb(Db):
+    """The same view of a PostgreSQL database (a Config App-like client of
+    a depot's server): the same SQL, `?` placeholders turned into `%s`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn = None
+
+    @property
+    def conn(self):
+        if self._conn is None:
+            import psycopg
+
+            self._conn = psycopg.connect(self.url, autocommit=True, row_factory=_row_factory)
+        return self._conn
+
+    def _wait_for_schema(self) -> None:
+        wait_until(lambda: self.conn.execute("SELECT to_regclass('commands')").fetchone()[0] is not None, 20,
+                   what="the gateway's tables")
+
+    def rows(self, sql: str, *args: Any) -> list:
+        return self.conn.execute(sql.replace("?", "%s"), args).fetchall()
+
+    def one(self, sql: str, *args: Any) -> Any:
+        row = self.conn.execute(sql.replace("?", "%s"), args).fetchone()
+        return None if row is None else row[0]
+
+    def insert_command(self, uuid: str, command_type: str = "relay_control", parameters: Any = None, *,
+                       topic: str = "command", timeout: float | None = None, max_attempts: int = 3,
+                       ttl_s: float = 300.0) -> int:
+        self._wait_for_schema()
+        now = time.time()
+        return self.one(
+            "INSERT INTO commands (device_uuid, command_type, parameters, topic, status, created_at, expires_at,"
+            " timeout, max_attempts, attempts) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, 0) RETURNING id",
+            uuid, command_type, json.dumps(parameters if parameters is not None else {"relay_id": 1, "state": True}),
+            topic, now, now + ttl_s, timeout, max_attempts)
+
+    def request_cancel(self, command_id: int) -> None:
+        self.rows("UPDATE commands SET status = 'cancel_requested' WHERE id = ? AND status IN "
+                  "('pending', 'queued', 'sent', 'accepted') RETURNING id", command_id)
+
+
 # -- the control socket --------------------------------------------------------
 
 def inspect(socket_path: Path, what: str, **fields: Any) -> dict:

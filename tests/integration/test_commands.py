@@ -12,6 +12,9 @@ from tests.integration.devices import decode
 from tests.integration.helpers import inspect
 from tests.support.broker import wait_until
 
+# The single-instance behaviour, on both backends (tests/integration/conftest.py).
+ENGINES = ("sqlite", "postgresql")
+
 LONG = 30.0  # a row timeout no test waits for: the command is sent once
 
 

@@ -11,6 +11,9 @@ from tests.integration.devices import retained
 from tests.integration.helpers import inspect
 from tests.support.broker import wait_until
 
+# The single-instance behaviour, on both backends (tests/integration/conftest.py).
+ENGINES = ("sqlite", "postgresql")
+
 
 def availability_topic(uuid: str) -> str:
     return f"autocore/devices/{uuid}/availability"

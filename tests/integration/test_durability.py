@@ -8,6 +8,9 @@ import time
 from tests.integration.helpers import Stream
 from tests.support.broker import wait_until
 
+# The single-instance behaviour, on both backends (tests/integration/conftest.py).
+ENGINES = ("sqlite", "postgresql")
+
 N = 5000
 
 

@@ -14,6 +14,9 @@ from protocol.decode import subscriptions
 from tests.integration.helpers import inspect, telemetry_line
 from tests.support.broker import wait_until
 
+# The single-instance behaviour, on both backends (tests/integration/conftest.py).
+ENGINES = ("sqlite", "postgresql")
+
 MAX_PAYLOAD = 4096
 
 

@@ -10,6 +10,9 @@ import msgpack
 from tests.integration.helpers import inspect
 from tests.support.broker import wait_until
 
+# The single-instance behaviour, on both backends (tests/integration/conftest.py).
+ENGINES = ("sqlite", "postgresql")
+
 FULL_TELEMETRY = {
     "timestamp": "2025-01-08T10:30:00Z", "seq": 981, "boot_id": 17,
     "can_data": {"signals": {"RPM": {"value": 2500, "unit": "rpm", "can_id": "0x200"}}},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import threading
 
 import pytest
@@ -13,6 +12,8 @@ from hypothesis import strategies as st
 from protocol.lifecycle import FINAL, IN_FLIGHT, TRANSITIONS, CommandStatus, can_transition
 from storage import commands
 from storage.models import Command
+
+from .conftest import OtherProgram
 
 S = CommandStatus
 ALL = list(CommandStatus)
@@ -41,11 +42,9 @@ def test_insert_defaults(db):
         commands.insert_command("d1", "x", {}, topic="elsewhere", now=1.0, ttl_s=5)
 
 
-def test_config_app_insert_gets_sql_defaults(db, db_path):
+def test_config_app_insert_gets_sql_defaults(db, other_program):
     # The Config App writes only what it knows; SQL defaults fill the rest.
-    conn = sqlite3.connect(db_path, isolation_level=None)
-    conn.execute("INSERT INTO commands (device_uuid, command_type, parameters) VALUES ('d1', 'reboot', '{}')")
-    conn.close()
+    other_program.execute("INSERT INTO commands (device_uuid, command_type, parameters) VALUES ('d1', 'reboot', '{}')")
     (c,) = commands.pending_commands()
     assert (c.status, c.topic, c.attempts, c.max_attempts, c.expires_at) == ("pending", "command", 0, 3, None)
     assert c.created_at > 1.7e9  # a real epoch time, from the SQL default
@@ -143,7 +142,7 @@ def test_claim_moves_pending_to_queued_and_skips_the_rest(db):
     assert commands.claim([a, d], 4.0) == []  # claimed already
 
 
-def test_claim_is_atomic_against_a_concurrent_canceller(db, db_path):
+def test_claim_is_atomic_against_a_concurrent_canceller(db, engine, db_url):
     """The Config App cancels rows while the gateway claims them: each row
     ends either queued (claimed, and reported) or cancel_requested (not
     reported), never both and never lost."""
@@ -151,7 +150,7 @@ def test_claim_is_atomic_against_a_concurrent_canceller(db, db_path):
     done = threading.Event()
 
     def config_app():
-        conn = sqlite3.connect(db_path, isolation_level=None, timeout=10)
+        conn = OtherProgram(engine, db_url)
         for cid in reversed(ids):
             conn.execute("UPDATE commands SET status = 'cancel_requested' WHERE id = ? AND status = 'pending'", (cid,))
         conn.close()

@@ -22,6 +22,9 @@ from tests.support.broker import wait_until
 
 from .conftest import lock_held_by_other_connection
 
+# SQLite's single write lock, held by another connection (busy_timeout, BEGIN IMMEDIATE).
+pytestmark = pytest.mark.sqlite_only
+
 
 def batch(n, start=0, device="d1"):
     return [(device, 1, start + i, 0, float(i), float(i), "sensor", "m", float(i), None, None, None) for i in range(n)]

@@ -17,6 +17,7 @@ def pragma(db, name):
     return db.execute_sql(f"PRAGMA {name}").fetchone()[0]
 
 
+@pytest.mark.sqlite_only  # SQLite's file and PRAGMAs
 def test_parent_directory_is_created_and_pragmas_are_in_effect(db_path):
     assert not os.path.exists(os.path.dirname(db_path))
     db = open_database(db_path, busy_timeout_ms=1234)
@@ -31,6 +32,7 @@ def test_parent_directory_is_created_and_pragmas_are_in_effect(db_path):
         close_database()
 
 
+@pytest.mark.sqlite_only  # PRAGMA synchronous
 def test_synchronous_full(db_path):
     db = open_database(db_path, synchronous="full")
     try:
@@ -39,6 +41,7 @@ def test_synchronous_full(db_path):
         close_database()
 
 
+@pytest.mark.sqlite_only  # SQLite PRAGMAs per connection
 def test_pragmas_apply_to_every_threads_connection(db):
     # peewee opens one connection per thread; each must get the pragmas.
     seen = {}
@@ -55,28 +58,30 @@ def test_pragmas_apply_to_every_threads_connection(db):
     assert seen == {"sync": 1, "busy": 5000, "fk": 1}
 
 
+@pytest.mark.sqlite_only  # SQLite's synchronous and busy_timeout
 @pytest.mark.parametrize("kwargs", [{"synchronous": "OFF"}, {"busy_timeout_ms": 0}])
 def test_bad_settings_are_refused(db_path, kwargs):
     with pytest.raises(ValueError):
         open_database(db_path, **kwargs)
 
 
-def test_close_unbinds_the_proxy(db_path):
-    open_database(db_path)
+def test_close_unbinds_the_proxy(db_url):
+    open_database(db_url)
     close_database()
     with pytest.raises(AttributeError):
         database.execute_sql("SELECT 1")
     close_database()  # twice is harmless
 
 
-def test_opening_does_not_migrate(db_path):
-    db = open_database(db_path)
+def test_opening_does_not_migrate(db_url):
+    db = open_database(db_url)
     try:
         assert db.get_tables() == []
     finally:
         close_database()
 
 
+@pytest.mark.sqlite_only  # PRAGMA data_version (tests/storage/test_postgres.py has the NOTIFY counterpart)
 def test_data_version_changes_only_when_another_connection_commits(db, db_path):
     reader = open_reader(db_path)
     try:
@@ -100,6 +105,7 @@ def test_data_version_changes_only_when_another_connection_commits(db, db_path):
         reader.close()
 
 
+@pytest.mark.sqlite_only  # a raw sqlite3 connection
 def test_data_version_accepts_a_plain_sqlite3_connection(db, db_path):
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
@@ -111,6 +117,7 @@ def test_data_version_accepts_a_plain_sqlite3_connection(db, db_path):
         conn.close()
 
 
+@pytest.mark.sqlite_only  # WAL and query_only (test_postgres.py: the read-only session)
 def test_reader_is_independent_and_query_only(db, db_path):
     reader = open_reader(db_path)
     try:

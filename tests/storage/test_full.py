@@ -11,6 +11,9 @@ import pytest
 from storage import telemetry
 from storage.db import DatabaseFull, database, is_full_error, sqlite_errors, write_transaction
 
+# A full disk under a SQLite file; a PostgreSQL server's disk is not the gateway's.
+pytestmark = pytest.mark.sqlite_only
+
 
 def rows(n, start=0):
     return [("dev", 1, start + i, 0, 1.0, 1.0, "sensor", "x" * 200, float(i), None, None, None) for i in range(n)]

@@ -93,6 +93,7 @@ def test_query_filters_and_order(db):
     assert telemetry.query("nobody") == []
 
 
+@pytest.mark.sqlite_only  # SQLite's query planner (EXPLAIN QUERY PLAN)
 def test_query_uses_the_device_time_index(db):
     plan = " ".join(
         str(r[-1]) for r in db.execute_sql(
@@ -115,6 +116,7 @@ def test_prune_older_than(db):
     assert telemetry.prune_older_than(50.0) == 0
 
 
+@pytest.mark.sqlite_only  # the size limit counts SQLite pages (AUTOCORE_DB_MAX_MB is SQLite's)
 def test_prune_to_size_removes_oldest_until_small_enough(db):
     for b in range(10):
         telemetry.insert_rows(db, [row(seq=b * 2000 + i, ts=float(b * 2000 + i), raw=b"x" * 100) for i in range(2000)])
@@ -129,12 +131,35 @@ def test_prune_to_size_removes_oldest_until_small_enough(db):
     assert telemetry.prune_to_size(target) == 0
 
 
+@pytest.mark.sqlite_only  # the size limit counts SQLite pages (AUTOCORE_DB_MAX_MB is SQLite's)
 def test_prune_to_size_with_nothing_left_to_prune_stops(db):
     telemetry.insert_rows(db, [row(seq=i) for i in range(10)])
     assert telemetry.prune_to_size(1) == 10
     assert telemetry.count() == 0
 
 
+@pytest.mark.sqlite_only  # the size limit counts SQLite pages (AUTOCORE_DB_MAX_MB is SQLite's)
 def test_prune_to_size_max_rows(db):
     telemetry.insert_rows(db, [row(seq=i) for i in range(100)])
     assert telemetry.prune_to_size(1, batch=30, max_rows=50) == 50
+
+
+def test_rows_get_ids_in_the_order_given(db):
+    # Retention relies on ids growing with arrival (received_at).
+    telemetry.insert_rows(db, [row(seq=s) for s in (5, 3, 9, 1)])
+    telemetry.insert_rows(db, [row(seq=s) for s in (3, 2, 8)])  # 3 repeats: skipped
+    ids_and_seqs = [(r.id, r.seq) for r in telemetry.query("d1", limit=10)]
+    assert [seq for _, seq in sorted(ids_and_seqs)] == [5, 3, 9, 1, 2, 8]
+
+
+def test_rows_after_walks_a_devices_new_rows_in_stored_order(db):
+    # What `gateway telemetry --follow` reads, on either engine.
+    telemetry.insert_rows(db, [row(seq=1), row(device="d2", seq=1), row(seq=2, metric="x")])
+    first = telemetry.last_id()
+    telemetry.insert_rows(db, [row(seq=3), row(seq=4, metric="x", ts=50.0), row(device="d2", seq=2)])
+    assert [r.seq for r in telemetry.rows_after(0, "d1")] == [1, 2, 3, 4]
+    assert [r.seq for r in telemetry.rows_after(first, "d1")] == [3, 4]
+    assert [r.seq for r in telemetry.rows_after(0, "d1", metric="x")] == [2, 4]
+    assert [r.seq for r in telemetry.rows_after(0, "d1", since=60.0)] == [1, 2, 3]
+    assert [r.seq for r in telemetry.rows_after(0, "d1", limit=2)] == [1, 2]
+    assert telemetry.last_id() == first + 3
