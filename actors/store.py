@@ -17,6 +17,7 @@ import pykka
 
 from actors.base import rss_mb
 from actors.batcher import TelemetryBatcher
+from actors.can_feed import CanFeed, LoadNow
 from actors.channel import Channel, ChannelClosed
 from actors.command_feed import CommandFeed
 from actors.db_writer import DbWriter, command_state
@@ -71,12 +72,17 @@ class Store:
                       wal_limit_bytes=int(s.db_wal_max_mb * 1024 * 1024))
         self.refs["Scheduler"] = scheduler = Scheduler.start("store")
         self.refs["DbWriter"] = writer = DbWriter.start(s, self.channel, scheduler=scheduler)
-        self.refs["TelemetryBatcher"] = batcher = TelemetryBatcher.start(s, writer, scheduler, self.channel)
+        devices = known_devices()
+        self.refs["TelemetryBatcher"] = batcher = TelemetryBatcher.start(
+            s, writer, scheduler, self.channel, {d.uuid: d.device_type for d in devices})
         writer.proxy().set_batcher(batcher).get()
+        self.refs["CanFeed"] = can_feed = CanFeed.start(s, batcher, scheduler)
+        # The definitions reach the batcher before the first frame can.
+        can_feed.ask(LoadNow(), timeout=30.0)
         self.refs["CommandFeed"] = CommandFeed.start(s, writer, scheduler, self.channel)
         self.refs["Retention"] = Retention.start(s, scheduler)
         self.refs["Checkpointer"] = Checkpointer.start(s, scheduler)
-        ready = StoreReady(os.getpid(), known_devices(), commands_in_flight(s))
+        ready = StoreReady(os.getpid(), devices, commands_in_flight(s))
         close_database_connection_of_this_thread()
         self.channel.start_reader(self.on_core_message)
         self.channel.send(ready)
@@ -135,7 +141,7 @@ class Store:
                 batcher.tell(Flush("core gone"))
             except pykka.ActorDeadError:
                 pass
-        for name in ("Checkpointer", "Retention", "CommandFeed", "TelemetryBatcher", "DbWriter", "Scheduler"):
+        for name in ("Checkpointer", "Retention", "CommandFeed", "CanFeed", "TelemetryBatcher", "DbWriter", "Scheduler"):
             ref = self.refs.get(name)
             if ref is not None:
                 try:
