@@ -79,9 +79,9 @@ def parse_dbc_files(text: str) -> list[tuple[str | None, str]]:
             device_type, path = "", part
         device_type, path = device_type.strip(), path.strip()
         if sep and not device_type:
-            raise ValueError(f"expected [DEVICE_TYPE=]FILE, got {part!r}")
+            raise ValueError(f"each entry must be FILE or DEVICE_TYPE=FILE, and {part!r} has no type before '='")
         if not path:
-            raise ValueError(f"no file in {part!r}")
+            raise ValueError(f"each entry must be FILE or DEVICE_TYPE=FILE, and {part!r} has no file")
         files.append((device_type or None, path))
     return files
 

@@ -26,7 +26,7 @@ def values(frame, data: bytes) -> dict:
 
 
 def test_a_multiplexed_message_decodes_only_the_selected_signals(dbc):
-    mux = dbc.frames[0x500]
+    mux = dbc.frames[0x510]
     assert values(mux, bytes([1, 0x10, 0xFF, 0, 0, 0, 0, 0])) == {"MuxId": 1, "OilTemp": -24.0}
     got = values(mux, bytes([2, 0x10, 0x01, 3, 0, 0, 0, 0]))
     assert set(got) == {"MuxId", "OilPress", "GearPos"}
@@ -42,7 +42,7 @@ def test_motorola_intel_and_signed_signals(dbc):
 
 
 def test_a_truncated_frame_names_what_it_is_too_short_for(dbc):
-    mux = dbc.frames[0x500]
+    mux = dbc.frames[0x510]
     results, short = mux.decode(bytes([2, 0x10, 0x01]))
     assert {r.name for r in results} == {"MuxId", "OilPress"}
     assert short == ["GearPos"]  # OilTemp is not selected by MuxId 2: not missing
@@ -52,7 +52,7 @@ def test_a_truncated_frame_names_what_it_is_too_short_for(dbc):
 
 def test_an_unknown_multiplexer_value_is_a_frame_error(dbc):
     with pytest.raises(FrameError, match="SensorMux"):
-        dbc.frames[0x500].decode(bytes([7, 0, 0, 0, 0, 0, 0, 0]))
+        dbc.frames[0x510].decode(bytes([7, 0, 0, 0, 0, 0, 0, 0]))
 
 
 def test_out_of_range_uses_the_dbc_limits(dbc):

@@ -107,8 +107,8 @@ def test_rows_without_frames_are_passed_through_untouched():
 def test_a_frame_a_decoder_chokes_on_is_counted_and_kept_raw():
     catalog = build_catalog(None, [load_dbc_text(DBC, "engine_mux.dbc")])
     can = CanRows(catalog, keep_raw=False)
-    out = can.apply(message(frames=(("0x500", "0700000000000000"), ("0x500", "0110FF0000000000"))))
-    assert [r[7] for r in out if r[6] == "can_raw"] == ["0x500"]
+    out = can.apply(message(frames=(("0x510", "0700000000000000"), ("0x510", "0110FF0000000000"))))
+    assert [r[7] for r in out if r[6] == "can_raw"] == ["0x510"]
     assert [(r[7], r[8]) for r in decoded(out)] == [("MuxId", 1.0), ("OilTemp", -24.0)]
     assert can.frames_failed == 1 and can.frames_decoded == 1
 
