@@ -6,6 +6,8 @@ transaction per 2000-row batch, WAL, the unique dedup index and the
 synchronous NORMAL and FULL; half of each batch repeats rows already
 stored (a broker redelivering after a crash); and, for scale, peewee's
 insert_many on a smaller sample (what FIELD-NOTES warned about).
+Then CAN decoding on the telemetry path at 8 frames a message
+(bench/can_decode.py): frames/s decoded and what it costs the path.
 The machines are noisy: compare the rows of one run, not runs.
 """
 
@@ -94,6 +96,8 @@ def run_peewee(total: int) -> tuple:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="rows offered per case")
+    parser.add_argument("--can-messages", type=int, default=10_000,
+                        help="telemetry messages of 8 CAN frames for the CAN decoding case (0: skip it)")
     args = parser.parse_args()
     results = [
         run("executemany, all new", "NORMAL", batches_new, args.rows),
@@ -106,6 +110,11 @@ def main() -> None:
     for name, sync, offered, inserted, elapsed in results:
         print(f"{name:<32} {sync:<7} {offered:>9} {inserted:>9} {elapsed:>8.2f} "
               f"{offered / elapsed:>10,.0f} {inserted / elapsed:>10,.0f}")
+    if args.can_messages:
+        from bench import can_decode
+
+        print()
+        can_decode.run(messages=args.can_messages)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
 # A classic CAN frame holds 8 data bytes, CAN FD 64: no signal can lie past that.
 MAX_FRAME_BYTES = 64
@@ -46,9 +46,9 @@ class FrameError(ValueError):
     file does not define): counted, the frame stored raw."""
 
 
-@dataclass(frozen=True)
-class Result:
-    """One decoded signal of one frame."""
+class Result(NamedTuple):
+    """One decoded signal of one frame. Decoders may give plain tuples in
+    this order (SignalSet does: a NamedTuple costs a call per signal)."""
 
     name: str
     value: float | None
@@ -58,6 +58,11 @@ class Result:
 
 class FrameDecoder(Protocol):
     can_id: int
+    meta: tuple[tuple[str, str | None], ...]  # (name, unit) of each value `values` gives
+
+    def values(self, data: bytes) -> tuple[list, tuple[str, ...]] | None:
+        """A fast path, where there is one: the values and the names of those
+        out of range, or None to use `decode`."""
 
     def decode(self, data: bytes) -> tuple[list[Result], list[str]]:
         """The signals the frame holds, and the names of those it is too short for."""
@@ -231,10 +236,16 @@ def in_range(value: float | None, minimum: float | None, maximum: float | None) 
 
 
 class SignalSet:
-    """The Config App's signals of one CAN id, compiled for speed: per signal
-    the byte span, byte order, shift and mask are worked out once."""
+    """The Config App's signals of one CAN id, compiled for speed.
 
-    __slots__ = ("can_id", "signals", "_plan")
+    It runs for every frame on the telemetry path, so the common case (a
+    frame long enough for every signal) is one function generated for this
+    set of signals: the frame read as one integer per byte order, each
+    signal a constant shift and mask, scale, offset and range folded in.
+    A shorter frame goes through the plain loop, which names what it is too
+    short for. Both give (name, value, unit, in_range) tuples."""
+
+    __slots__ = ("can_id", "signals", "meta", "_plan", "_need", "_full", "_values")
 
     def __init__(self, can_id: int, signals: Sequence[SignalDef]) -> None:
         self.can_id = can_id
@@ -252,9 +263,23 @@ class SignalSet:
             plan.append((s.name, first, end, order, shift, (1 << s.length) - 1, sign_bit, unpack, s.scale,
                          s.offset, s.unit, s.minimum, s.maximum))
         self._plan = tuple(plan)
+        self._need = max((p[2] for p in plan), default=0)
+        self.meta = tuple((p[0], p[10]) for p in plan)  # (name, unit), in the order of values()
+        self._values = _compile(self._plan, self._need)
 
-    def decode(self, data: bytes) -> tuple[list[Result], list[str]]:
-        results: list[Result] = []
+    def values(self, data: bytes) -> tuple[list, tuple[str, ...]] | None:
+        """The hot path: for a frame long enough for every signal, the values
+        in the order of `meta` and the names of those out of range; None for
+        a shorter frame (then `decode` says what it holds)."""
+        if len(data) >= self._need:
+            return self._values(data)
+        return None
+
+    def decode(self, data: bytes) -> tuple[list[tuple], Sequence[str]]:
+        if len(data) >= self._need:
+            values, bad = self._values(data)
+            return [(name, value, unit, name not in bad) for (name, unit), value in zip(self.meta, values)], ()
+        results: list[tuple] = []
         short: list[str] = []
         size = len(data)
         for name, first, end, order, shift, mask, sign_bit, unpack, scale, offset, unit, lo, hi in self._plan:
@@ -264,15 +289,66 @@ class SignalSet:
             if unpack is not None:
                 raw = unpack(data[first:end])[0]
                 if raw != raw or raw in (math.inf, -math.inf):
-                    results.append(Result(name, None, unit, True))
+                    results.append((name, None, unit, True))
                     continue
             else:
                 raw = (int.from_bytes(data[first:end], order) >> shift) & mask
                 if sign_bit and raw & sign_bit:
                     raw -= sign_bit << 1
             value = raw * scale + offset
-            results.append(Result(name, value, unit, (lo is None or value >= lo) and (hi is None or value <= hi)))
+            results.append((name, value, unit, (lo is None or value >= lo) and (hi is None or value <= hi)))
         return results, short
+
+
+def _compile(plan: Sequence[tuple], need: int) -> Any:
+    """The generated decoder of a frame at least `need` bytes long: data ->
+    ([value, ...], (names out of range, ...)). Every
+    constant (names, units, limits, unpackers) reaches it as a closure
+    variable, never as source text, so no definition can inject code."""
+    consts: list[Any] = []
+
+    def const(value: Any) -> str:
+        consts.append(value)
+        return f"k{len(consts) - 1}"
+
+    body: list[str] = []
+    if any(p[7] is None and p[3] == "little" for p in plan):
+        body.append(f"L = int.from_bytes(data[:{need}], 'little')")
+    if any(p[7] is None and p[3] == "big" for p in plan):
+        body.append(f"B = int.from_bytes(data[:{need}], 'big')")
+    items = []
+    body.append("bad = ()")
+    for i, (name, first, end, order, shift, mask, sign_bit, unpack, scale, offset, unit, lo, hi) in enumerate(plan):
+        v = f"v{i}"
+        if unpack is not None:
+            body.append(f"{v} = {const(unpack)}(data[{first}:{end}])[0]")
+            body.append(f"{v} = {v} * {const(scale)} + {const(offset)} if {v} - {v} == 0 else None")  # NaN, inf: no value
+        else:
+            if order == "little":
+                body.append(f"{v} = (L >> {first * 8 + shift}) & {mask}")
+            else:
+                body.append(f"{v} = (B >> {(need - end) * 8 + shift}) & {mask}")
+            if sign_bit:
+                body.append(f"if {v} & {sign_bit}: {v} -= {sign_bit << 1}")
+            body.append(f"{v} = {v} * {const(scale)} + {const(offset)}")
+        checks = []
+        if lo is not None:
+            checks.append(f"{v} >= {const(lo)}")
+        if hi is not None:
+            checks.append(f"{v} <= {const(hi)}")
+        if checks:
+            ok = " and ".join(checks)
+            if unpack is not None:
+                ok = f"{v} is None or ({ok})"
+            body.append(f"if not ({ok}): bad += ({const(name)},)")
+        items.append(v)
+    body.append(f"return [{', '.join(items)}], bad")
+    names = ", ".join(f"k{i}" for i in range(len(consts)))
+    source = (f"def make({names}):\n    def full(data):\n"
+              + "".join(f"        {line}\n" for line in body) + "    return full\n")
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<can signals>", "exec"), namespace)  # noqa: S102 - source made above from numbers only
+    return namespace["make"](*consts)
 
 
 @dataclass(frozen=True)
@@ -306,7 +382,7 @@ class CanCatalog:
             except FrameError as exc:
                 errors.append(str(exc))
                 continue
-            results.extend(got)
+            results.extend(Result(*r) for r in got)
             short.extend(missing)
         return results, short, errors
 
