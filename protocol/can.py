@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
 # A classic CAN frame holds 8 data bytes, CAN FD 64: no signal can lie past that.
@@ -300,6 +300,38 @@ class SignalSet:
         return results, short
 
 
+# struct codes of whole standard-width fields: (bits, kind) -> code
+_STRUCT_CODES = {(8, "unsigned"): "B", (8, "signed"): "b", (16, "unsigned"): "H", (16, "signed"): "h",
+                 (32, "unsigned"): "I", (32, "signed"): "i", (64, "unsigned"): "Q", (64, "signed"): "q",
+                 (32, "float"): "f", (64, "float"): "d"}
+
+
+def _one_struct(plan: Sequence[tuple]) -> tuple[str, list[int]] | None:
+    """A struct format reading every signal of the set at once, and the plan
+    index of each field in format order; None unless every signal is a
+    byte-aligned standard-width field, all of one byte order, none
+    overlapping (the FuelTech set is)."""
+    fields = []
+    orders = set()
+    for i, (_, first, end, order, shift, mask, sign_bit, unpack, *_rest) in enumerate(plan):
+        kind = "float" if unpack is not None else "signed" if sign_bit else "unsigned"
+        code = _STRUCT_CODES.get((mask.bit_length(), kind))
+        if shift or code is None or (end - first) * 8 != mask.bit_length():
+            return None
+        orders.add(order)
+        fields.append((first, end, code, i))
+    if len(orders) != 1:
+        return None
+    fields.sort()
+    fmt, at = ("<" if orders == {"little"} else ">"), 0
+    for first, end, code, _ in fields:
+        if first < at:
+            return None  # overlapping signals
+        fmt += "x" * (first - at) + code
+        at = end
+    return fmt, [i for *_, i in fields]
+
+
 def _compile(plan: Sequence[tuple], need: int) -> Any:
     """The generated decoder of a frame at least `need` bytes long: data ->
     ([value, ...], (names out of range, ...)). Every
@@ -312,25 +344,34 @@ def _compile(plan: Sequence[tuple], need: int) -> Any:
         return f"k{len(consts) - 1}"
 
     body: list[str] = []
-    if any(p[7] is None and p[3] == "little" for p in plan):
-        body.append(f"L = int.from_bytes(data[:{need}], 'little')")
-    if any(p[7] is None and p[3] == "big" for p in plan):
-        body.append(f"B = int.from_bytes(data[:{need}], 'big')")
+    packed = _one_struct(plan)
+    if packed is not None:
+        # Every signal a whole standard-width field: one C call reads them all.
+        fmt, order_of = packed
+        body.append(f"{', '.join(f'v{i}' for i in order_of)}, = {const(struct.Struct(fmt).unpack_from)}(data)")
+    else:
+        if any(p[7] is None and p[3] == "little" for p in plan):
+            body.append(f"L = int.from_bytes(data[:{need}], 'little')")
+        if any(p[7] is None and p[3] == "big" for p in plan):
+            body.append(f"B = int.from_bytes(data[:{need}], 'big')")
     items = []
     body.append("bad = ()")
     for i, (name, first, end, order, shift, mask, sign_bit, unpack, scale, offset, unit, lo, hi) in enumerate(plan):
         v = f"v{i}"
+        scaled = f"{v} * {const(scale)}" + (f" + {const(offset)}" if offset else "")
         if unpack is not None:
-            body.append(f"{v} = {const(unpack)}(data[{first}:{end}])[0]")
-            body.append(f"{v} = {v} * {const(scale)} + {const(offset)} if {v} - {v} == 0 else None")  # NaN, inf: no value
+            if packed is None:
+                body.append(f"{v} = {const(unpack)}(data[{first}:{end}])[0]")
+            body.append(f"{v} = {scaled} if {v} - {v} == 0 else None")  # NaN, inf: no value
         else:
-            if order == "little":
-                body.append(f"{v} = (L >> {first * 8 + shift}) & {mask}")
-            else:
-                body.append(f"{v} = (B >> {(need - end) * 8 + shift}) & {mask}")
-            if sign_bit:
-                body.append(f"if {v} & {sign_bit}: {v} -= {sign_bit << 1}")
-            body.append(f"{v} = {v} * {const(scale)} + {const(offset)}")
+            if packed is None:
+                if order == "little":
+                    body.append(f"{v} = (L >> {first * 8 + shift}) & {mask}")
+                else:
+                    body.append(f"{v} = (B >> {(need - end) * 8 + shift}) & {mask}")
+                if sign_bit:
+                    body.append(f"if {v} & {sign_bit}: {v} -= {sign_bit << 1}")
+            body.append(f"{v} = {scaled}")
         checks = []
         if lo is not None:
             checks.append(f"{v} >= {const(lo)}")
@@ -434,20 +475,29 @@ def build_catalog(rows: Iterable[Mapping] | None, dbc_files: Sequence[DbcSource]
         return {k: tuple(v) for k, v in frames.items()}, kept, clashes
 
     common, kept, clashes = table(common_dbc)
-    definitions = [s.definition() for s in kept]
     for name, origin in sorted(clashes.items()):
         lines.append(f"CAN signal {name!r} is defined in the Config App's can_signals and in {origin}: "
                      f"the DBC's definition is used")
-    for f in common_dbc:
-        definitions.extend(f.definitions)
     typed: dict[str, dict[int, tuple[Any, ...]]] = {}
+    typed_definitions: list[Definition] = []
+    overridden: dict[str, list[str]] = {}  # Config App signal -> device types a DBC file takes it for
     for device_type in types:
         own = [f for f in dbc_files if f.device_type == device_type]
-        typed[device_type], kept_t, clashes_t = table(common_dbc + own)
+        typed[device_type], _, clashes_t = table(common_dbc + own)
         for name, origin in sorted(clashes_t.items()):
             if name not in clashes:
+                overridden.setdefault(name, []).append(device_type)
                 lines.append(f"CAN signal {name!r} is defined in the Config App's can_signals and in {origin}: "
                              f"the DBC's definition is used for {device_type} devices")
         for f in own:
-            definitions.extend(f.definitions)
+            typed_definitions.extend(f.definitions)
+    definitions = []
+    for s in kept:
+        d = s.definition()
+        if s.name in overridden:
+            d = replace(d, note=f"not for {', '.join(overridden[s.name])} devices (a DBC file defines it)")
+        definitions.append(d)
+    for f in common_dbc:
+        definitions.extend(f.definitions)
+    definitions.extend(typed_definitions)
     return CanCatalog(common, typed, tuple(definitions), tuple(lines))

@@ -73,14 +73,15 @@ class CanRows:
         n = len(rows)
         start = 0
         while start < n:
-            # One message: adjacent rows of one device and identity, idx growing.
+            # One message: adjacent rows of one device, idx growing.
             prev = rows[start]
             has_raw = prev[SOURCE] == RAW
             end = start + 1
             while end < n:
                 r = rows[end]
-                if not (r[0] == prev[0] and r[2] == prev[2] and r[1] == prev[1] and r[IDX] is not None
-                        and prev[IDX] is not None and r[IDX] > prev[IDX]):
+                # (each message's idx starts at 0: a row whose idx does not
+                # grow starts the next message, whatever its identity)
+                if r[IDX] is None or prev[IDX] is None or r[IDX] <= prev[IDX] or r[0] != prev[0]:
                     break
                 if r[SOURCE] == RAW:
                     has_raw = True

@@ -34,7 +34,8 @@ def test_signals_lists_what_is_in_force_and_where_it_comes_from(seeded):
                                 "MIN", "MAX", "FROM", "DEVICES", "NOTE"]
     rpm = [line.split() for line in lines if line.startswith("RPM ")]
     assert rpm[0][:8] == ["RPM", "0x100", "0", "16", "little_endian", "unsigned", "1", "0"]
-    assert rpm[0][-2:] == ["config_app", "all"]
+    assert rpm[0][11:13] == ["config_app", "all"]
+    assert " ".join(rpm[0][13:]) == "not for can_gateway devices (a DBC file defines it)"
     assert rpm[1][:5] == ["RPM", "0x100", "7", "16", "big_endian"] and str(DBC) in rpm[1] and "can_gateway" in rpm[1]
     assert any(line.startswith("OilTemp ") and "when MuxId is 1" in line for line in lines)
     assert "note: skipped CAN signal 'Odd' (can_signals id 15): unknown byte_order 'sideways'" in result.stdout

@@ -197,9 +197,18 @@ def test_the_compiled_decoder_agrees_with_the_plain_loop():
     from protocol.can import SignalSet
 
     rnd = random.Random(15)
-    for _ in range(300):
+    for case in range(400):
         defs = []
-        for i in range(rnd.randint(1, 5)):
+        if case % 2:  # whole standard-width fields of one byte order, as most ECUs send
+            big, at = rnd.random() < 0.5, 0
+            for i in range(rnd.randint(1, 4)):
+                kind = rnd.choice(["unsigned", "signed", "float"])
+                length = rnd.choice([32, 64] if kind == "float" else [8, 16, 32])
+                at += 8 * rnd.randint(0, 1)
+                defs.append(SignalDef(f"s{i}", 0x10, at, length, big, kind, rnd.choice([1.0, 0.1]),
+                                      rnd.choice([0.0, -40.0]), None, rnd.choice([None, 0.0]), None))
+                at += length
+        for i in range(0 if case % 2 else rnd.randint(1, 5)):
             kind = rnd.choice(["unsigned", "signed", "float"])
             if kind == "float":
                 length, start = rnd.choice([32, 64]), 8 * rnd.randint(0, 3)
