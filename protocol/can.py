@@ -21,6 +21,7 @@ no frame is ever decoded with half a change.
 
 from __future__ import annotations
 
+import keyword
 import math
 import struct
 from dataclasses import dataclass, field, replace
@@ -57,12 +58,10 @@ class Result(NamedTuple):
 
 
 class FrameDecoder(Protocol):
-    can_id: int
-    meta: tuple[tuple[str, str | None], ...]  # (name, unit) of each value `values` gives
+    """SignalSet and protocol.dbc.DbcFrame. SignalSet also has `emitter`,
+    the fast path the store uses."""
 
-    def values(self, data: bytes) -> tuple[list, tuple[str, ...]] | None:
-        """A fast path, where there is one: the values and the names of those
-        out of range, or None to use `decode`."""
+    can_id: int
 
     def decode(self, data: bytes) -> tuple[list[Result], list[str]]:
         """The signals the frame holds, and the names of those it is too short for."""
@@ -245,7 +244,7 @@ class SignalSet:
     A shorter frame goes through the plain loop, which names what it is too
     short for. Both give (name, value, unit, in_range) tuples."""
 
-    __slots__ = ("can_id", "signals", "meta", "_plan", "_need", "_full", "_values")
+    __slots__ = ("can_id", "signals", "meta", "_plan", "_need", "_values", "_emitters")
 
     def __init__(self, can_id: int, signals: Sequence[SignalDef]) -> None:
         self.can_id = can_id
@@ -264,16 +263,28 @@ class SignalSet:
                          s.offset, s.unit, s.minimum, s.maximum))
         self._plan = tuple(plan)
         self._need = max((p[2] for p in plan), default=0)
-        self.meta = tuple((p[0], p[10]) for p in plan)  # (name, unit), in the order of values()
+        self.meta = tuple((p[0], p[10]) for p in plan)  # (name, unit) of each signal, in order
         self._values = _compile(self._plan, self._need)
+        self._emitters: dict[tuple, Any] = {}
 
-    def values(self, data: bytes) -> tuple[list, tuple[str, ...]] | None:
-        """The hot path: for a frame long enough for every signal, the values
-        in the order of `meta` and the names of those out of range; None for
-        a shorter frame (then `decode` says what it holds)."""
-        if len(data) >= self._need:
-            return self._values(data)
-        return None
+    def emitter(self, row: Sequence[Any]) -> Any:
+        """The fastest path, for a caller that turns signals into rows of its
+        own shape: `row` names each field, `"idx"`, `"name"`, `"value"`,
+        `"unit"`, a 1-tuple for a constant, any other text for a value the
+        caller passes. The function returned takes (data, append, idx, the
+        named values in `row` order); for a frame long enough for every
+        signal it appends one row per signal (idx, idx + 1, ...) and returns
+        (how many, names out of range); for a shorter frame it returns None
+        and appends nothing (then `decode` says what the frame holds)."""
+        key = tuple(row)
+        emit = self._emitters.get(key)
+        if emit is None:
+            for part in key:
+                if isinstance(part, str) and (not part.isidentifier() or keyword.iskeyword(part)):
+                    raise ValueError(f"row field {part!r} is not a name")
+            full = _compile(self._plan, self._need, key)
+            emit = self._emitters[key] = _guarded(full, self._need, key)
+        return emit
 
     def decode(self, data: bytes) -> tuple[list[tuple], Sequence[str]]:
         if len(data) >= self._need:
@@ -298,6 +309,26 @@ class SignalSet:
             value = raw * scale + offset
             results.append((name, value, unit, (lo is None or value >= lo) and (hi is None or value <= hi)))
         return results, short
+
+
+_ROW_PARTS = ("idx", "name", "value", "unit")
+
+
+def _given(row: Sequence[Any]) -> list[str]:
+    """The values a row template takes from its caller, in order."""
+    return [p for p in row if isinstance(p, str) and p not in _ROW_PARTS]
+
+
+def _guarded(full: Any, need: int, row: Sequence[Any]) -> Any:
+    """`full` behind the frame-length check, with the same parameters (no
+    *args in between: a call the hot path pays for every frame)."""
+    params = ", ".join(["data", "append", "idx", *_given(row)])
+    source = (f"def make(full):\n    def emit({params}):\n"
+              f"        if len(data) < {int(need)}:\n            return None\n"
+              f"        return full({params})\n    return emit\n")
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<can emitter>", "exec"), namespace)  # noqa: S102 - names checked by emitter()
+    return namespace["make"](full)
 
 
 # struct codes of whole standard-width fields: (bits, kind) -> code
@@ -332,9 +363,10 @@ def _one_struct(plan: Sequence[tuple]) -> tuple[str, list[int]] | None:
     return fmt, [i for *_, i in fields]
 
 
-def _compile(plan: Sequence[tuple], need: int) -> Any:
+def _compile(plan: Sequence[tuple], need: int, row: Sequence[Any] | None = None) -> Any:
     """The generated decoder of a frame at least `need` bytes long: data ->
-    ([value, ...], (names out of range, ...)). Every
+    ([value, ...], (names out of range, ...)). With a `row` template (see
+    `SignalSet.emitter`) it makes the caller's rows itself instead. Every
     constant (names, units, limits, unpackers) reaches it as a closure
     variable, never as source text, so no definition can inject code."""
     consts: list[Any] = []
@@ -383,9 +415,30 @@ def _compile(plan: Sequence[tuple], need: int) -> Any:
                 ok = f"{v} is None or ({ok})"
             body.append(f"if not ({ok}): bad += ({const(name)},)")
         items.append(v)
-    body.append(f"return [{', '.join(items)}], bad")
+    if row is None:
+        body.append(f"return [{', '.join(items)}], bad")
+        params = "data"
+    else:
+        for j, v in enumerate(items):
+            parts = []
+            for part in row:
+                if part == "idx":
+                    parts.append(f"idx + {j}" if j else "idx")
+                elif part == "name":
+                    parts.append(const(plan[j][0]))
+                elif part == "value":
+                    parts.append(v)
+                elif part == "unit":
+                    parts.append(const(plan[j][10]))
+                elif isinstance(part, str):
+                    parts.append(part)  # a parameter of the emitter
+                else:
+                    parts.append(const(part[0]))  # a constant, as a 1-tuple
+            body.append(f"append(({', '.join(parts)}))")
+        body.append(f"return {len(plan)}, bad")
+        params = ", ".join(["data", "append", "idx", *_given(row)])
     names = ", ".join(f"k{i}" for i in range(len(consts)))
-    source = (f"def make({names}):\n    def full(data):\n"
+    source = (f"def make({names}):\n    def full({params}):\n"
               + "".join(f"        {line}\n" for line in body) + "    return full\n")
     namespace: dict[str, Any] = {}
     exec(compile(source, "<can signals>", "exec"), namespace)  # noqa: S102 - source made above from numbers only

@@ -33,10 +33,6 @@ class DbcFrame:
         self._limits = {s.name: (s.minimum, s.maximum) for s in message.signals}
         self._muxed = any(s.multiplexer_ids for s in message.signals)
 
-    def values(self, data: bytes) -> None:
-        """No fast path: cantools decodes through `decode`."""
-        return None
-
     def decode(self, data: bytes) -> tuple[list[Result], list[str]]:
         short_frame = len(data) < self.message.length
         try:

@@ -28,6 +28,10 @@ logger = logging.getLogger("autocore.can")
 RAW = "can_raw"
 DECODED = "can"
 SOURCE, METRIC, IDX, RAW_BYTES = 6, 7, 3, 11
+# The row a signal becomes (storage.telemetry.TELEMETRY_COLUMNS), as a
+# template SignalSet compiles its emitter from: names are the emitter's
+# arguments, 1-tuples constants.
+ROW = ("uuid", "boot_id", "seq", "idx", "ts", "received_at", (DECODED,), "name", "value", "unit", "tag", (None,))
 # Frame id texts seen (as devices write them) -> CAN id; bounded.
 ID_CACHE_MAX = 4096
 # Per-signal counters kept at most (the rest are summed under "other").
@@ -37,6 +41,7 @@ MAX_NAMED = 500
 class CanRows:
     def __init__(self, catalog: CanCatalog | None = None, keep_raw: bool = True) -> None:
         self.catalog = catalog or CanCatalog()
+        self._compiled: dict[int, dict] = {}
         self.keep_raw = keep_raw
         self._ids: dict[Any, tuple[int | None, str | None]] = {}
         self.frames_seen = 0
@@ -53,6 +58,18 @@ class CanRows:
     def set_catalog(self, catalog: CanCatalog) -> None:
         """Takes effect between two calls of `apply`, never inside one."""
         self.catalog = catalog
+        self._compiled = {}
+
+    def _table(self, table: Any) -> dict:
+        """CAN id -> ((emitter or None, decoder), ...) of one table of the
+        catalog, made once per catalog."""
+        got = self._compiled.get(id(table))
+        if got is None:
+            got = {}
+            for can_id, decoders in table.items():
+                got[can_id] = tuple((d.emitter(ROW) if hasattr(d, "emitter") else None, d) for d in decoders)
+            self._compiled[id(table)] = got
+        return got
 
     def apply(self, rows: Sequence[tuple], device_type: Callable[[str], str | None] | None = None) -> Sequence[tuple]:
         """`rows` with the signal rows added (the same object when there is
@@ -90,7 +107,7 @@ class CanRows:
             if has_raw:
                 # idx grows within a message: the last row holds the highest.
                 table = catalog.table(device_type(prev[0]) if device_type is not None and catalog.typed else None)
-                self._message(rows, start, end, (prev[IDX] or 0) + 1, table, out)
+                self._message(rows, start, end, (prev[IDX] or 0) + 1, self._table(table), out)
             else:
                 out.extend(rows[start:end])
             start = end
@@ -124,16 +141,14 @@ class CanRows:
             if keep_raw:
                 append(r)
             mark = len(out)
-            for decoder in decoders:
-                fast = decoder.values(data)
-                if fast is not None:  # the Config App's signals, a full frame
-                    values, bad = fast
-                    for (name, unit), value in zip(decoder.meta, values):
-                        append((uuid, boot_id, seq, next_idx, ts, received_at, DECODED, name, value, unit, tag, None))
-                        next_idx += 1
-                    for name in bad:
-                        self._count(self.out_of_range, name)
-                    continue
+            for emit, decoder in decoders:
+                if emit is not None:  # the Config App's signals: rows straight from generated code
+                    got = emit(data, append, next_idx, uuid, boot_id, seq, ts, received_at, tag)
+                    if got is not None:
+                        next_idx += got[0]
+                        for name in got[1]:
+                            self._count(self.out_of_range, name)
+                        continue
                 try:
                     results, short = decoder.decode(data)
                 except Exception as exc:  # a cantools DecodeError (unknown multiplexer value), ...

@@ -233,3 +233,18 @@ class _Unfit:
     def __init__(self, sset) -> None:
         self._plan = sset._plan
         self._need = 10**9
+
+
+def test_the_emitter_makes_the_callers_rows():
+    from protocol.can import SignalSet
+
+    sset = build_catalog(fueltech_rows()).common[0x100][0]
+    assert isinstance(sset, SignalSet)
+    emit = sset.emitter(("dev", "idx", ("can",), "name", "value", "unit", "tag"))
+    out: list = []
+    assert emit(bytes.fromhex("2823FF"), out.append, 7, "gw-1", "0x100") == (2, ("RPM",))
+    assert out[0] == ("gw-1", 7, "can", "RPM", 9000.0, "RPM", "0x100")
+    assert out[1][:4] == ("gw-1", 8, "can", "TPS") and close(out[1][4], 99.96)
+    assert emit(bytes.fromhex("2823"), out.append, 9, "gw-1", "0x100") is None and len(out) == 2
+    with pytest.raises(ValueError, match="not a name"):
+        sset.emitter(("import os", "value"))
