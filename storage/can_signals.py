@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from protocol.can import build_catalog
-from protocol.dbc import BadDbc, load_dbc_text
 from storage.db import sqlite_errors
 
 TABLE = "can_signals"
@@ -135,6 +134,10 @@ class CanDefinitions:
 
     @staticmethod
     def _parse(path: str, device_type: str | None) -> tuple[tuple | None, Any, str | None]:
+        # Imported here: cantools (and python-can under it) costs about 0.2 s
+        # and some memory at start, for nothing when no DBC file is set.
+        from protocol.dbc import BadDbc, load_dbc_text
+
         got = read_dbc(path, device_type)
         if got.text is None:
             return got.stamp, None, got.error
