@@ -239,8 +239,9 @@ class SignalSet:
 
     It runs for every frame on the telemetry path, so the common case (a
     frame long enough for every signal) is one function generated for this
-    set of signals: the frame read as one integer per byte order, each
-    signal a constant shift and mask, scale, offset and range folded in.
+    set of signals: the frame read with one `struct` call when every signal
+    is a whole byte-aligned field, else as one integer per byte order with
+    a constant shift and mask per signal; scale, offset and range folded in.
     A shorter frame goes through the plain loop, which names what it is too
     short for. Both give (name, value, unit, in_range) tuples."""
 
@@ -279,11 +280,11 @@ class SignalSet:
         key = tuple(row)
         emit = self._emitters.get(key)
         if emit is None:
-            for part in key:
-                if isinstance(part, str) and (not part.isidentifier() or keyword.iskeyword(part)):
-                    raise ValueError(f"row field {part!r} is not a name")
-            full = _compile(self._plan, self._need, key)
-            emit = self._emitters[key] = _guarded(full, self._need, key)
+            for part in _given(key):
+                if not part.isidentifier() or keyword.iskeyword(part) or part.startswith("_") \
+                        or part in ("data", "append"):
+                    raise ValueError(f"row field {part!r} is not a name the emitter can take")
+            emit = self._emitters[key] = _compile(self._plan, self._need, key)
         return emit
 
     def decode(self, data: bytes) -> tuple[list[tuple], Sequence[str]]:
@@ -317,18 +318,6 @@ _ROW_PARTS = ("idx", "name", "value", "unit")
 def _given(row: Sequence[Any]) -> list[str]:
     """The values a row template takes from its caller, in order."""
     return [p for p in row if isinstance(p, str) and p not in _ROW_PARTS]
-
-
-def _guarded(full: Any, need: int, row: Sequence[Any]) -> Any:
-    """`full` behind the frame-length check, with the same parameters (no
-    *args in between: a call the hot path pays for every frame)."""
-    params = ", ".join(["data", "append", "idx", *_given(row)])
-    source = (f"def make(full):\n    def emit({params}):\n"
-              f"        if len(data) < {int(need)}:\n            return None\n"
-              f"        return full({params})\n    return emit\n")
-    namespace: dict[str, Any] = {}
-    exec(compile(source, "<can emitter>", "exec"), namespace)  # noqa: S102 - names checked by emitter()
-    return namespace["make"](full)
 
 
 # struct codes of whole standard-width fields: (bits, kind) -> code
@@ -373,23 +362,23 @@ def _compile(plan: Sequence[tuple], need: int, row: Sequence[Any] | None = None)
 
     def const(value: Any) -> str:
         consts.append(value)
-        return f"k{len(consts) - 1}"
+        return f"_k{len(consts) - 1}"
 
     body: list[str] = []
     packed = _one_struct(plan)
     if packed is not None:
         # Every signal a whole standard-width field: one C call reads them all.
         fmt, order_of = packed
-        body.append(f"{', '.join(f'v{i}' for i in order_of)}, = {const(struct.Struct(fmt).unpack_from)}(data)")
+        body.append(f"{', '.join(f'_v{i}' for i in order_of)}, = {const(struct.Struct(fmt).unpack_from)}(data)")
     else:
         if any(p[7] is None and p[3] == "little" for p in plan):
-            body.append(f"L = int.from_bytes(data[:{need}], 'little')")
+            body.append(f"_L = int.from_bytes(data[:{need}], 'little')")
         if any(p[7] is None and p[3] == "big" for p in plan):
-            body.append(f"B = int.from_bytes(data[:{need}], 'big')")
+            body.append(f"_B = int.from_bytes(data[:{need}], 'big')")
     items = []
-    body.append("bad = ()")
+    body.append("_bad = ()")
     for i, (name, first, end, order, shift, mask, sign_bit, unpack, scale, offset, unit, lo, hi) in enumerate(plan):
-        v = f"v{i}"
+        v = f"_v{i}"
         scaled = f"{v} * {const(scale)}" + (f" + {const(offset)}" if offset else "")
         if unpack is not None:
             if packed is None:
@@ -398,9 +387,9 @@ def _compile(plan: Sequence[tuple], need: int, row: Sequence[Any] | None = None)
         else:
             if packed is None:
                 if order == "little":
-                    body.append(f"{v} = (L >> {first * 8 + shift}) & {mask}")
+                    body.append(f"{v} = (_L >> {first * 8 + shift}) & {mask}")
                 else:
-                    body.append(f"{v} = (B >> {(need - end) * 8 + shift}) & {mask}")
+                    body.append(f"{v} = (_B >> {(need - end) * 8 + shift}) & {mask}")
                 if sign_bit:
                     body.append(f"if {v} & {sign_bit}: {v} -= {sign_bit << 1}")
             body.append(f"{v} = {scaled}")
@@ -413,10 +402,10 @@ def _compile(plan: Sequence[tuple], need: int, row: Sequence[Any] | None = None)
             ok = " and ".join(checks)
             if unpack is not None:
                 ok = f"{v} is None or ({ok})"
-            body.append(f"if not ({ok}): bad += ({const(name)},)")
+            body.append(f"if not ({ok}): _bad += ({const(name)},)")
         items.append(v)
     if row is None:
-        body.append(f"return [{', '.join(items)}], bad")
+        body.append(f"return [{', '.join(items)}], _bad")
         params = "data"
     else:
         for j, v in enumerate(items):
@@ -435,9 +424,10 @@ def _compile(plan: Sequence[tuple], need: int, row: Sequence[Any] | None = None)
                 else:
                     parts.append(const(part[0]))  # a constant, as a 1-tuple
             body.append(f"append(({', '.join(parts)}))")
-        body.append(f"return {len(plan)}, bad")
+        body.append(f"return {len(plan)}, _bad")
+        body.insert(0, f"if len(data) < {int(need)}: return None")
         params = ", ".join(["data", "append", "idx", *_given(row)])
-    names = ", ".join(f"k{i}" for i in range(len(consts)))
+    names = ", ".join(f"_k{i}" for i in range(len(consts)))
     source = (f"def make({names}):\n    def full({params}):\n"
               + "".join(f"        {line}\n" for line in body) + "    return full\n")
     namespace: dict[str, Any] = {}
