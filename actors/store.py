@@ -43,6 +43,8 @@ from storage.db import close_database, open_database
 
 logger = logging.getLogger("autocore.store")
 
+CAN_LOAD_WAIT_S = 10.0
+
 
 def known_devices() -> tuple[KnownDevice, ...]:
     return tuple(
@@ -77,8 +79,14 @@ class Store:
             s, writer, scheduler, self.channel, {d.uuid: d.device_type for d in devices})
         writer.proxy().set_batcher(batcher).get()
         self.refs["CanFeed"] = can_feed = CanFeed.start(s, batcher, scheduler)
-        # The definitions reach the batcher before the first frame can.
-        can_feed.ask(LoadNow(), timeout=30.0)
+        # The definitions reach the batcher before the first frame can; a
+        # huge DBC file still parsing must not stop the store from starting
+        # (frames are stored raw until the definitions are in).
+        try:
+            can_feed.ask(LoadNow(), timeout=CAN_LOAD_WAIT_S)
+        except pykka.Timeout:
+            logger.warning("CAN definitions are still loading after %.0f s; frames are stored raw until then",
+                           CAN_LOAD_WAIT_S)
         self.refs["CommandFeed"] = CommandFeed.start(s, writer, scheduler, self.channel)
         self.refs["Retention"] = Retention.start(s, scheduler)
         self.refs["Checkpointer"] = Checkpointer.start(s, scheduler)
