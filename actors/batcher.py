@@ -4,24 +4,42 @@ While the writer is idle, whatever has arrived goes at once; while it is
 busy, rows gather into batches of up to `batch_rows` (FlushPolicy). The
 buffer is bounded by the inbound pipeline: core reads no more from the
 broker than `max_unacked` messages ahead of what is committed.
+
+Raw CAN frames become signal rows here, as they arrive (actors/rules/
+can_rows.py), and not in core: the definitions live in the database, which
+only this process reads, so a change reaches the decoder without crossing
+the channel, and swapping the catalog between two messages of this actor
+means no frame sees half a change; the signal rows join their message's
+batch, so they commit in the same transaction as its other rows; and the
+work runs beside the DbWriter's SQLite calls (which release the GIL)
+rather than on core, the process that reads the broker.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from typing import Any
 
 from actors.base import GatewayActor
+from actors.can_feed import CanCatalogChanged
 from actors.messages import Deadline, DeviceWrite, Flush, Flushed, Schedule, TelemetryRows, WriteBatch, WriterDone
+from actors.rules.can_rows import CanRows
 from actors.rules.flush import FlushPolicy
+
+logger = logging.getLogger("autocore.can")
 
 
 class TelemetryBatcher(GatewayActor):
     name = "TelemetryBatcher"
     process = "store"
 
-    def __init__(self, settings: Any, writer: Any, scheduler: Any, channel: Any) -> None:
+    def __init__(self, settings: Any, writer: Any, scheduler: Any, channel: Any,
+                 device_types: dict[str, str | None] | None = None) -> None:
         super().__init__()
+        self.can = CanRows(keep_raw=settings.can_keep_raw)
+        self.device_types: dict[str, str | None] = dict(device_types or {})
         self.policy = FlushPolicy(settings.batch_rows, settings.batch_max_age_ms / 1000.0,
                                   min_interval_s=settings.batch_min_interval_ms / 1000.0)
         self.last_flush_at: float | None = None
@@ -40,10 +58,15 @@ class TelemetryBatcher(GatewayActor):
     def handle(self, message: Any) -> Any:
         now = time.time()
         if isinstance(message, TelemetryRows):
-            self.rows.extend(message.rows)
+            self.rows.extend(self._decode(message.rows))
             self.tokens.extend(message.tokens)
             self._arrived(now)
         elif isinstance(message, DeviceWrite):
+            self._learn_type(message)
+            if message.rows:
+                rows = self._decode(message.rows)
+                if rows is not message.rows:
+                    message = dataclasses.replace(message, rows=tuple(rows))
             self.writes.append(message)
             self.tokens.extend(message.tokens)
             self._arrived(now)
@@ -63,10 +86,31 @@ class TelemetryBatcher(GatewayActor):
             return None
         elif isinstance(message, Deadline):
             self._wake_at = None
+        elif isinstance(message, CanCatalogChanged):
+            self.can.set_catalog(message.catalog)
+            return None
         else:
             return super().handle(message)
         self._maybe_flush(now)
         return None
+
+    def _decode(self, rows: Any) -> Any:
+        try:
+            return self.can.apply(rows, self.device_types.get)
+        except Exception as exc:  # a bug in decoding must not cost the message its rows
+            self.counters["can_decode_errors"] += 1
+            if self.counters["can_decode_errors"] == 1:
+                logger.exception("CAN decoding failed (%s); the frames are stored raw", exc)
+            return rows
+
+    def _learn_type(self, write: DeviceWrite) -> None:
+        """Per-type DBC files need each device's type: known at start, then
+        from what devices announce."""
+        facts = write.facts
+        if facts is not None and facts.device_type:
+            self.device_types[write.uuid] = facts.device_type
+        elif write.discovery is not None and write.discovery.device_type and write.uuid not in self.device_types:
+            self.device_types[write.uuid] = write.discovery.device_type
 
     def _items(self) -> int:
         return len(self.rows) + len(self.writes) + len(self.tokens)
@@ -114,4 +158,5 @@ class TelemetryBatcher(GatewayActor):
             "max_age_ms": round(self.policy.max_age_s * 1000),
             "min_interval_ms": round(self.policy.min_interval_s * 1000),
             "largest_batch": self.largest_batch,
+            "can": self.can.state(),
         }

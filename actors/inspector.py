@@ -351,6 +351,7 @@ class Inspector(GatewayActor):
             "batcher": state(store, "TelemetryBatcher"),
             "writer": state(store, "DbWriter") | {"counters": counters(store, "DbWriter")},
             "commands": state(store, "CommandFeed"),
+            "can": dict(state(store, "TelemetryBatcher").get("can") or {}) | {"feed": state(store, "CanFeed")},
             "retention": state(store, "Retention"),
             "memory": {"core_rss_mb": state(core, "Heartbeat").get("rss_mb"),
                        "store_rss_mb": state(store, "DbWriter").get("rss_mb")},

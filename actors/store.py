@@ -17,6 +17,7 @@ import pykka
 
 from actors.base import rss_mb
 from actors.batcher import TelemetryBatcher
+from actors.can_feed import CanFeed, LoadNow
 from actors.channel import Channel, ChannelClosed
 from actors.command_feed import CommandFeed
 from actors.db_writer import DbWriter, command_state
@@ -42,6 +43,8 @@ from storage.db import close_database, describe_location, open_database
 from storage.migrations import migrate
 
 logger = logging.getLogger("autocore.store")
+
+CAN_LOAD_WAIT_S = 10.0
 
 
 def known_devices() -> tuple[KnownDevice, ...]:
@@ -73,12 +76,23 @@ class Store:
         migrate()
         self.refs["Scheduler"] = scheduler = Scheduler.start("store")
         self.refs["DbWriter"] = writer = DbWriter.start(s, self.channel, scheduler=scheduler)
-        self.refs["TelemetryBatcher"] = batcher = TelemetryBatcher.start(s, writer, scheduler, self.channel)
+        devices = known_devices()
+        self.refs["TelemetryBatcher"] = batcher = TelemetryBatcher.start(
+            s, writer, scheduler, self.channel, {d.uuid: d.device_type for d in devices})
         writer.proxy().set_batcher(batcher).get()
+        self.refs["CanFeed"] = can_feed = CanFeed.start(s, batcher, scheduler)
+        # The definitions reach the batcher before the first frame can; a
+        # huge DBC file still parsing must not stop the store from starting
+        # (frames are stored raw until the definitions are in).
+        try:
+            can_feed.ask(LoadNow(), timeout=CAN_LOAD_WAIT_S)
+        except pykka.Timeout:
+            logger.warning("CAN definitions are still loading after %.0f s; frames are stored raw until then",
+                           CAN_LOAD_WAIT_S)
         self.refs["CommandFeed"] = CommandFeed.start(s, writer, scheduler, self.channel)
         self.refs["Retention"] = Retention.start(s, scheduler)
         self.refs["Checkpointer"] = Checkpointer.start(s, scheduler)
-        ready = StoreReady(os.getpid(), known_devices(), commands_in_flight(s))
+        ready = StoreReady(os.getpid(), devices, commands_in_flight(s))
         close_database_connection_of_this_thread()
         self.channel.start_reader(self.on_core_message)
         self.channel.send(ready)
@@ -137,7 +151,7 @@ class Store:
                 batcher.tell(Flush("core gone"))
             except pykka.ActorDeadError:
                 pass
-        for name in ("Checkpointer", "Retention", "CommandFeed", "TelemetryBatcher", "DbWriter", "Scheduler"):
+        for name in ("Checkpointer", "Retention", "CommandFeed", "CanFeed", "TelemetryBatcher", "DbWriter", "Scheduler"):
             ref = self.refs.get(name)
             if ref is not None:
                 try:

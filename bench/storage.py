@@ -14,6 +14,9 @@ transaction per 2000-row batch, the unique dedup index and the
   repeated rows, and for scale the plain executemany of the same INSERT
   ... ON CONFLICT DO NOTHING it replaced.
 
+Then CAN decoding on the telemetry path at 8 frames a message
+(bench/can_decode.py): frames/s decoded and what it costs the path.
+
 The machines are noisy: compare the rows of one run, not runs.
 """
 
@@ -160,6 +163,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000, help="rows offered per case")
     parser.add_argument("--engine", choices=("both", "sqlite", "postgresql"), default="both",
                         help="which backends to measure (default both)")
+    parser.add_argument("--can-messages", type=int, default=10_000,
+                        help="telemetry messages of 8 CAN frames for the CAN decoding case (0: skip it)")
     args = parser.parse_args()
     if args.engine in ("both", "sqlite"):
         results = [
@@ -173,6 +178,11 @@ def main() -> None:
     if args.engine in ("both", "postgresql"):
         report(f"PostgreSQL: telemetry insert, {BATCH}-row transactions, fsync on, the same indexes",
                run_postgres(args.rows))
+    if args.can_messages:
+        from bench import can_decode
+
+        print()
+        can_decode.run(messages=args.can_messages)
 
 
 def report(title: str, results: list[tuple]) -> None:
@@ -182,6 +192,11 @@ def report(title: str, results: list[tuple]) -> None:
         print(f"{name:<32} {sync:<7} {offered:>9} {inserted:>9} {elapsed:>8.2f} "
               f"{offered / elapsed:>10,.0f} {inserted / elapsed:>10,.0f}")
     print()
+    if args.can_messages:
+        from bench import can_decode
+
+        print()
+        can_decode.run(messages=args.can_messages)
 
 
 if __name__ == "__main__":

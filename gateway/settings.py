@@ -82,6 +82,32 @@ def _periods_check(v: str) -> str | None:
     return None
 
 
+def parse_dbc_files(text: str) -> list[tuple[str | None, str]]:
+    """`ecu.dbc,can_gateway=/etc/body.dbc` -> [(None, "ecu.dbc"), ("can_gateway",
+    "/etc/body.dbc")]: a file for every device, or `DEVICE_TYPE=FILE` for the
+    devices of one type."""
+    files: list[tuple[str | None, str]] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        device_type, sep, path = part.partition("=")
+        if not sep:
+            device_type, path = "", part
+        device_type, path = device_type.strip(), path.strip()
+        if sep and not device_type:
+            raise ValueError(f"each entry must be FILE or DEVICE_TYPE=FILE, and {part!r} has no type before '='")
+        if not path:
+            raise ValueError(f"each entry must be FILE or DEVICE_TYPE=FILE, and {part!r} has no file")
+        files.append((device_type or None, path))
+    return files
+
+
+def _dbc_check(v: str) -> str | None:
+    try:
+        parse_dbc_files(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def setting(default: Any, help: str, check: Callable[[Any], str | None] | None = None, secret: bool = False) -> Any:
     return field(default=default, metadata={"help": help, "check": check, "secret": secret})
 
@@ -153,6 +179,15 @@ class Settings:
     )
     fw22_heartbeat_ms: int = setting(250, "interval of the heartbeats that hold a 2.2 relay on", _positive)
 
+    # CAN decoding (issue 15)
+    can_keep_raw: bool = setting(
+        True, "a decoded CAN frame keeps its can_raw row beside its signal rows (a frame nothing decodes always does)")
+    can_dbc: str = setting(
+        "", "DBC files whose signals decode CAN frames: FILE or DEVICE_TYPE=FILE, comma separated; "
+            "a signal also in the Config App's can_signals takes the DBC's definition", _dbc_check)
+    can_poll_ms: int = setting(
+        1000, "how often CAN definitions are checked for changes (can_signals, DBC files)", _positive)
+
     # Retention
     retention_days: float = setting(30.0, "telemetry older than this is pruned (0 keeps everything)", _non_negative)
     db_max_mb: float = setting(0.0, "oldest telemetry is pruned while the database is larger (0: no limit)", _non_negative)
@@ -176,6 +211,10 @@ class Settings:
         from storage.url import redact
 
         return redact(self.database)
+
+    @property
+    def can_dbc_files(self) -> list[tuple[str | None, str]]:
+        return parse_dbc_files(self.can_dbc)
 
     @property
     def socket_path(self) -> str:

@@ -44,6 +44,7 @@ from typing import Iterator
 import peewee
 from peewee import DatabaseProxy, Node, SqliteDatabase
 
+from storage.errors import DatabaseBusy, DatabaseFull
 from storage.url import POSTGRESQL, SQLITE, parse_location
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,6 @@ _SQLITE_LOCKED = 6
 _SQLITE_FULL = 13
 
 
-class DatabaseBusy(peewee.OperationalError):
-    """Another connection held the lock for longer than busy_timeout.
-
-    The transaction has been rolled back; retrying it later is safe.
-    A subclass of peewee's OperationalError so generic handlers still match.
-    """
-
-
 def is_busy_error(exc: BaseException) -> bool:
     """True if `exc` (sqlite3 or peewee) says the database was locked."""
     for candidate in (exc, *exc.args[:1]):
@@ -75,15 +68,6 @@ def is_busy_error(exc: BaseException) -> bool:
             return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
     text = str(exc)
     return "database is locked" in text or "database table is locked" in text
-
-
-class DatabaseFull(peewee.OperationalError):
-    """No room to write: the file system is full (SQLITE_FULL, ENOSPC).
-
-    Like `DatabaseBusy`, back-pressure rather than a fault: the transaction
-    has been rolled back, nothing it held is stored (so nothing of it may be
-    acknowledged), and it can be retried once space returns.
-    """
 
 
 def is_full_error(exc: BaseException) -> bool:

@@ -31,6 +31,7 @@ from typing import Any, Iterator, Sequence
 import peewee
 from playhouse.psycopg3_ext import Psycopg3Database
 
+from storage.errors import DatabaseBusy, DatabaseFull
 from storage.url import POSTGRESQL, DatabaseTarget
 
 COMMANDS_CHANNEL = "autocore_commands"
@@ -62,8 +63,6 @@ def pg_errors() -> Iterator[None]:
     """psycopg and peewee errors as the gateway's: DatabaseBusy,
     DatabaseFull, else peewee's own classes (DataError, IntegrityError,
     OperationalError...), so callers catch one family whatever the engine."""
-    from storage.db import DatabaseBusy, DatabaseFull
-
     try:
         yield
     except (DatabaseBusy, DatabaseFull):

@@ -1,7 +1,7 @@
 """The operator subcommands of `gateway` (docs/cli.md).
 
 `inspect` asks the running gateway through its control socket
-(gateway.control); `devices`, `command`, `telemetry`, `db` and `config`
+(gateway.control); `devices`, `command`, `telemetry`, `db`, `config` and `can`
 work on the database and the settings and need no running gateway.
 gateway.cli registers them on `main` with `register`; they take what they
 share (settings flags, `--json`, exit codes) from `common`, never from
@@ -14,6 +14,7 @@ import click
 
 
 def register(main: click.Group) -> None:
+    from gateway.commands.can import can
     from gateway.commands.command import command
     from gateway.commands.config import config
     from gateway.commands.db import db
@@ -21,5 +22,5 @@ def register(main: click.Group) -> None:
     from gateway.commands.inspect import inspect
     from gateway.commands.telemetry import telemetry
 
-    for cmd in (inspect, devices, command, telemetry, db, config):
+    for cmd in (inspect, devices, command, telemetry, db, config, can):
         main.add_command(cmd)

@@ -423,6 +423,7 @@ def render_stats(s: dict) -> str:
             ("command feed", f"{feed.get('polls', '-')} polls, {feed.get('queries', '-')} queries"),
             ("counters", tables.counts(writer.get("counters"))),
         ]),
+        ("can", render_can(s.get("can") or {})),
         ("retention", render_retention(retention)),
         ("memory", f"core {tables.number(memory.get('core_rss_mb'))} MB, store {tables.number(memory.get('store_rss_mb'))} MB"),
         ("channel", f"{channel.get('frames_sent', '-')} frames sent, {channel.get('frames_received', '-')} received"),
@@ -430,6 +431,30 @@ def render_stats(s: dict) -> str:
     if s.get("errors"):
         items.append(("errors", "; ".join(s["errors"])))
     return tables.pairs(items)
+
+
+def render_can(c: dict) -> Any:
+    """Frames decoded, signals out of range, frames with no definition."""
+    if not c:
+        return "-"
+    feed = c.get("feed") or {}
+    origins = ", ".join(f"{n} from {o}" for o, n in sorted((feed.get("by_origin") or {}).items())) or "none"
+    definitions = f"{c.get('definitions', feed.get('definitions', 0))} in force ({origins})"
+    if feed.get("problems"):
+        definitions += f"; {feed['problems']} skipped or overridden (see the log, or gateway can signals)"
+    return [
+        ("definitions", definitions),
+        ("frames", f"{c.get('frames_seen', 0)} seen, {c.get('frames_decoded', 0)} decoded into "
+                   f"{c.get('signals_decoded', 0)} signals, {c.get('frames_no_definition', 0)} with no definition, "
+                   f"{c.get('frames_failed', 0)} undecodable"),
+        ("out of range", f"{c.get('signals_out_of_range', 0)} signals" + _by_name(c.get("out_of_range"))),
+        ("too short", f"{c.get('signals_too_short', 0)} signals" + _by_name(c.get("too_short"))),
+        ("raw rows", "kept" if c.get("keep_raw", True) else f"left out once decoded ({c.get('raw_rows_left_out', 0)})"),
+    ]
+
+
+def _by_name(counts: dict | None) -> str:
+    return f" ({tables.counts(counts)})" if counts else ""
 
 
 def render_retention(r: dict) -> str:

@@ -69,7 +69,53 @@ INDEXES = [
     "CREATE INDEX idx_events_timestamp ON event_logs (timestamp)",
     "CREATE INDEX idx_events_type ON event_logs (event_type)",
     "CREATE INDEX idx_events_source ON event_logs (source)",
+    "CREATE INDEX idx_can_signals_name ON can_signals (signal_name)",
+    "CREATE INDEX idx_can_signals_id ON can_signals (can_id)",
 ]
+
+# The FuelTech ECU's signals as the Config App seeds them
+# (`seed_default_can_signals`): no byte_order and no data_type (so least
+# significant byte first, unsigned), scale 1 and offset 0 unless given.
+# (name, can_id, start_bit, length_bits, unit, min, max, scale, offset)
+FUELTECH_SIGNALS = (
+    ("RPM", "0x100", 0, 16, "RPM", 0, 8000, 1.0, 0.0),
+    ("TPS", "0x100", 16, 8, "%", 0, 100, 0.392, 0.0),
+    ("MAP", "0x200", 0, 16, "kPa", 0, 250, 1.0, 0.0),
+    ("IAT", "0x200", 16, 8, "°C", -40, 120, 1.0, -40.0),
+    ("ECT", "0x300", 0, 8, "°C", -40, 120, 1.0, -40.0),
+    ("FuelPressure", "0x400", 0, 16, "kPa", 0, 600, 1.0, 0.0),
+    ("Ethanol", "0x400", 16, 8, "%", 0, 100, 0.392, 0.0),
+    ("FuelLevel", "0x400", 24, 8, "%", 0, 100, 0.392, 0.0),
+    ("Battery", "0x500", 0, 8, "V", 10, 16, 0.1, 0.0),
+    ("Lambda", "0x300", 8, 16, "λ", 0.7, 1.3, 0.001, 0.0),
+    ("OilPressure", "0x500", 8, 8, "bar", 0, 10, 0.039, 0.0),
+    ("BoostPressure", "0x500", 16, 16, "bar", -1, 3, 0.001, -1.0),
+    ("Speed", "0x600", 0, 16, "km/h", 0, 300, 1.0, 0.0),
+    ("Gear", "0x600", 16, 8, "", 0, 6, 1.0, 0.0),
+)
+
+
+def fueltech_rows(byte_order: str | None = None) -> list[dict]:
+    """The seed as `can_signals` rows (dicts of its columns)."""
+    return [{"id": i, "signal_name": name, "can_id": can_id, "start_bit": start, "length_bits": length,
+             "byte_order": byte_order, "data_type": None, "scale_factor": scale, "offset": offset, "unit": unit,
+             "min_value": lo, "max_value": hi, "is_active": 1}
+            for i, (name, can_id, start, length, unit, lo, hi, scale, offset) in enumerate(FUELTECH_SIGNALS, 1)]
+
+
+def seed_can_signals(conn: sqlite3.Connection, byte_order: str | None = None) -> int:
+    """seed_default_can_signals: the FuelTech set, inserted by the ORM
+    (scale_factor, offset and is_active get its Python defaults)."""
+    stamp = now_text()
+    for row in fueltech_rows(byte_order):
+        conn.execute(
+            "INSERT INTO can_signals (signal_name, can_id, start_bit, length_bits, byte_order, data_type,"
+            " scale_factor, \"offset\", unit, min_value, max_value, description, category, is_active, created_at)"
+            " VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, '', 'motor', 1, ?)",
+            (row["signal_name"], row["can_id"], row["start_bit"], row["length_bits"], byte_order,
+             row["scale_factor"], row["offset"], row["unit"], row["min_value"], row["max_value"], stamp))
+    conn.commit()
+    return len(FUELTECH_SIGNALS)
 
 CONFIGURATION_TABLES = ("devices", "relay_boards", "relay_channels", "screens", "can_signals", "users")
 
