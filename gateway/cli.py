@@ -13,7 +13,7 @@ import sys
 import click
 
 from gateway.commands import register
-from gateway.commands.common import setting_options
+from gateway.commands.common import EXIT_RUNTIME, setting_options
 from gateway.settings import LoadedSettings
 from gateway.simulate import simulate
 

@@ -91,7 +91,10 @@ def test_on_the_config_apps_database(gateways, devices, broker, tmp_path):
     def relay_row():
         return read(db_path, app.device_by_uuid, RELAY)
 
-    wait_until(lambda: relay_row()["status"] == "online", 10, what="the relay board online in devices")
+    # Its relays/state takes the fast path and may reach the store before the
+    # status (through its Device actor): wait for what the status says.
+    wait_until(lambda: relay_row()["status"] == "online" and relay_row()["firmware_version"] == "2.0.1", 10,
+               what="the relay board online in devices, with its firmware", progress=lambda: dict(relay_row()))
     row = relay_row()
     seen = datetime.fromisoformat(row["last_seen"])
     assert abs((datetime.now() - seen).total_seconds()) < 10

@@ -8,6 +8,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from storage.can_signals import CanDefinitions, read_rows
 from storage.db import open_reader
 from tests.support import config_app
@@ -15,6 +17,7 @@ from tests.support import config_app
 DBC = Path(__file__).parents[1] / "protocol" / "data" / "engine_mux.dbc"
 
 
+@pytest.mark.sqlite_only  # the Config App's can_signals lives in its SQLite file
 def test_no_table_no_definitions(db, db_path):
     reader = open_reader(db_path)
     try:
@@ -27,6 +30,7 @@ def test_no_table_no_definitions(db, db_path):
         reader.close()
 
 
+@pytest.mark.sqlite_only  # the Config App's can_signals lives in its SQLite file
 def test_a_table_created_while_running_is_picked_up_and_left_as_it_is(db, db_path):
     reader = open_reader(db_path)
     defs = CanDefinitions()
@@ -57,6 +61,7 @@ def test_a_table_created_while_running_is_picked_up_and_left_as_it_is(db, db_pat
         reader.close()
 
 
+@pytest.mark.sqlite_only  # the Config App's can_signals lives in its SQLite file
 def test_a_table_of_another_shape_has_no_definitions(db, db_path):
     conn = sqlite3.connect(db_path)
     conn.execute("CREATE TABLE can_signals (id INTEGER PRIMARY KEY, name TEXT)")
@@ -69,6 +74,7 @@ def test_a_table_of_another_shape_has_no_definitions(db, db_path):
         reader.close()
 
 
+@pytest.mark.sqlite_only  # the Config App's can_signals lives in its SQLite file
 def test_dbc_files_are_read_again_when_they_change(db, db_path, tmp_path):
     path = tmp_path / "ecu.dbc"
     shutil.copy(DBC, path)
@@ -92,3 +98,8 @@ def test_dbc_files_are_read_again_when_they_change(db, db_path, tmp_path):
         assert any(line.startswith(f"DBC file {path}:") for line in defs.catalog.problems)
     finally:
         reader.close()
+
+
+@pytest.mark.postgresql_only
+def test_on_postgresql_there_is_no_config_app_table_to_read(db):
+    assert read_rows(db) is None
