@@ -15,7 +15,15 @@ from typing import Any
 
 from actors.base import GatewayActor
 from actors.db_writer import command_state
-from actors.messages import CancelsRequested, ClaimCommands, CommandsRequested, Deadline, ReloadCommands, Schedule
+from actors.messages import (
+    CancelsRequested,
+    ClaimCommands,
+    ClaimDeferred,
+    CommandsRequested,
+    Deadline,
+    ReloadCommands,
+    Schedule,
+)
 from storage import commands as command_repo
 from storage.db import ChangeWatch, DatabaseBusy, open_reader
 
@@ -59,7 +67,12 @@ class CommandFeed(GatewayActor):
                 self.poll()
             except DatabaseBusy:
                 self.counters["busy"] += 1
+                if self.watch is not None:
+                    self.watch.again()  # the change it saw is not acted on yet
             self._next(time.time())
+        elif isinstance(message, ClaimDeferred):
+            if self.watch is not None:
+                self.watch.again()
         elif isinstance(message, ReloadCommands):
             self._reload(message.device_uuid)
         else:
@@ -74,7 +87,7 @@ class CommandFeed(GatewayActor):
         self.queries += 1
         pending = command_repo.pending_commands(CLAIM_LIMIT, db=self.reader)
         if pending:
-            self.writer.tell(ClaimCommands(tuple(r.id for r in pending)))
+            self.writer.tell(ClaimCommands(tuple(r.id for r in pending), feed=self.actor_ref))
         if len(pending) >= CLAIM_LIMIT:
             self.watch.again()  # more to take: look again next time
         cancels = command_repo.cancel_requested(db=self.reader)

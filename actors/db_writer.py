@@ -24,6 +24,7 @@ from typing import Any
 from actors.base import GatewayActor
 from actors.messages import (
     ClaimCommands,
+    ClaimDeferred,
     CommandsRequested,
     CommandState,
     Committed,
@@ -108,7 +109,7 @@ class DbWriter(GatewayActor):
         elif isinstance(message, Deadline):
             self._write_waiting()
         elif isinstance(message, ClaimCommands):
-            self._claim(message.ids)
+            self._claim(message.ids, message.feed)
         else:
             return super().handle(message)
         return None
@@ -268,13 +269,15 @@ class DbWriter(GatewayActor):
 
     # -- commands --------------------------------------------------------
 
-    def _claim(self, ids: tuple[int, ...]) -> None:
+    def _claim(self, ids: tuple[int, ...], feed: Any = None) -> None:
         s = self.settings
         try:
             records = command_repo.claim(ids, time.time(), default_ttl_s=s.command_ttl_s)
         except (DatabaseBusy, DatabaseFull):
             self.counters["claims_deferred"] += 1
-            return  # the feed asks again on its next poll
+            if feed is not None:
+                feed.tell(ClaimDeferred())  # the feed asks again on its next poll
+            return
         if records:
             self.counters["commands_claimed"] += len(records)
             self.channel.send(CommandsRequested(tuple(command_state(r, s) for r in records)))

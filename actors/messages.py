@@ -317,6 +317,14 @@ class ClaimCommands:
     """CommandFeed -> DbWriter: take these pending rows (pending -> queued)."""
 
     ids: tuple[int, ...]
+    feed: Any = None  # told ClaimDeferred when the claim could not be written now
+
+
+@dataclass(frozen=True)
+class ClaimDeferred:
+    """DbWriter -> CommandFeed: a claim was rolled back (database busy or
+    full); look again on the next poll, whatever the change signal says
+    (on PostgreSQL a rolled-back claim sends no NOTIFY)."""
 
 
 # ---------------------------------------------------------------- in-process control

@@ -32,16 +32,22 @@ class GatewayCollector(Collector):
         except Exception as exc:  # a scrape must never hurt the gateway
             logger.warning("metrics: the Inspector did not answer: %s: %s", type(exc).__name__, exc)
             s = {}
-        up = GaugeMetricFamily(f"{NS}_stats_up", "1 if the gateway's statistics could be read for this scrape")
-        up.add_metric([], 1.0 if s else 0.0)
+        up = GaugeMetricFamily(f"{NS}_stats_up",
+                               "1 if every actor answered for this scrape (0: some families are left out)")
+        up.add_metric([], 1.0 if s and not s.get("errors") else 0.0)
         yield up
         if not s:
             return
-        yield from _mqtt(s.get("mqtt") or {})
-        yield from _router(s.get("router") or {})
-        yield from _devices(s.get("devices") or {})
-        yield from _writer(s.get("writer") or {})
-        yield from _commands(s.get("commands") or {})
+        # A section whose actor did not answer in time is left out, not
+        # exported as zeros: a counter that drops to 0 for one scrape reads
+        # as a reset to Prometheus (rate() and increase() would jump).
+        sections = ((_mqtt, "mqtt", "received"), (_router, "router", "rejections"),
+                    (_devices, "devices", "online"), (_writer, "writer", "batches"),
+                    (_commands, "commands", "by_status"))
+        for family, key, present in sections:
+            section = s.get(key) or {}
+            if present in section:
+                yield from family(section)
         memory = s.get("memory") or {}
         rss = GaugeMetricFamily(f"{NS}_resident_memory_bytes", "resident memory by process", labels=["process"])
         for process in ("core", "store"):

@@ -191,8 +191,11 @@ class DeviceSupervisor(GatewayActor):
 
     def _release(self, uuid: str, messages: list[Any]) -> None:
         for message in messages:
-            if not isinstance(message, (Retire, GetSnapshot, Drain)):
-                self._tell(uuid, message)
+            if isinstance(message, (Retire, GetSnapshot, Drain)):
+                continue
+            if isinstance(message, (Deadline, TransitionRefused)) and uuid not in self.actors:
+                continue  # for an actor that stopped idle: no need to start one for it
+            self._tell(uuid, message)
 
     def _drop(self, uuid: str, message: Any) -> None:
         """A device left down after too many crashes: complete its messages (counted)."""

@@ -31,11 +31,11 @@ import orjson
 
 from actors import wire
 from actors.messages import TelemetryRows
-from actors.router import telemetry_rows
+from actors.rules.routing import telemetry_rows
 from actors.rules.can_rows import CanRows
 from protocol.can import build_catalog
 from protocol.decode import decode_message
-from storage import telemetry
+from storage import migrations, telemetry
 from storage.db import close_database, database, open_database
 
 DEVICES = 50
@@ -86,6 +86,7 @@ def path(work: list[tuple[str, bytes]], catalog: Any, mode: str) -> dict[str, fl
     can = CanRows(catalog)
     with tempfile.TemporaryDirectory() as tmp:
         open_database(os.path.join(tmp, "bench.db"))
+        migrations.migrate()
         try:
             for start in range(0, len(work), MESSAGES_PER_TX):
                 t0 = clock()

@@ -192,11 +192,6 @@ def report(title: str, results: list[tuple]) -> None:
         print(f"{name:<32} {sync:<7} {offered:>9} {inserted:>9} {elapsed:>8.2f} "
               f"{offered / elapsed:>10,.0f} {inserted / elapsed:>10,.0f}")
     print()
-    if args.can_messages:
-        from bench import can_decode
-
-        print()
-        can_decode.run(messages=args.can_messages)
 
 
 if __name__ == "__main__":

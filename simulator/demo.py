@@ -136,6 +136,7 @@ class Gateway:
         env = dict(os.environ)
         env.update({"AUTOCORE_MQTT_HOST": "127.0.0.1", "AUTOCORE_MQTT_PORT": str(port),
                     "AUTOCORE_DB_PATH": str(self.db_path), "AUTOCORE_RUN_DIR": str(var / "run")})
+        env.pop("AUTOCORE_DB_URL", None)  # the URL would win over the file the demo watches
         self.proc = _spawn([sys.executable, str(ROOT / "bin" / "gateway"), "run"], cwd=str(ROOT), env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.ready = threading.Event()
