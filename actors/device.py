@@ -156,6 +156,7 @@ class Device(GatewayActor):
                            self.uuid, message.command_id, message.wanted, message.actual)
         elif isinstance(message, SetDialect):
             logic.set_dialect(message.dialect)
+            self._schedule()  # the timeout changed with the dialect: a shorter one wakes earlier
             # The supervisor's record follows (after any DeviceStatus this
             # actor sent before), so an evicted and rebuilt actor keeps it.
             self.supervisor.tell(DeviceStatus(self.uuid, self.known(), logic.idle()))

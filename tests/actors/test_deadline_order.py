@@ -23,20 +23,10 @@ from actors.rules.device import DeviceLogic, DeviceRules
 from actors.scheduler import Scheduler
 from actors.supervisor import DeviceSupervisor
 from tests.support.broker import wait_until
+from tests.support.recorder import Recorder
 
 UUID = "dev-deadline"
 TIMEOUT_S = 0.6
-
-
-class Recorder(pykka.ThreadingActor):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def on_receive(self, message):
-        if isinstance(message, GetSnapshot):
-            return list(self.messages)
-        self.messages.append(message)
 
 
 class BlockingStore:
@@ -69,13 +59,13 @@ def inbound(topic: str, payload: dict, mid: int, qos: int = 1) -> InboundBatch:
 
 
 def availability(mqtt) -> list:
-    return [m.publication for m in mqtt.ask(GetSnapshot()) if isinstance(m, Publish) and m.publication[0] == "avail"]
+    return [m.publication for m in list(mqtt.told) if isinstance(m, Publish) and m.publication[0] == "avail"]
 
 
 @pytest.fixture
 def core():
     def build(through_router: bool):
-        mqtt, store, scheduler = Recorder.start(), BlockingStore(), Scheduler.start("core")
+        mqtt, store, scheduler = Recorder(), BlockingStore(), Scheduler.start("core")
         refs = {}
         rules = DeviceRules(device_timeout_s=TIMEOUT_S)
 
