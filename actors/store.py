@@ -7,6 +7,7 @@ message from core to the actor that owns it.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -129,7 +130,10 @@ class Store:
             snaps.append(snap)
         for snap in snaps:
             if snap.get("name") == "DbWriter":
-                snap.setdefault("state", {})["rss_mb"] = round(rss_mb(), 1)
+                state = snap.setdefault("state", {})
+                state["rss_mb"] = round(rss_mb(), 1)
+                state["gc"] = {"threshold": list(gc.get_threshold()),
+                               "collections": [g["collections"] for g in gc.get_stats()]}
         try:
             self.channel.send(SnapshotReply(request_id, tuple(snaps)))
         except OSError:
@@ -170,6 +174,17 @@ def close_database_connection_of_this_thread() -> None:
         database.close()
 
 
+def tune_collector(gen0: int) -> None:
+    """The store's rows (thousands a batch, each a tuple the collector
+    tracks) live until their batch commits: at Python's threshold (700
+    allocations) each batch sets off several young collections that walk
+    them, and promotes them, which brings on the older, larger ones. A
+    higher first threshold lets most of a batch die before any collection
+    sees it (bench/can_decode.py measures it). 0 keeps Python's default."""
+    if gen0 > 0:
+        gc.set_threshold(gen0, *gc.get_threshold()[1:])
+
+
 def run_store(settings: Any, channel_fd: int) -> int:
     channel = Channel.from_fd(channel_fd, "store")
     store = Store(settings, channel)
@@ -177,6 +192,7 @@ def run_store(settings: Any, channel_fd: int) -> int:
     # so a signal sent to the whole process group cannot cut a commit short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    tune_collector(settings.store_gc_gen0)
     try:
         store.start()
     except Exception as exc:

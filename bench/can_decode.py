@@ -13,9 +13,9 @@ transaction, on a fresh file. Figures:
   with decoding but the signal rows not stored (the decoder's own cost:
   the 10 % budget), and with the signal rows stored (what the feature
   costs in all, most of it SQLite writing 18 more rows a message).
-Whole passes in CPU time (see `path`), the three modes interleaved, three
-times, medians kept; once with the garbage collector on and once off (see
-`run`).
+CPU time a batch, the three modes taking each batch in turn, means over
+the batches of three runs (see `path`); once with the garbage collector on
+and once off (see `run`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from actors import wire
 from actors.messages import TelemetryRows
 from actors.rules.routing import telemetry_rows
 from actors.rules.can_rows import CanRows
+from actors.store import tune_collector
+from gateway.settings import Settings
 from protocol.can import build_catalog
 from protocol.decode import decode_message
 from storage import migrations, telemetry
@@ -72,45 +74,61 @@ def payloads(n: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def path(work: list[tuple[str, bytes]], catalog: Any, mode: str) -> dict[str, float]:
-    """CPU seconds of the path over `work`, by stage: decode_message, rows
-    and the crossing to the store (`rows`), the CAN decoder (`can`), the insert (`insert`). `mode`: `off`
-    (no decoder: today), `decode` (decoded, the signal rows not stored: the
-    decoder's own cost) or `store` (decoded and stored). CPU time, not wall
-    time: the machine is shared, and a stage descheduled by another
-    program's work would be charged for it. Compare totals of whole passes:
-    the garbage collector runs when allocations add up, so part of what
-    the decoder's rows cost shows up in the other stages."""
+MODES = ("off", "decode", "store")
+
+
+def path(work: list[tuple[str, bytes]], catalog: Any) -> tuple[dict[str, list[float]], list[float]]:
+    """CPU seconds of each batch of `MESSAGES_PER_TX` messages on the path,
+    per mode, and the decoder's own stage in mode `decode`. Modes: `off`
+    (no decoder: frames stored raw), `decode` (decoded, the signal rows not
+    stored: the decoder's own cost) and `store` (decoded and stored).
+
+    The three modes take each batch in turn (in a rotating order), into one
+    file, each mode's messages under a boot id of its own so that every row
+    is new: whatever the rest of the machine does hits the three modes of a
+    batch alike.
+    CPU time, not wall time: a stage descheduled by another program's work
+    is not charged for it. A batch's total is the whole path (decode and
+    validate, rows, the crossing to the store, the decoder, the insert), so
+    the collections the decoder's rows set off count wherever they land."""
     clock = time.process_time
-    spent = {"rows": 0.0, "can": 0.0, "insert": 0.0}
+    per: dict[str, list[float]] = {m: [] for m in MODES}
+    stage: list[float] = []
     can = CanRows(catalog)
+    boot = {m: str(i + 1).encode() for i, m in enumerate(MODES)}
     with tempfile.TemporaryDirectory() as tmp:
         open_database(os.path.join(tmp, "bench.db"))
         migrations.migrate()
         try:
-            for start in range(0, len(work), MESSAGES_PER_TX):
-                t0 = clock()
-                rows: list = []
-                for topic, payload in work[start:start + MESSAGES_PER_TX]:
-                    msg = decode_message(topic, payload, prefix="autocore", max_payload=65536)
-                    rows.extend(telemetry_rows(msg, 1_750_000_000.0, 300.0)[0])
-                # core -> store, as the Router sends them (one message per read from the broker)
-                rows = list(wire.decode(wire.encode(TelemetryRows(tuple(rows), ()))).rows)
-                t1 = clock()
-                if mode != "off":
-                    decoded = can.apply(rows)
-                    if mode == "store":
-                        rows = decoded
-                t2 = clock()
-                telemetry.insert_rows(database, rows)
-                t3 = clock()
-                spent["rows"] += t1 - t0
-                spent["can"] += t2 - t1
-                spent["insert"] += t3 - t2
+            for turn, start in enumerate(range(0, len(work), MESSAGES_PER_TX)):
+                batch = work[start:start + MESSAGES_PER_TX]
+                for k in range(len(MODES)):
+                    mode = MODES[(turn + k) % len(MODES)]
+                    payloads = [(topic, body.replace(b'"boot_id":1', b'"boot_id":' + boot[mode]))
+                                for topic, body in batch]
+                    t0 = clock()
+                    rows: list = []
+                    for topic, payload in payloads:
+                        msg = decode_message(topic, payload, prefix="autocore", max_payload=65536)
+                        rows.extend(telemetry_rows(msg, 1_750_000_000.0, 300.0)[0])
+                    # core -> store, as the Router sends them (one message per read from the broker)
+                    rows = list(wire.decode(wire.encode(TelemetryRows(tuple(rows), ()))).rows)
+                    t1 = clock()
+                    if mode != "off":
+                        decoded = can.apply(rows)
+                        if mode == "store":
+                            rows = decoded
+                    t2 = clock()
+                    telemetry.insert_rows(database, rows)
+                    t3 = clock()
+                    per[mode].append(t3 - t0)
+                    if mode == "decode":
+                        stage.append(t2 - t1)
+                    del rows
+                    decoded = None
         finally:
             close_database()
-    spent["total"] = sum(spent.values())
-    return spent
+    return per, stage
 
 
 def decoder_only(work: list[tuple[str, bytes]], repeat: int = 5) -> tuple[float, int]:
@@ -132,15 +150,20 @@ def decoder_only(work: list[tuple[str, bytes]], repeat: int = 5) -> tuple[float,
 
 
 def passes(work: list[tuple[str, bytes]], catalog: Any, repeat: int) -> dict[str, float]:
-    """Median CPU seconds of a whole pass per mode, the modes interleaved so
-    that a busy spell of the machine hits every one; also the decoder's
-    own stage."""
-    runs: dict[str, list[dict]] = {"off": [], "decode": [], "store": []}
+    """Mean CPU seconds of one batch per mode over `repeat` runs of the
+    whole work (each on a fresh file), and of the decoder's own stage. The
+    mean, not the median: the collector runs in some batches and not in
+    others, and what it costs belongs to the figure; the modes taking each
+    batch in turn is what keeps the machine's other work out of it."""
+    per: dict[str, list[float]] = {m: [] for m in MODES}
+    stage: list[float] = []
     for _ in range(repeat):
-        for mode in runs:
-            runs[mode].append(path(work, catalog, mode))
-    out = {m: statistics.median(r["total"] for r in rs) for m, rs in runs.items()}
-    out["can_stage"] = statistics.median(r["can"] for r in runs["decode"])
+        got, own = path(work, catalog)
+        for m in MODES:
+            per[m].extend(got[m])
+        stage.extend(own)
+    out = {m: statistics.fmean(per[m]) for m in MODES}
+    out["can_stage"] = statistics.fmean(stage)
     return out
 
 
@@ -149,7 +172,7 @@ def run(messages: int = 10_000, repeat: int = 3, echo: Callable[[str], None] = p
     frames_s, signals = decoder_only(work)
     catalog = build_catalog(fueltech_rows())
     echo(f"CAN decoding, {len(FRAMES)} frames a message ({signals} signals), {messages} messages, "
-         f"CPU time, median of {repeat}")
+         f"CPU time a batch of {MESSAGES_PER_TX}, mean over {repeat} runs' batches")
     echo(f"  decoder alone: {frames_s:>10,.0f} frames/s decoded ({frames_s * signals / len(FRAMES):,.0f} signals/s)")
     figures: dict[str, Any] = {"frames_per_s": frames_s}
     # With the garbage collector as it runs, and without: the signal rows
@@ -157,20 +180,25 @@ def run(messages: int = 10_000, repeat: int = 3, echo: Callable[[str], None] = p
     # rows of today's path (made and dropped before the collector's count
     # adds up) do not, and each collection walks every young row of the
     # batch. The second figure is the decoding itself.
-    for label, collector in (("garbage collector on", True), ("garbage collector off", False)):
-        was = gc.isenabled()
+    # "On" is the store process's collector: its first threshold is
+    # AUTOCORE_STORE_GC_GEN0 (actors/store.py, tune_collector).
+    gen0 = Settings().store_gc_gen0
+    for label, collector in ((f"garbage collector on (first threshold {gen0})", True), ("garbage collector off", False)):
+        was, thresholds = gc.isenabled(), gc.get_threshold()
         gc.enable() if collector else gc.disable()
+        tune_collector(gen0)
         try:
             t = passes(work, catalog, repeat)
         finally:
             gc.enable() if was else gc.disable()
-        rates = {m: messages / t[m] for m in ("off", "decode", "store")}
+            gc.set_threshold(*thresholds)
+        rates = {m: MESSAGES_PER_TX / t[m] for m in MODES}
         cost = 100 * (1 - rates["decode"] / rates["off"])
         echo(f"  {label}:")
         echo(f"    path, no definitions (frames stored raw): {rates['off']:>8,.0f} messages/s")
         echo(f"    path, decoded, signal rows not stored:    {rates['decode']:>8,.0f} messages/s "
              f"(decoding costs {cost:.1f} % of the throughput, budget 10 %; its own stage "
-             f"{1e6 * t['can_stage'] / messages:.0f} us a message)")
+             f"{1e6 * t['can_stage'] / MESSAGES_PER_TX:.0f} us a message)")
         echo(f"    path, decoded and stored:                 {rates['store']:>8,.0f} messages/s "
              f"({100 * (1 - rates['store'] / rates['off']):.1f} % less: {signals} more rows a message to write)")
         figures["gc" if collector else "no_gc"] = {**rates, "cost_percent": cost}

@@ -187,6 +187,10 @@ class Settings:
             "a signal also in the Config App's can_signals takes the DBC's definition", _dbc_check)
     can_poll_ms: int = setting(
         1000, "how often CAN definitions are checked for changes (can_signals, DBC files)", _positive)
+    store_gc_gen0: int = setting(
+        20000, "the store process's first garbage collector threshold: allocations between two young "
+               "collections (0: Python's default, 700). A batch's rows live until its commit; with the "
+               "default every batch sets off several collections that walk them", _non_negative)
 
     # Retention
     retention_days: float = setting(30.0, "telemetry older than this is pruned (0 keeps everything)", _non_negative)

@@ -57,9 +57,10 @@ class SignalSet:
         `"unit"`, a 1-tuple for a constant, any other text for a value the
         caller passes. The function returned takes (data, append, idx, the
         named values in `row` order); for a frame long enough for every
-        signal it appends one row per signal (idx, idx + 1, ...) and returns
-        (how many, names out of range); for a shorter frame it returns None
-        and appends nothing (then `decode` says what the frame holds)."""
+        signal it appends one row per signal (idx, idx + 1, ...: `len(meta)`
+        of them) and returns the names out of range (a tuple, empty when
+        all are in range); for a shorter frame it returns None and appends
+        nothing (then `decode` says what the frame holds)."""
         key = tuple(row)
         emit = self._emitters.get(key)
         if emit is None:
@@ -207,7 +208,7 @@ def _compile(plan: Sequence[tuple], need: int, row: Sequence[Any] | None = None)
                 else:
                     parts.append(const(part[0]))  # a constant, as a 1-tuple
             body.append(f"append(({', '.join(parts)}))")
-        body.append(f"return {len(plan)}, _bad")
+        body.append("return _bad")
         body.insert(0, f"if len(data) < {int(need)}: return None")
         params = ", ".join(["data", "append", "idx", *_given(row)])
     names = ", ".join(f"_k{i}" for i in range(len(consts)))

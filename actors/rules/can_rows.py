@@ -32,7 +32,7 @@ SOURCE, METRIC, IDX, RAW_BYTES = 6, 7, 3, 11
 # template SignalSet compiles its emitter from: names are the emitter's
 # arguments, 1-tuples constants.
 ROW = ("uuid", "boot_id", "seq", "idx", "ts", "received_at", (DECODED,), "name", "value", "unit", "tag", (None,))
-# Frame id texts seen (as devices write them) -> CAN id; bounded.
+# Frame id texts seen (as devices write them) -> decoders, per table; bounded.
 ID_CACHE_MAX = 4096
 # Per-signal counters kept at most (the rest are summed under "other").
 MAX_NAMED = 500
@@ -43,7 +43,6 @@ class CanRows:
         self.catalog = catalog or CanCatalog()
         self._compiled: dict[int, dict] = {}
         self.keep_raw = keep_raw
-        self._ids: dict[Any, tuple[int | None, str | None]] = {}
         self.frames_seen = 0
         self.frames_decoded = 0
         self.frames_no_definition = 0
@@ -61,15 +60,30 @@ class CanRows:
         self._compiled = {}
 
     def _table(self, table: Any) -> dict:
-        """CAN id -> ((emitter or None, decoder), ...) of one table of the
-        catalog, made once per catalog."""
+        """Frame id text as devices write it -> (tag, ((emitter or None,
+        signals it emits, decoder), ...)) for one table of the catalog,
+        filled as ids are seen (an id without definitions maps to no
+        decoders), cleared past ID_CACHE_MAX ids. One lookup a frame."""
         got = self._compiled.get(id(table))
         if got is None:
-            got = {}
-            for can_id, decoders in table.items():
-                got[can_id] = tuple((d.emitter(ROW) if hasattr(d, "emitter") else None, d) for d in decoders)
-            self._compiled[id(table)] = got
+            got = self._compiled[id(table)] = {}
         return got
+
+    def _entry(self, table: Any, known: dict, text: Any) -> tuple:
+        """(tag, the one emitter or None, the signals it emits, decoders) of
+        a frame id text; the emitter is set when the id's only decoder is a
+        SignalSet (the Config App's signals: the common case, one call)."""
+        can_id, tag = self._can_id(text)
+        decoders = tuple(table.get(can_id, ())) if can_id is not None else ()
+        only = decoders[0] if len(decoders) == 1 and hasattr(decoders[0], "emitter") else None
+        entry = (tag, only.emitter(ROW) if only is not None else None, len(only.meta) if only is not None else 0,
+                 tuple((d.emitter(ROW), len(d.meta), d) if hasattr(d, "emitter") else (None, 0, d)
+                       for d in decoders))
+        if isinstance(text, (str, int)):
+            if len(known) >= ID_CACHE_MAX:
+                known.clear()
+            known[text] = entry
+        return entry
 
     def apply(self, rows: Sequence[tuple], device_type: Callable[[str], str | None] | None = None) -> Sequence[tuple]:
         """`rows` with the signal rows added (the same object when there is
@@ -93,76 +107,68 @@ class CanRows:
             # One message: adjacent rows of one device, idx growing.
             prev = rows[start]
             has_raw = prev[SOURCE] == RAW
+            uuid = prev[0]
+            last = prev[IDX]
             end = start + 1
             while end < n:
                 r = rows[end]
+                idx = r[IDX]
                 # (each message's idx starts at 0: a row whose idx does not
                 # grow starts the next message, whatever its identity)
-                if r[IDX] is None or prev[IDX] is None or r[IDX] <= prev[IDX] or r[0] != prev[0]:
+                if idx is None or last is None or idx <= last or r[0] != uuid:
                     break
                 if r[SOURCE] == RAW:
                     has_raw = True
-                prev = r
+                last = idx
                 end += 1
             if has_raw:
                 # idx grows within a message: the last row holds the highest.
-                table = catalog.table(device_type(prev[0]) if device_type is not None and catalog.typed else None)
-                self._message(rows, start, end, (prev[IDX] or 0) + 1, self._table(table), out)
+                table = catalog.table(device_type(uuid) if device_type is not None and catalog.typed else None)
+                self._message(rows, start, end, (last or 0) + 1, table, out)
             else:
                 out.extend(rows[start:end])
             start = end
         return out
 
     def _message(self, rows: Sequence[tuple], start: int, end: int, next_idx: int, table: Any, out: list) -> None:
-        ids = self._ids
+        known = self._table(table)
         keep_raw = self.keep_raw
         append = out.append
         seen = no_definition = frames = signals = 0
+        first = rows[start]
+        uuid, boot_id, seq, received_at = first[0], first[1], first[2], first[5]
         for i in range(start, end):
             r = rows[i]
             if r[SOURCE] != RAW:
                 append(r)
                 continue
             seen += 1
-            known = ids.get(r[METRIC])
-            if known is None:
-                known = self._can_id(r[METRIC])
-            decoders = table.get(known[0]) if known[0] is not None else None
+            entry = known.get(r[METRIC])
+            if entry is None:
+                entry = self._entry(table, known, r[METRIC])
+            tag, only, count, decoders = entry
             if not decoders:
                 no_definition += 1
                 append(r)
                 continue
             data = r[RAW_BYTES]
-            if not isinstance(data, bytes):
+            if data.__class__ is not bytes:
                 data = _as_bytes(data)
-            tag = known[1]
-            uuid, boot_id, seq, ts, received_at = r[0], r[1], r[2], r[4], r[5]
             # The raw row goes first when it is kept; signal rows straight after.
             if keep_raw:
                 append(r)
-            mark = len(out)
-            for emit, decoder in decoders:
-                if emit is not None:  # the Config App's signals: rows straight from generated code
-                    got = emit(data, append, next_idx, uuid, boot_id, seq, ts, received_at, tag)
-                    if got is not None:
-                        next_idx += got[0]
-                        for name in got[1]:
+            if only is not None:
+                bad = only(data, append, next_idx, uuid, boot_id, seq, r[4], received_at, tag)
+                if bad is not None:
+                    next_idx += count
+                    frames += 1
+                    signals += count
+                    if bad:
+                        for name in bad:
                             self._count(self.out_of_range, name)
-                        continue
-                try:
-                    results, short = decoder.decode(data)
-                except Exception as exc:  # a cantools DecodeError (unknown multiplexer value), ...
-                    self._failed(tag, exc)
                     continue
-                if short:
-                    for name in short:
-                        self._count(self.too_short, name)
-                for name, value, unit, ok in results:
-                    append((uuid, boot_id, seq, next_idx, ts, received_at, DECODED, name, value, unit, tag, None))
-                    next_idx += 1
-                    if not ok:
-                        self._count(self.out_of_range, name)
-            decoded = len(out) - mark
+            decoded = self._decoders(decoders, data, append, next_idx, uuid, boot_id, seq, r[4], received_at, tag)
+            next_idx += decoded
             if not decoded:
                 if not keep_raw:
                     append(r)  # nothing decoded: the frame stays, raw
@@ -176,19 +182,42 @@ class CanRows:
         if not keep_raw:
             self.raw_dropped += frames
 
+    def _decoders(self, decoders: tuple, data: bytes, append: Callable, idx: int, uuid: Any, boot_id: Any,
+                  seq: Any, ts: Any, received_at: Any, tag: Any) -> int:
+        """The general case of one frame: every decoder of its CAN id (DBC
+        messages, several sets, a frame too short for an emitter); appends
+        the signal rows from `idx` on and returns how many."""
+        start = idx
+        for emit, count, decoder in decoders:
+            if emit is not None:
+                bad = emit(data, append, idx, uuid, boot_id, seq, ts, received_at, tag)
+                if bad is not None:
+                    idx += count
+                    for name in bad:
+                        self._count(self.out_of_range, name)
+                    continue
+            try:
+                results, short = decoder.decode(data)
+            except Exception as exc:  # a cantools DecodeError (unknown multiplexer value), ...
+                self._failed(tag, exc)
+                continue
+            for name in short:
+                self._count(self.too_short, name)
+            for name, value, unit, ok in results:
+                append((uuid, boot_id, seq, idx, ts, received_at, DECODED, name, value, unit, tag, None))
+                idx += 1
+                if not ok:
+                    self._count(self.out_of_range, name)
+        return idx - start
+
     def _can_id(self, text: Any) -> tuple[int | None, str | None]:
-        """(CAN id, its tag text) of a frame id as the device wrote it, cached."""
+        """(CAN id, its tag text) of a frame id as the device wrote it."""
         try:
             can_id: int | None = parse_can_id(text)
         except ValueError:
             can_id = None
             self.frames_bad_id += 1
-        known = (can_id, can_id_text(can_id) if can_id is not None else None)
-        if isinstance(text, (str, int)):
-            if len(self._ids) >= ID_CACHE_MAX:
-                self._ids.clear()
-            self._ids[text] = known
-        return known
+        return can_id, can_id_text(can_id) if can_id is not None else None
 
     def _failed(self, tag: str | None, exc: Exception) -> None:
         self.frames_failed += 1

@@ -168,7 +168,9 @@ def test_inspect_every_view_of_a_live_gateway(live, devices):
     assert set(s["batcher"]) >= {"buffered_rows", "buffered_writes", "buffered_tokens", "at_writer", "batch_rows",
                                  "max_age_ms", "largest_batch"}
     assert set(s["writer"]) >= {"batches", "rows_inserted", "rows_repeated", "commit_ms", "db_path", "rss_mb",
-                                "counters"}
+                                "gc", "counters"}
+    # the store process's collector as AUTOCORE_STORE_GC_GEN0 sets it (default 20,000, not Python's 700)
+    assert s["writer"]["gc"]["threshold"][0] == 20000 and len(s["writer"]["gc"]["collections"]) == 3
     assert set(s["commands"]) >= {"poll_ms", "polls", "queries", "cancels_waiting"}
     assert set(s["retention"]) >= {"enabled", "retention_days", "db_max_mb", "running", "runs", "pruned_age",
                                    "pruned_size", "batches", "batch_ms_max", "busy", "last_run", "next_run_in_s",

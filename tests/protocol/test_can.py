@@ -242,7 +242,7 @@ def test_the_emitter_makes_the_callers_rows():
     assert isinstance(sset, SignalSet)
     emit = sset.emitter(("dev", "idx", ("can",), "name", "value", "unit", "tag"))
     out: list = []
-    assert emit(bytes.fromhex("2823FF"), out.append, 7, "gw-1", "0x100") == (2, ("RPM",))
+    assert emit(bytes.fromhex("2823FF"), out.append, 7, "gw-1", "0x100") == ("RPM",)
     assert out[0] == ("gw-1", 7, "can", "RPM", 9000.0, "RPM", "0x100")
     assert out[1][:4] == ("gw-1", 8, "can", "TPS") and close(out[1][4], 99.96)
     assert emit(bytes.fromhex("2823"), out.append, 9, "gw-1", "0x100") is None and len(out) == 2
