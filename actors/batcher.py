@@ -41,7 +41,8 @@ class TelemetryBatcher(GatewayActor):
         self.can = CanRows(keep_raw=settings.can_keep_raw)
         self.device_types: dict[str, str | None] = dict(device_types or {})
         self.policy = FlushPolicy(settings.batch_rows, settings.batch_max_age_ms / 1000.0,
-                                  min_interval_s=settings.batch_min_interval_ms / 1000.0)
+                                  min_interval_s=settings.batch_min_interval_ms / 1000.0,
+                                  small_rows=settings.batch_small_rows)
         self.last_flush_at: float | None = None
         self.writer = writer
         self.scheduler = scheduler
@@ -157,6 +158,7 @@ class TelemetryBatcher(GatewayActor):
             "batch_rows": self.policy.batch_rows,
             "max_age_ms": round(self.policy.max_age_s * 1000),
             "min_interval_ms": round(self.policy.min_interval_s * 1000),
+            "small_rows": self.policy.small_rows,
             "largest_batch": self.largest_batch,
             "can": self.can.state(),
         }

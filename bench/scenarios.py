@@ -43,6 +43,7 @@ class Sizes:
     live_warmup_s: float = 2.0
     live_seconds: float = 10.0
     flood_seconds: float = 10.0
+    malformed: int = 200_000  # issue 11's full size; `make test` sends 20,000 (tests/integration/test_faults.py)
     commands: int = 1000
     command_devices: int = 50
     command_rate: float = 100.0
@@ -55,11 +56,12 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(backlog=10_000, live_warmup_s=1.0, live_seconds=3.0, flood_seconds=3.0, commands=100, command_rate=50.0,
+QUICK = Sizes(backlog=10_000, live_warmup_s=1.0, live_seconds=3.0, flood_seconds=3.0, malformed=10_000,
+              commands=100, command_rate=50.0,
               offline_devices=20, scale=(50, 200), scale_seconds=5.0, restarts=2, restart_devices=100,
               redelivery_check=False)
 SMOKE = Sizes(backlog=2_000, backlog_devices=20, publishers=4, live_rates=(200, 500), live_devices=20,
-              live_warmup_s=0.5, live_seconds=1.0, flood_seconds=1.0, commands=20, command_devices=5, command_rate=50.0,
+              live_warmup_s=0.5, live_seconds=1.0, flood_seconds=1.0, malformed=1_000, commands=20, command_devices=5, command_rate=50.0,
               offline_devices=5, scale=(20,), scale_seconds=2.0, restarts=1, restart_devices=20,
               redelivery_check=False)
 
@@ -903,6 +905,63 @@ def flood(ctx: Context) -> Outcome:
     ], {"calm": calm, "loud": loud})
 
 
+# -- 10. a flood of malformed messages ------------------------------------------
+
+MALFORMED_RSS_GROWTH_MB = 20.0  # core and store each, as tests/integration/test_faults.py holds it
+
+
+def malformed(ctx: Context) -> Outcome:
+    """Issue 11 at full size: `malformed` QoS 1 messages that the protocol
+    refuses (bad encodings, wrong types, oversize, bad uuids) from five
+    `mosquitto_pub` at once. Every one counted under the reason the
+    protocol gives it and acknowledged, no process restarted, and the RSS of
+    core and store (sampled while it lasts) grows by less than
+    MALFORMED_RSS_GROWTH_MB each; the rate the gateway refuses them at."""
+    from tests.support.faults import MAX_PAYLOAD, expected_rejections, malformed_plan, publish_lines
+
+    volume = ctx.sizes.malformed
+    broker = ctx.broker()
+    gw = ctx.gateway(broker, max_payload=MAX_PAYLOAD, device_rate=1_000_000, device_burst=1_000_000).start()
+    pids = gw.children()
+    plan = malformed_plan(volume)
+    wanted = expected_rejections(plan)
+    before = gw.inspect("stats")["stats"]
+    rss0 = {p: rss_mib(pid) for p, pid in pids.items()}
+    peak = dict(rss0)
+    t0 = time.time()
+    procs = [publish_lines(broker.port, topic, lines, f"bench-malformed-{i}", ctx.root)
+             for i, (topic, lines) in enumerate(plan)]
+    errors = 0
+    for proc in procs:
+        errors += proc.wait(60 + volume / 2000) != 0
+    base = before["rejections"]
+
+    def counted() -> int:
+        for p, pid in pids.items():
+            peak[p] = max(peak[p], rss_mib(pid))
+        got = gw.inspect("stats")["stats"]["rejections"]
+        return sum(got.get(k, 0) - base.get(k, 0) for k in got)
+
+    wait_until(lambda: counted() >= volume, 60 + volume / 2000, interval=0.2, progress=counted,
+               what=f"{volume} malformed messages rejected")
+    took = time.time() - t0
+    after = gw.inspect("stats")["stats"]
+    got = {k: after["rejections"].get(k, 0) - base.get(k, 0) for k in after["rejections"]}
+    miscounted = sum(abs(got.get(k, 0) - wanted.get(k, 0)) for k in set(got) | set(wanted))
+    restarted = gw.children() != pids
+    growth = max(peak[p] - rss0[p] for p in pids)
+    gw.stop()
+    note = f"{volume} sent by 5 publishers, {errors} publisher errors" + (", A PROCESS RESTARTED" if restarted else "")
+    return Outcome([
+        Metric("10 malformed", "refused messages/s", round(volume / took), "msg/s", note=note),
+        Metric("10 malformed", "messages not counted under their reason", miscounted + (volume if restarted else 0),
+               "", 0.0, 0.0),
+        Metric("10 malformed", "RSS growth, largest of core and store", round(growth, 1), "MiB",
+               MALFORMED_RSS_GROWTH_MB, None, note=f"peak core {peak['core']:.0f}, store {peak['store']:.0f} MiB"),
+    ], {"sent": volume, "wanted": dict(wanted), "counted": got, "seconds": round(took, 2), "rss_before": rss0,
+        "rss_peak": peak, "publisher_errors": errors, "restarted": restarted})
+
+
 SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "backlog": backlog,
     "backlog_config_app": backlog_config_app,
@@ -913,4 +972,5 @@ SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "restart": restart,
     "mixed": mixed,
     "flood": flood,
+    "malformed": malformed,
 }

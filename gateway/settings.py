@@ -155,8 +155,11 @@ class Settings:
     batch_rows: int = setting(2000, "telemetry rows per transaction at most", _positive)
     batch_max_age_ms: int = setting(50, "oldest buffered row waits at most this long before a flush", _positive)
     batch_min_interval_ms: int = setting(
-        0, "an idle writer gets a batch at most this often: bounds commits per second (0: at once)",
-        _non_negative)
+        50, "an idle writer gets a batch smaller than batch_small_rows at most this often: a tiny commit "
+            "writes almost as many pages as a big one (0: at once)", _non_negative)
+    batch_small_rows: int = setting(
+        64, "an idle writer gets a batch of at least this many rows at once, a smaller one waits for "
+            "batch_min_interval_ms", _positive)
     max_unacked: int = setting(50000, "received QoS 1 messages not yet committed before reading pauses", _positive)
 
     # Protocol rules

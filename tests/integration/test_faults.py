@@ -7,7 +7,8 @@ deadlines; a fault is held for a set time only where the fault is a
 duration (a lock, a freeze).
 
 Sizes: the malformed flood sends AUTOCORE_FAULT_VOLUME messages (20,000 by
-default, for `make test`; the issue's full size is 200,000:
+default, for `make test`; the issue's full size, 200,000, runs in `make
+bench` as scenario 10, or here with
 `AUTOCORE_FAULT_VOLUME=200000 .venv/bin/python -m pytest tests/integration/test_faults.py -k flood`).
 """
 
@@ -19,18 +20,19 @@ import signal
 import time
 from collections import Counter
 
-from protocol.decode import decode_message
-from protocol.values import Rejected
 from tests.integration.helpers import Stream, inspect
 from tests.support.broker import wait_until
 from tests.support.faults import (
+    MAX_PAYLOAD,
     HeldWriteLock,
     PersistentPublisher,
     alive,
     broker_saved_at,
     freeze,
     gateway_pids,
+    expected_rejections,
     kill_broker,
+    malformed_plan,
     publish_lines,
     rss_mib,
     thaw,
@@ -233,51 +235,6 @@ def test_another_program_holding_the_write_lock_stalls_storage_only_and_loses_no
 
 
 # -- 4. a flood of malformed messages --------------------------------------------
-
-MAX_PAYLOAD = 1024
-VALID_TELEMETRY = b'{"seq": 1, "boot_id": 1, "analog_sensors": {"fuel_level": 1}}'
-
-# (topic, payloads sent in turn): bad encodings, wrong types, oversize, topics
-# whose uuid is no device id. One line each (mosquitto_pub -l): no newline, no NUL.
-MALFORMED = [
-    ("autocore/devices/malformed-encoding/telemetry",
-     [b'{"seq": 1, "analog', b"{not json at all}", b"\xff\xfe\xfd not utf-8", b"\x85\xa3abc\xa1", b'{"a": NaN}']),
-    ("autocore/devices/malformed-types/telemetry",
-     [b'{"seq": "x", "analog_sensors": {"fuel_level": 1}}', b'{"analog_sensors": [1, 2]}',
-      b'{"seq": -1, "analog_sensors": {"fuel_level": 1}}', b'{"gps": {"latitude": [1]}}', b"[1, 2, 3]"]),
-    ("autocore/devices/malformed-types/status", [b'{"status": 42}', b'{"status": "sleeping"}']),
-    ("autocore/devices/malformed-size/telemetry",
-     [b'{"analog_sensors": {"x": 1}, "pad": "' + b"a" * MAX_PAYLOAD + b'"}']),
-    ("autocore/devices/bad.uuid/telemetry", [VALID_TELEMETRY]),
-]
-
-
-def malformed_plan(volume: int) -> list[tuple[str, list[bytes]]]:
-    share, extra = divmod(volume, len(MALFORMED))
-    plan = []
-    for i, (topic, payloads) in enumerate(MALFORMED):
-        count = share + (1 if i < extra else 0)
-        plan.append((topic, [payloads[j % len(payloads)] for j in range(count)]))
-    return plan
-
-
-def expected_rejections(plan) -> Counter:
-    """The reason the protocol gives each message (and that each is rejected at all)."""
-    verdicts: dict[tuple[str, bytes], str] = {}
-    wanted: Counter = Counter()
-    for topic, lines in plan:
-        for line in lines:
-            key = (topic, line)
-            if key not in verdicts:
-                try:
-                    decode_message(topic, line, prefix="autocore", max_payload=MAX_PAYLOAD)
-                except Rejected as rej:
-                    verdicts[key] = rej.reason
-                else:
-                    raise AssertionError(f"not malformed: {topic} {line[:60]!r}")
-            wanted[verdicts[key]] += 1
-    return wanted
-
 
 RSS_GROWTH_MB = 20.0
 

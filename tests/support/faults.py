@@ -12,10 +12,13 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from protocol.decode import decode_message
+from protocol.values import Rejected
 from tests.support.broker import Broker, wait_until
 
 # -- a publisher that survives broker restarts ---------------------------------
@@ -247,3 +250,50 @@ def publish_lines(port: int, topic: str, lines: list[bytes], client_id: str, wor
             ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-i", client_id, "-q", "1", "-t", topic, "-l"],
             stdin=fh, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
+
+
+# -- a flood of malformed messages (tests/integration/test_faults.py, bench scenario 10) --
+
+MAX_PAYLOAD = 1024
+VALID_TELEMETRY = b'{"seq": 1, "boot_id": 1, "analog_sensors": {"fuel_level": 1}}'
+
+# (topic, payloads sent in turn): bad encodings, wrong types, oversize, topics
+# whose uuid is no device id. One line each (mosquitto_pub -l): no newline, no NUL.
+MALFORMED = [
+    ("autocore/devices/malformed-encoding/telemetry",
+     [b'{"seq": 1, "analog', b"{not json at all}", b"\xff\xfe\xfd not utf-8", b"\x85\xa3abc\xa1", b'{"a": NaN}']),
+    ("autocore/devices/malformed-types/telemetry",
+     [b'{"seq": "x", "analog_sensors": {"fuel_level": 1}}', b'{"analog_sensors": [1, 2]}',
+      b'{"seq": -1, "analog_sensors": {"fuel_level": 1}}', b'{"gps": {"latitude": [1]}}', b"[1, 2, 3]"]),
+    ("autocore/devices/malformed-types/status", [b'{"status": 42}', b'{"status": "sleeping"}']),
+    ("autocore/devices/malformed-size/telemetry",
+     [b'{"analog_sensors": {"x": 1}, "pad": "' + b"a" * MAX_PAYLOAD + b'"}']),
+    ("autocore/devices/bad.uuid/telemetry", [VALID_TELEMETRY]),
+]
+
+
+def malformed_plan(volume: int) -> list[tuple[str, list[bytes]]]:
+    share, extra = divmod(volume, len(MALFORMED))
+    plan = []
+    for i, (topic, payloads) in enumerate(MALFORMED):
+        count = share + (1 if i < extra else 0)
+        plan.append((topic, [payloads[j % len(payloads)] for j in range(count)]))
+    return plan
+
+
+def expected_rejections(plan) -> Counter:
+    """The reason the protocol gives each message (and that each is rejected at all)."""
+    verdicts: dict[tuple[str, bytes], str] = {}
+    wanted: Counter = Counter()
+    for topic, lines in plan:
+        for line in lines:
+            key = (topic, line)
+            if key not in verdicts:
+                try:
+                    decode_message(topic, line, prefix="autocore", max_payload=MAX_PAYLOAD)
+                except Rejected as rej:
+                    verdicts[key] = rej.reason
+                else:
+                    raise AssertionError(f"not malformed: {topic} {line[:60]!r}")
+            wanted[verdicts[key]] += 1
+    return wanted
