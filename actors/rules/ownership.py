@@ -1,0 +1,172 @@
+"""Bucket leases of one gateway instance (issue 13): what it holds, what it
+asks the lease table for next, and whether it may act for a device now.
+
+No threads, no database: the actor that will drive it reads the lease table
+(storage/leases.py), asks `plan` what to renew, take and give back, carries
+the plan out with compare-and-set writes, and hands the outcome to `apply`.
+
+The rules:
+
+* Each instance aims at its fair share, ceil(buckets / live instances).
+  It takes free buckets and expired ones (a dead instance's), in an order
+  of its own (a hash of its id and the bucket), so that instances starting
+  together rarely race for the same rows; a race lost is harmless, the
+  table's compare-and-set decides.
+* It renews what it holds every round; a bucket whose renewal failed (the
+  epoch moved: someone else took it) is dropped at once.
+* Above its fair share (a new instance joined) it gives back a few buckets
+  a round (`release_per_round`), so shares even out without a stampede.
+* It acts for a bucket only while its lease is safely inside its expiry:
+  `owns` says no from `expires_at - margin_s` on, so an instance whose
+  renewals stall (a frozen process, a lost database) stops acting before
+  another may take the bucket over. Liveness of a device whose owner died
+  therefore resumes within one lease period (plus a round).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from protocol.buckets import DEFAULT_BUCKETS, bucket_of
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One row of the lease table as read."""
+
+    bucket: int
+    owner: str | None
+    epoch: int
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Held:
+    epoch: int
+    expires_at: float
+
+
+@dataclass
+class LeasePlan:
+    renew: dict[int, int] = field(default_factory=dict)  # bucket -> the epoch held
+    take: dict[int, int] = field(default_factory=dict)  # bucket -> the epoch read (compare-and-set on it)
+    release: dict[int, int] = field(default_factory=dict)  # bucket -> the epoch held
+
+    def __bool__(self) -> bool:
+        return bool(self.renew or self.take or self.release)
+
+
+class Ownership:
+    def __init__(self, instance_id: str, buckets: int = DEFAULT_BUCKETS, ttl_s: float = 10.0,
+                 margin_s: float | None = None, release_per_round: int = 8) -> None:
+        if not instance_id:
+            raise ValueError("an instance needs an id")
+        if ttl_s <= 0:
+            raise ValueError(f"lease time must be positive, got {ttl_s}")
+        self.instance_id = instance_id
+        self.buckets = buckets
+        self.ttl_s = ttl_s
+        # Stop acting a third of a lease before it runs out: renewals come
+        # every third of a lease (`round_s`), so one late round is absorbed.
+        self.margin_s = ttl_s / 3 if margin_s is None else margin_s
+        self.release_per_round = release_per_round
+        self.held: dict[int, Held] = {}
+        self.lost = 0  # buckets that went to another instance while held
+        self._order = sorted(range(buckets), key=self._rank)
+
+    @property
+    def round_s(self) -> float:
+        """How often the lease table should be visited."""
+        return self.ttl_s / 3
+
+    def _rank(self, bucket: int) -> bytes:
+        return hashlib.blake2b(f"{self.instance_id}/{bucket}".encode(), digest_size=8).digest()
+
+    def fair_share(self, live_instances: int) -> int:
+        return math.ceil(self.buckets / max(1, live_instances))
+
+    def plan(self, now: float, leases: Iterable[Lease], live_instances: int) -> LeasePlan:
+        """What to do this round, from the table as just read."""
+        table = {lease.bucket: lease for lease in leases}
+        plan = LeasePlan()
+        # What the table says we no longer hold is gone already.
+        for bucket in list(self.held):
+            row = table.get(bucket)
+            if row is None or row.owner != self.instance_id or row.epoch != self.held[bucket].epoch:
+                self._drop(bucket)
+        fair = self.fair_share(live_instances)
+        excess = len(self.held) - fair
+        if excess > 0:
+            for bucket in sorted(self.held, key=self._rank, reverse=True)[:min(excess, self.release_per_round)]:
+                plan.release[bucket] = self.held[bucket].epoch
+        for bucket, held in self.held.items():
+            if bucket not in plan.release:
+                plan.renew[bucket] = held.epoch
+        room = fair - len(self.held)
+        if room > 0:
+            for bucket in self._order:
+                if room <= 0:
+                    break
+                if bucket in self.held:
+                    continue
+                row = table.get(bucket)
+                if row is None:
+                    continue  # not in the table yet: whoever creates the rows comes first
+                if row.owner is None or row.expires_at <= now:
+                    plan.take[bucket] = row.epoch
+                    room -= 1
+        return plan
+
+    def apply(self, now: float, renewed: Iterable[int] = (), taken: dict[int, int] | None = None,
+              released: Iterable[int] = (), failed: Iterable[int] = ()) -> None:
+        """The plan's outcome: buckets renewed (their expiry moves to now +
+        ttl), taken (bucket -> the new epoch), given back, and renewals that
+        failed (someone else holds the bucket now)."""
+        expires = now + self.ttl_s
+        for bucket in renewed:
+            if bucket in self.held:
+                self.held[bucket] = Held(self.held[bucket].epoch, expires)
+        for bucket, epoch in (taken or {}).items():
+            self.held[bucket] = Held(epoch, expires)
+        for bucket in released:
+            self.held.pop(bucket, None)
+        for bucket in failed:
+            self._drop(bucket)
+
+    def _drop(self, bucket: int) -> None:
+        if self.held.pop(bucket, None) is not None:
+            self.lost += 1
+
+    def epoch_of(self, bucket: int, now: float) -> int | None:
+        """The epoch to fence a write with, if this instance may act for the
+        bucket now."""
+        held = self.held.get(bucket)
+        if held is None or now >= held.expires_at - self.margin_s:
+            return None
+        return held.epoch
+
+    def owns(self, uuid: str, now: float) -> bool:
+        return self.epoch_of(bucket_of(uuid, self.buckets), now) is not None
+
+    def expire(self, now: float) -> list[int]:
+        """Forget buckets whose lease ran out without a renewal (the table
+        could not be reached): another instance may hold them by now."""
+        gone = [b for b, held in self.held.items() if now >= held.expires_at]
+        for bucket in gone:
+            self._drop(bucket)
+        return gone
+
+    def state(self, now: float) -> dict:
+        acting = [b for b in self.held if self.epoch_of(b, now) is not None]
+        soonest = min((h.expires_at for h in self.held.values()), default=None)
+        return {"instance_id": self.instance_id, "buckets": self.buckets, "held": len(self.held),
+                "acting": len(acting), "lease_s": self.ttl_s,
+                "expires_in_s": None if soonest is None else round(soonest - now, 3), "lost": self.lost}
+
+
+def live_instances(heartbeats: Sequence[tuple[str, float]], now: float, ttl_s: float) -> int:
+    """Instances whose heartbeat (instance id, time) is within one lease."""
+    return sum(1 for _, at in heartbeats if now - at < ttl_s)

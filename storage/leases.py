@@ -1,0 +1,166 @@
+"""The lease table of several gateway instances (issue 13), on both engines.
+
+`gateway_leases` holds one row per ownership bucket (protocol/buckets.py):
+its owner, an epoch that grows every time the bucket changes hands (the
+fencing token), and when the lease runs out. Every write is a
+compare-and-set in one UPDATE, so two instances racing for a row cannot
+both win, on SQLite (one writer at a time) as on PostgreSQL (the row lock
+of the UPDATE; the loser's WHERE no longer matches once the winner
+commits). `gateway_instances` holds each instance's heartbeat, for the
+fair share and `gateway inspect cluster`.
+
+A write that must only happen while its instance still owns the device
+adds `fenced(bucket, owner, epoch)` to its WHERE: the row changes only if
+the lease is still that instance's, at that epoch, in the same statement.
+
+The rules of who takes what live in actors/rules/ownership.py; this module
+only reads and writes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from peewee import JOIN, FloatField, IntegerField, TextField, fn
+
+from storage.db import database, write_transaction
+from storage.models import BaseModel, JSONField
+
+
+class BucketLease(BaseModel):
+    bucket = IntegerField(primary_key=True)
+    owner = TextField(null=True)
+    epoch = IntegerField(default=0)
+    expires_at = FloatField(default=0.0)
+
+    class Meta:
+        table_name = "gateway_leases"
+
+
+class GatewayInstance(BaseModel):
+    instance_id = TextField(primary_key=True)
+    started_at = FloatField()
+    heartbeat_at = FloatField()
+    detail = JSONField(null=True)  # share group, host, pid, what `inspect cluster` shows
+
+    class Meta:
+        table_name = "gateway_instances"
+
+
+MODELS = (BucketLease, GatewayInstance)
+
+
+def create_tables() -> None:
+    """Both tables, if missing (a migration calls this)."""
+    database.create_tables(MODELS, safe=True)
+
+
+def ensure_buckets(count: int) -> int:
+    """Rows for buckets 0 .. count - 1, free; existing rows are kept.
+    Returns how many were added."""
+    have = {b for (b,) in BucketLease.select(BucketLease.bucket).tuples()}
+    missing = [{"bucket": b, "owner": None, "epoch": 0, "expires_at": 0.0} for b in range(count) if b not in have]
+    if missing:
+        with write_transaction():
+            for start in range(0, len(missing), 500):
+                BucketLease.insert_many(missing[start:start + 500]).on_conflict_ignore().execute()
+    return len(missing)
+
+
+def read() -> list[tuple[int, str | None, int, float]]:
+    """(bucket, owner, epoch, expires_at) of every bucket."""
+    return list(BucketLease.select(BucketLease.bucket, BucketLease.owner, BucketLease.epoch, BucketLease.expires_at)
+                .order_by(BucketLease.bucket).tuples())
+
+
+def take(bucket: int, owner: str, read_epoch: int, now: float, ttl_s: float) -> int | None:
+    """Take a free or expired bucket whose epoch is still the one read;
+    the new epoch, or None when someone else came first."""
+    with write_transaction():
+        changed = (BucketLease.update(owner=owner, epoch=BucketLease.epoch + 1, expires_at=now + ttl_s)
+                   .where((BucketLease.bucket == bucket) & (BucketLease.epoch == read_epoch)
+                          & (BucketLease.owner.is_null() | (BucketLease.expires_at <= now)))
+                   .execute())
+    return read_epoch + 1 if changed else None
+
+
+def renew(owner: str, held: dict[int, int], now: float, ttl_s: float) -> tuple[list[int], list[int]]:
+    """Move the expiry of the buckets `owner` holds (bucket -> epoch) to
+    now + ttl_s, in one transaction; (renewed, lost): a bucket is lost when
+    its row no longer has this owner at this epoch."""
+    renewed: list[int] = []
+    lost: list[int] = []
+    if not held:
+        return renewed, lost
+    with write_transaction():
+        for bucket, epoch in held.items():
+            changed = (BucketLease.update(expires_at=now + ttl_s)
+                       .where((BucketLease.bucket == bucket) & (BucketLease.owner == owner)
+                              & (BucketLease.epoch == epoch))
+                       .execute())
+            (renewed if changed else lost).append(bucket)
+    return renewed, lost
+
+
+def release(owner: str, held: dict[int, int]) -> list[int]:
+    """Give buckets back (their epoch stays: the next owner's take moves
+    it). Returns the buckets released."""
+    done: list[int] = []
+    with write_transaction():
+        for bucket, epoch in held.items():
+            changed = (BucketLease.update(owner=None, expires_at=0.0)
+                       .where((BucketLease.bucket == bucket) & (BucketLease.owner == owner)
+                              & (BucketLease.epoch == epoch))
+                       .execute())
+            if changed:
+                done.append(bucket)
+    return done
+
+
+def fenced(bucket: int, owner: str, epoch: int):
+    """A WHERE term: true while `owner` holds `bucket` at `epoch`."""
+    return fn.EXISTS(BucketLease.select(BucketLease.bucket)
+                     .where((BucketLease.bucket == bucket) & (BucketLease.owner == owner)
+                            & (BucketLease.epoch == epoch)))
+
+
+def heartbeat(instance_id: str, now: float, detail: dict | None = None) -> None:
+    with write_transaction():
+        updated = (GatewayInstance.update(heartbeat_at=now, detail=detail)
+                   .where(GatewayInstance.instance_id == instance_id).execute())
+        if not updated:
+            (GatewayInstance.insert(instance_id=instance_id, started_at=now, heartbeat_at=now, detail=detail)
+             .on_conflict_ignore().execute())
+
+
+def heartbeats() -> list[tuple[str, float]]:
+    return list(GatewayInstance.select(GatewayInstance.instance_id, GatewayInstance.heartbeat_at).tuples())
+
+
+def cluster(now: float) -> list[dict]:
+    """Every instance of the table with the buckets it holds (leases not yet
+    expired) and its soonest expiry: `gateway inspect cluster`."""
+    held = (BucketLease.select(BucketLease.owner, fn.COUNT(BucketLease.bucket).alias("held"),
+                               fn.MIN(BucketLease.expires_at).alias("soonest"))
+            .where(BucketLease.owner.is_null(False) & (BucketLease.expires_at > now))
+            .group_by(BucketLease.owner).alias("held"))
+    rows = (GatewayInstance.select(GatewayInstance.instance_id, GatewayInstance.started_at,
+                                   GatewayInstance.heartbeat_at, GatewayInstance.detail, held.c.held, held.c.soonest)
+            .join(held, JOIN.LEFT_OUTER, on=(held.c.owner == GatewayInstance.instance_id))
+            .order_by(GatewayInstance.instance_id).dicts())
+    out = []
+    for r in rows:
+        out.append({"instance_id": r["instance_id"], "started_at": r["started_at"],
+                    "heartbeat_age_s": round(now - r["heartbeat_at"], 3), "buckets": r["held"] or 0,
+                    "expires_in_s": None if r["soonest"] is None else round(r["soonest"] - now, 3),
+                    "detail": r["detail"]})
+    return out
+
+
+def forget_instances(instance_ids: Iterable[str]) -> int:
+    """Remove instances from the table (an operator retiring one)."""
+    ids = list(instance_ids)
+    if not ids:
+        return 0
+    with write_transaction():
+        return GatewayInstance.delete().where(GatewayInstance.instance_id.in_(ids)).execute()

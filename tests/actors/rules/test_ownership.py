@@ -1,0 +1,165 @@
+"""Ownership (actors/rules/ownership.py): bucket leases of several
+instances over a lease table with compare-and-set semantics (a model of
+storage/leases.py, which tests/storage/test_leases.py holds to the same
+rules on both engines)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.rules.ownership import Lease, Ownership, live_instances
+from protocol.buckets import bucket_of
+
+TTL = 9.0
+
+
+class Table:
+    """The lease table: one row per bucket, writes as compare-and-set."""
+
+    def __init__(self, buckets: int) -> None:
+        self.rows = {b: Lease(b, None, 0, 0.0) for b in range(buckets)}
+        self.beats: dict[str, float] = {}
+
+    def take(self, bucket: int, owner: str, read_epoch: int, now: float, ttl: float) -> int | None:
+        row = self.rows[bucket]
+        if row.epoch != read_epoch or (row.owner is not None and row.expires_at > now):
+            return None
+        self.rows[bucket] = Lease(bucket, owner, row.epoch + 1, now + ttl)
+        return row.epoch + 1
+
+    def renew(self, bucket: int, owner: str, epoch: int, now: float, ttl: float) -> bool:
+        row = self.rows[bucket]
+        if row.owner != owner or row.epoch != epoch:
+            return False
+        self.rows[bucket] = Lease(bucket, owner, epoch, now + ttl)
+        return True
+
+    def release(self, bucket: int, owner: str, epoch: int) -> bool:
+        row = self.rows[bucket]
+        if row.owner != owner or row.epoch != epoch:
+            return False
+        self.rows[bucket] = Lease(bucket, None, epoch, 0.0)
+        return True
+
+
+def visit(o: Ownership, table: Table, now: float) -> None:
+    """One round of the actor that drives `o`."""
+    table.beats[o.instance_id] = now
+    live = live_instances(list(table.beats.items()), now, o.ttl_s)
+    plan = o.plan(now, table.rows.values(), live)
+    renewed, failed, taken, released = [], [], {}, []
+    for b, e in plan.renew.items():
+        (renewed if table.renew(b, o.instance_id, e, now, o.ttl_s) else failed).append(b)
+    for b, e in plan.take.items():
+        got = table.take(b, o.instance_id, e, now, o.ttl_s)
+        if got is not None:
+            taken[b] = got
+    for b, e in plan.release.items():
+        if table.release(b, o.instance_id, e):
+            released.append(b)
+    o.apply(now, renewed, taken, released, failed)
+
+
+def test_bucket_of_is_stable_and_spread():
+    assert bucket_of("relay-01") == bucket_of("relay-01")
+    assert 0 <= bucket_of("relay-01") < 256
+    assert bucket_of("relay-01", 16) == bucket_of("relay-01") % 16
+    spread = {bucket_of(f"dev-{i}") for i in range(5000)}
+    assert len(spread) == 256
+    with pytest.raises(ValueError):
+        bucket_of("x", 0)
+
+
+def test_one_instance_takes_every_bucket_and_keeps_them():
+    table = Table(64)
+    a = Ownership("a", buckets=64, ttl_s=TTL)
+    visit(a, table, 0.0)
+    assert len(a.held) == 64 and all(row.owner == "a" for row in table.rows.values())
+    for t in (3.0, 6.0, 9.0, 12.0):
+        visit(a, table, t)
+    assert len(a.held) == 64 and a.lost == 0
+    assert a.owns("anything", 12.0)
+    # acting stops a margin before the lease runs out, if renewals stop
+    assert a.epoch_of(0, 12.0 + TTL - a.margin_s - 0.01) is not None
+    assert a.epoch_of(0, 12.0 + TTL - a.margin_s) is None
+
+
+def test_shares_even_out_when_instances_join_and_a_dead_ones_are_taken_over():
+    table = Table(256)
+    insts = [Ownership(name, ttl_s=TTL) for name in "abc"]
+    t = 0.0
+    visit(insts[0], table, t)
+    assert len(insts[0].held) == 256
+    # b and c join; a gives back 8 a round until no share is above the fair
+    # one, ceil(256 / 3) = 86, and every bucket is held
+    for _ in range(40):
+        t += 3.0
+        for o in insts:
+            visit(o, table, t)
+    assert max(len(o.held) for o in insts) == 86 and min(len(o.held) for o in insts) >= 84
+    assert sum(len(o.held) for o in insts) == 256
+    # c dies (no more visits): its buckets go to a and b within one lease and a round
+    dead = insts.pop()
+    died_at = t
+    taken_by = None
+    while taken_by is None:
+        t += 3.0
+        for o in insts:
+            visit(o, table, t)
+        if sum(len(o.held) for o in insts) == 256:
+            taken_by = t
+    assert taken_by - died_at <= TTL + 3.0 + 1e-9
+    assert sorted(len(o.held) for o in insts) == [128, 128]
+    assert dead.epoch_of(next(iter(dead.held)), taken_by) is None
+
+
+def test_a_renewal_refused_drops_the_bucket_at_once():
+    table = Table(4)
+    a = Ownership("a", buckets=4, ttl_s=TTL)
+    visit(a, table, 0.0)
+    # the row was taken over behind a's back (a stalled past its lease)
+    table.rows[2] = Lease(2, "b", table.rows[2].epoch + 1, 20.0)
+    visit(a, table, 3.0)
+    assert 2 not in a.held and a.lost == 1 and a.epoch_of(2, 3.0) is None
+
+
+def test_expire_forgets_leases_not_renewed_in_time():
+    a = Ownership("a", buckets=4, ttl_s=TTL)
+    table = Table(4)
+    visit(a, table, 0.0)
+    assert a.expire(TTL - 0.1) == []
+    assert sorted(a.expire(TTL)) == [0, 1, 2, 3] and not a.held
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), kills=st.lists(st.integers(0, 2), min_size=1, max_size=6))
+def test_no_bucket_is_ever_acted_for_by_two_instances(seed, kills):
+    """Three instances visiting at jittered times, some stalled for longer
+    than a lease (a frozen process comes back): at no instant do two of them
+    act for the same bucket, and the epoch of a bucket only grows."""
+    rng = random.Random(seed)
+    table = Table(32)
+    insts = [Ownership(name, buckets=32, ttl_s=TTL) for name in "abc"]
+    stalled_until = {o.instance_id: 0.0 for o in insts}
+    kill_at = {round(rng.uniform(5, 80), 1): insts[k] for k in kills}
+    last_epoch = {b: 0 for b in range(32)}
+    t = 0.0
+    while t < 120.0:
+        t = round(t + rng.uniform(0.2, 1.5), 3)
+        for at, victim in list(kill_at.items()):
+            if t >= at:
+                stalled_until[victim.instance_id] = t + rng.uniform(TTL, 3 * TTL)
+                del kill_at[at]
+        for o in insts:
+            if t >= stalled_until[o.instance_id] and rng.random() < 0.5:
+                o.expire(t)
+                visit(o, table, t)
+        for b in range(32):
+            acting = [o.instance_id for o in insts if o.epoch_of(b, t) is not None]
+            assert len(acting) <= 1, (t, b, acting)
+            assert table.rows[b].epoch >= last_epoch[b]
+            last_epoch[b] = table.rows[b].epoch

@@ -1,0 +1,112 @@
+"""storage/leases.py on both engines: compare-and-set takes, renewals that
+notice a lost bucket, releases, the fencing term, and two writers racing
+for the same bucket through their own connections (only one wins)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from storage import leases
+from storage.db import close_database, open_database
+from storage.models import Device
+
+
+@pytest.fixture
+def lease_db(db):
+    leases.create_tables()
+    leases.ensure_buckets(8)
+    return db
+
+
+def test_buckets_are_made_once(lease_db):
+    assert leases.ensure_buckets(8) == 0
+    assert leases.ensure_buckets(10) == 2
+    assert [r[0] for r in leases.read()] == list(range(10))
+    assert all(owner is None and epoch == 0 for _, owner, epoch, _ in leases.read())
+
+
+def test_take_is_compare_and_set_on_the_epoch_and_the_expiry(lease_db):
+    assert leases.take(3, "a", 0, now=100.0, ttl_s=10.0) == 1
+    # b read epoch 0 too: too late
+    assert leases.take(3, "b", 0, now=101.0, ttl_s=10.0) is None
+    # b read epoch 1, but a's lease is still running
+    assert leases.take(3, "b", 1, now=105.0, ttl_s=10.0) is None
+    # after the expiry b takes it over, and the epoch moves
+    assert leases.take(3, "b", 1, now=110.0, ttl_s=10.0) == 2
+    row = leases.read()[3]
+    assert row[1:] == ("b", 2, 120.0)
+
+
+def test_renewal_notices_a_bucket_taken_over(lease_db):
+    assert leases.take(1, "a", 0, 0.0, 10.0) == 1
+    assert leases.take(2, "a", 0, 0.0, 10.0) == 1
+    assert leases.take(2, "b", 1, 10.0, 10.0) == 2  # a stalled; b took bucket 2
+    renewed, lost = leases.renew("a", {1: 1, 2: 1}, 11.0, 10.0)
+    assert renewed == [1] and lost == [2]
+    assert leases.read()[1][3] == 21.0 and leases.read()[2][1] == "b"
+
+
+def test_release_only_what_is_still_held(lease_db):
+    leases.take(4, "a", 0, 0.0, 10.0)
+    leases.take(5, "a", 0, 0.0, 10.0)
+    assert leases.release("a", {4: 1, 5: 7}) == [4]  # 5 at epoch 7 is not a's lease
+    assert leases.read()[4][1] is None and leases.read()[4][2] == 1
+    assert leases.take(4, "b", 1, 1.0, 10.0) == 2
+
+
+def test_a_fenced_write_happens_only_under_the_lease(lease_db):
+    Device.insert(uuid="dev-1", device_type="relay_board", status="online", first_seen=0, last_seen=0).execute()
+    leases.take(6, "a", 0, 0.0, 10.0)
+
+    def set_status(owner: str, epoch: int, status: str) -> int:
+        return (Device.update(status=status)
+                .where((Device.uuid == "dev-1") & leases.fenced(6, owner, epoch)).execute())
+
+    assert set_status("a", 1, "offline") == 1
+    leases.take(6, "b", 1, 20.0, 10.0)  # a's lease ran out and b took the bucket (epoch 2)
+    assert set_status("a", 1, "online") == 0  # a, fenced off
+    assert set_status("b", 2, "online") == 1
+    assert Device.get(Device.uuid == "dev-1").status == "online"
+
+
+def test_heartbeats_and_the_cluster_view(lease_db):
+    leases.heartbeat("a", 100.0, {"share_group": "g"})
+    leases.heartbeat("b", 101.0)
+    leases.heartbeat("a", 102.0, {"share_group": "g"})
+    assert sorted(leases.heartbeats()) == [("a", 102.0), ("b", 101.0)]
+    for b in (0, 1, 2):
+        leases.take(b, "a", 0, 100.0, 10.0)
+    leases.take(3, "b", 0, 95.0, 10.0)  # expires at 105
+    view = {i["instance_id"]: i for i in leases.cluster(now=104.0)}
+    assert view["a"]["buckets"] == 3 and view["a"]["expires_in_s"] == 6.0 and view["a"]["detail"] == {"share_group": "g"}
+    assert view["b"]["buckets"] == 1 and view["b"]["heartbeat_age_s"] == 3.0
+    later = {i["instance_id"]: i for i in leases.cluster(now=106.0)}
+    assert later["b"]["buckets"] == 0 and later["b"]["expires_in_s"] is None
+    assert leases.forget_instances(["b"]) == 1 and [i["instance_id"] for i in leases.cluster(106.0)] == ["a"]
+
+
+def test_two_connections_racing_for_one_bucket_only_one_wins(lease_db, db_url):
+    """Each thread has its own connection (peewee's are per thread); both
+    read epoch 0 and try to take every bucket at once: each bucket ends with
+    exactly one owner, and each thread's answers agree with the table."""
+    close_database()
+    open_database(db_url)
+    wins: dict[str, list[int]] = {"a": [], "b": []}
+    start = threading.Barrier(2)
+
+    def racer(name: str) -> None:
+        start.wait()
+        for bucket in range(8):
+            if leases.take(bucket, name, 0, 50.0, 10.0) is not None:
+                wins[name].append(bucket)
+
+    threads = [threading.Thread(target=racer, args=(n,)) for n in wins]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(wins["a"] + wins["b"]) == list(range(8))
+    table = {b: owner for b, owner, _, _ in leases.read()}
+    assert all(table[b] == name for name, won in wins.items() for b in won)
