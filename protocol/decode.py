@@ -65,12 +65,43 @@ def _says_fw22(obj: dict) -> bool:
     return isinstance(version, str) and version.startswith("2.")
 
 
-def subscriptions(prefix: str) -> list[tuple[str, int]]:
+def subscriptions(prefix: str, share_group: str = "") -> list[tuple[str, int]]:
     """Every filter the gateway subscribes to, each once (with the prefix
-    `autocore` the two dialects share filters)."""
+    `autocore` the two dialects share filters).
+
+    With a share group (several instances, issue 13) the high-rate filters
+    (`shared_filters`) become MQTT 5 shared subscriptions,
+    `$share/{group}/{filter}`, which the broker spreads over the group's
+    instances; control topics (announce, status, availability, response,
+    discovery, 2.2 status and errors, the observed `relays/set`) stay plain,
+    so every instance gets them. No filter is both: a message never reaches
+    one instance twice."""
     wanted = v1_subscriptions(prefix) + list(fw22.subscriptions())
     qos: dict[str, int] = {}
     for topic_filter, level in wanted:
         qos[topic_filter] = max(level, qos.get(topic_filter, 0))
-    return list(qos.items())
+    if not share_group:
+        return list(qos.items())
+    check_share_group(share_group)
+    spread = set(shared_filters(prefix))
+    return [(f"$share/{share_group}/{f}" if f in spread else f, level) for f, level in qos.items()]
+
+
+def shared_filters(prefix: str) -> list[str]:
+    """The high-rate filters a share group spreads: v1 `telemetry` and
+    `relay/status`; 2.2 `relays/state`, the `status/operational`,
+    `telemetry/data` and `diagnostics` levels and `telemetry/relays/data`.
+    (Never the observed `relays/set`: MQTT 5 forbids No Local on a shared
+    subscription.)"""
+    v1 = [f"{prefix}/devices/+/{level}" if prefix else f"devices/+/{level}" for level in ("telemetry", "relay/status")]
+    device = f"{fw22.PREFIX}/devices/+"
+    return v1 + [f"{device}/relays/state", f"{device}/status/operational", f"{device}/telemetry/data",
+                 f"{device}/diagnostics", f"{fw22.PREFIX}/telemetry/relays/data"]
+
+
+def check_share_group(group: str) -> str:
+    """A share group name as MQTT 5 allows it: not empty, no `/`, `+` or `#`."""
+    if not group or any(c in group for c in "/+#") or "\x00" in group:
+        raise ValueError(f"share group {group!r} must be a non-empty name without '/', '+' or '#'")
+    return group
 
