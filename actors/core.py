@@ -117,17 +117,7 @@ class Core:
     # -- start ---------------------------------------------------------------
 
     def make_device(self, uuid: str, known: KnownDevice | None, restarts: int) -> Any:
-        logic = DeviceLogic(
-            uuid, self.rules,
-            status=known.status if known else None,
-            dialect=known.protocol if known else "v1",
-            device_type=known.device_type if known else None,
-            boot_id=known.boot_id if known else None,
-            status_interval=known.status_interval if known else None,
-            encoding=known.encoding if known else "json",
-            last_seen=known.last_seen if known else None,
-            plan=self.encoder.plan,
-        )
+        logic = DeviceLogic(uuid, self.rules, known, plan=self.encoder.plan)
         prefix = self.settings.topic_prefix
         return Device.start(
             logic, supervisor=self.refs["DeviceSupervisor"], mqtt=self.refs["MqttIO"],

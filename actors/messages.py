@@ -13,15 +13,12 @@ from typing import Any
 
 from actors.wire import wire
 from protocol.values import (
-    Availability,
     CommandSpec,
     DeviceFacts,
     Discovery,
-    Event,
-    ObservedCommand,
+    Message,
     Publication,
     RelayState,
-    Response,
 )
 
 # ---------------------------------------------------------------- tokens
@@ -74,30 +71,18 @@ class Seen:
     clock_skew: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeviceMessage:
-    """Router -> Device: one message that changes device state (announce,
-    availability, response, discovery, events), with its token. Its readings,
-    if any, are stored in the same transaction as the state change."""
+    """Router -> Device: one decoded message that changes device state
+    (announce, availability, response, discovery, events), as protocol/
+    decoded it, with when it came and its token. Its readings, if any, are
+    already rows, stored in the same transaction as the state change."""
 
+    message: Message
     received_at: float
-    dialect: str
-    encoding: str
-    protocol_version: str | None
-    kind: str
     token: Token
-    alive: bool = True
-    boot_id: int | None = None
-    seq: int | None = None
-    facts: DeviceFacts | None = None
-    availability: Availability | None = None
-    response: Response | None = None
-    discovery: Discovery | None = None
-    events: tuple[Event, ...] = ()
-    relay_states: tuple[RelayState, ...] = ()
     rows: tuple[tuple, ...] = ()  # telemetry rows, TELEMETRY_COLUMNS order
-    clock_skew: int = 0
-    observed: ObservedCommand | None = None  # a 2.2 relay command someone else sent the device
+    clock_skew: int = 0  # 1 if the time of any of its readings was overruled
 
 
 @dataclass(frozen=True)
@@ -179,7 +164,8 @@ class TelemetryRows:
 @dataclass(frozen=True)
 class DeviceWrite:
     """core -> store: one device's state changes, written in one transaction
-    with whatever telemetry is batched beside them."""
+    with whatever telemetry is batched beside them. The device logic
+    (actors/rules/device.py) builds it; the store applies it as it comes."""
 
     uuid: str
     at: float
@@ -195,6 +181,16 @@ class DeviceWrite:
     transitions: tuple[CommandTransition, ...] = ()
     rows: tuple[tuple, ...] = ()
     tokens: tuple[Token, ...] = ()
+
+    def changes_anything(self) -> bool:
+        """Whether the device's state changes (rows aside)."""
+        return bool(
+            self.ensure or self.facts or self.discovery or self.status or self.protocol or self.encoding
+            or self.last_seen is not None or self.events or self.transitions or self.boot_id is not None
+        )
+
+    def stores_anything(self) -> bool:
+        return bool(self.rows) or self.changes_anything()
 
 
 @wire

@@ -211,11 +211,7 @@ class RoutingRules:
             # A 2.2 message for a device that may be a v1 device with a boot_id
             # goes to its actor with its rows, which refuses it or stores them.
             if needs_device(msg) or (msg.relay_states and msg.uuid in observed) or checked:
-                device_msgs[msg.uuid].append(DeviceMessage(
-                    raw.received_at, msg.dialect.value, msg.encoding.value, msg.protocol_version, msg.kind.value,
-                    raw.token, msg.alive, msg.boot_id, msg.seq, msg.facts, msg.availability, msg.response,
-                    msg.discovery, msg.events, msg.relay_states, tuple(msg_rows), skewed, msg.observed,
-                ))
+                device_msgs[msg.uuid].append(DeviceMessage(msg, raw.received_at, raw.token, tuple(msg_rows), skewed))
                 continue
             acc = seen.get(msg.uuid)
             if acc is None:
