@@ -27,6 +27,7 @@ from actors.can_feed import CanCatalogChanged
 from actors.messages import Deadline, DeviceWrite, Flush, Flushed, Schedule, TelemetryRows, WriteBatch, WriterDone
 from actors.rules.can_rows import CanRows
 from actors.rules.flush import FlushPolicy
+from protocol.values import TelemetryRow
 
 logger = logging.getLogger("autocore.can")
 
@@ -46,7 +47,7 @@ class TelemetryBatcher(GatewayActor):
         self.writer = writer
         self.scheduler = scheduler
         self.channel = channel
-        self.rows: list[tuple] = []
+        self.rows: list[TelemetryRow | tuple] = []  # (CAN signal rows are plain tuples)
         self.writes: list[DeviceWrite] = []
         self.tokens: list[Any] = []
         self.oldest_at: float | None = None

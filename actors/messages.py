@@ -19,6 +19,7 @@ from protocol.values import (
     Message,
     Publication,
     RelayState,
+    TelemetryRow,
 )
 
 # ---------------------------------------------------------------- tokens
@@ -81,7 +82,7 @@ class DeviceMessage:
     message: Message
     received_at: float
     token: Token
-    rows: tuple[tuple, ...] = ()  # telemetry rows, TELEMETRY_COLUMNS order
+    rows: tuple[TelemetryRow, ...] = ()
     clock_skew: int = 0  # 1 if the time of any of its readings was overruled
 
 
@@ -153,10 +154,9 @@ class KnownDevice:
 @wire
 @dataclass(frozen=True)
 class TelemetryRows:
-    """core -> store: telemetry rows (storage.telemetry.TELEMETRY_COLUMNS
-    order) with the tokens of the messages they came from."""
+    """core -> store: telemetry rows with the tokens of the messages they came from."""
 
-    rows: tuple[tuple, ...]
+    rows: tuple[TelemetryRow, ...]
     tokens: tuple[Token, ...]
 
 
@@ -179,7 +179,7 @@ class DeviceWrite:
     last_seen: float | None = None
     events: tuple[tuple[float, str, Any], ...] = ()  # (ts, event, detail)
     transitions: tuple[CommandTransition, ...] = ()
-    rows: tuple[tuple, ...] = ()
+    rows: tuple[TelemetryRow, ...] = ()
     tokens: tuple[Token, ...] = ()
 
     def changes_anything(self) -> bool:
@@ -294,9 +294,10 @@ class Stop:
 
 @dataclass(frozen=True)
 class WriteBatch:
-    """TelemetryBatcher -> DbWriter."""
+    """TelemetryBatcher -> DbWriter. CAN signal rows (actors/rules/can_rows.py)
+    are plain tuples in TelemetryRow's order, made by generated code."""
 
-    rows: tuple[tuple, ...]
+    rows: tuple[TelemetryRow | tuple, ...]
     writes: tuple[DeviceWrite, ...]
     tokens: tuple[Any, ...]
 

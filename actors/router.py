@@ -28,7 +28,7 @@ from actors.messages import (
 )
 from actors.rules.rate import RateLimiter
 from actors.rules.routing import UNSTORABLE_VALUE, RoutingRules
-from protocol.values import Rejected
+from protocol.values import Rejected, TelemetryRow
 
 logger = logging.getLogger("autocore.router")
 
@@ -103,7 +103,7 @@ class Router(GatewayActor):
         if done:
             self.mqtt.tell(Complete(tuple(done)))
 
-    def _send_one_by_one(self, by_message: list[tuple[str, str, list[tuple], Token]], done: list[Token]) -> None:
+    def _send_one_by_one(self, by_message: list[tuple[str, str, list[TelemetryRow], Token]], done: list[Token]) -> None:
         for uuid, topic, msg_rows, token in by_message:
             try:
                 self.store.send(TelemetryRows(tuple(msg_rows), (token,)))

@@ -3,8 +3,9 @@
 A registered dataclass travels as a msgpack extension holding its type name
 and its fields in declaration order; nested registered dataclasses (a
 `CommandSpec` inside a `CommandState`) and enums travel the same way, so the
-other side gets back exactly the same type, never a looser dict. Arrays come
-back as tuples, keeping messages immutable.
+other side gets back exactly the same type, never a looser dict. A field
+holding TelemetryRows travels as one extension of plain arrays and comes
+back as TelemetryRows. Arrays come back as tuples, keeping messages immutable.
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ from protocol.values import (
     Reading,
     RelayState,
     Response,
+    TelemetryRow,
+    new_row,
 )
 
 _EXT_DATACLASS = 1
 _EXT_SAME_TYPE_TUPLE = 2  # a tuple of one registered type (e.g. a batch's tokens), packed flat
+_EXT_ROWS = 3  # a tuple of TelemetryRows
 _REGISTRY: dict[str, type] = {}
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 T = TypeVar("T", bound=type)
+_ROW_WIDTH = len(TelemetryRow._fields)
 
 
 class WireError(ValueError):
@@ -61,8 +66,12 @@ def _default(obj: Any) -> Any:
         body: list[Any] = [cls.__name__]
         for name in fields:
             value = getattr(obj, name)
-            if type(value) is tuple and len(value) > 1 and type(value[0]) in _FIELDS:
-                value = _same_type_tuple(value)
+            if type(value) is tuple and value:
+                first = type(value[0])
+                if first is TelemetryRow:
+                    value = msgpack.ExtType(_EXT_ROWS, _pack(value))
+                elif len(value) > 1 and first in _FIELDS:
+                    value = _same_type_tuple(value)
             body.append(value)
         return msgpack.ExtType(_EXT_DATACLASS, _pack(body))
     if isinstance(obj, Enum):
@@ -86,6 +95,11 @@ def _same_type_tuple(items: tuple) -> Any:
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_ROWS:
+        rows = _unpack(data)
+        if type(rows) is not tuple or any(type(r) is not tuple or len(r) != _ROW_WIDTH for r in rows):
+            raise WireError("bad telemetry rows")
+        return tuple(map(new_row, rows))
     if code == _EXT_SAME_TYPE_TUPLE:
         flat = _unpack(data)
         cls = _REGISTRY.get(flat[0])

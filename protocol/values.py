@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Dialect(str, Enum):
@@ -96,6 +96,38 @@ class Reading:
     tag: str | None = None
     raw: bytes | None = None
     ts: float | None = None
+
+
+class TelemetryRow(NamedTuple):
+    """One stored reading, as core builds it from a message and the store
+    inserts it; the fields are the telemetry table's columns, in order.
+
+    A NamedTuple, not a dataclass: it is the hot path, and a tuple goes to
+    `executemany` and COPY as it is and crosses between the processes as a
+    plain msgpack array. Built in bulk with `new_row` (a third of the cost
+    of calling the class)."""
+
+    device_uuid: str
+    boot_id: int | None
+    seq: int | None
+    idx: int | None
+    ts: float
+    received_at: float
+    source: str
+    metric: str
+    value: float | None
+    unit: str | None
+    tag: str | None
+    raw: bytes | None
+
+
+def new_row(values: tuple) -> TelemetryRow:
+    """A TelemetryRow of a tuple already in its field order, without the
+    generated `__new__`'s argument handling."""
+    return _tuple_new(TelemetryRow, values)
+
+
+_tuple_new = tuple.__new__
 
 
 @dataclass(frozen=True)

@@ -19,25 +19,13 @@ from typing import Sequence
 
 from peewee import fn as peewee_fn
 
+from protocol.values import TelemetryRow
 from storage import config_app
 from storage.db import POSTGRESQL, bound, database, sqlite_errors, write_transaction
 from storage.models import Telemetry
 
-# The order of the values in each row given to `insert_rows`.
-TELEMETRY_COLUMNS = (
-    "device_uuid",
-    "boot_id",
-    "seq",
-    "idx",
-    "ts",
-    "received_at",
-    "source",
-    "metric",
-    "value",
-    "unit",
-    "tag",
-    "raw",
-)
+# The columns `insert_rows` writes: a TelemetryRow's fields, in order.
+TELEMETRY_COLUMNS: tuple[str, ...] = TelemetryRow._fields
 
 _INSERT_SQL = "INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})".format(
     table=Telemetry._meta.table_name,
@@ -67,8 +55,9 @@ class TelemetryRecord:
     raw: bytes | str | None
 
 
-def insert_rows(db, rows: Sequence[tuple]) -> int:
-    """Store `rows` (tuples in TELEMETRY_COLUMNS order); return how many
+def insert_rows(db, rows: Sequence[TelemetryRow | tuple]) -> int:
+    """Store `rows` (TelemetryRows, or plain tuples in their order: the CAN
+    signal rows of actors/rules/can_rows.py); return how many
     were new. A row whose (device_uuid, boot_id, seq, idx) is stored
     already is skipped, so a redelivered message is stored once; rows with
     seq or boot_id NULL are always stored (NULLs never collide in SQLite).

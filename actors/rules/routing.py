@@ -19,7 +19,7 @@ from actors.messages import DeviceMessage, KnownDevice, RawInbound, Seen, Token
 from actors.rules.rate import RateLimiter
 from protocol.decode import decode_message, parse_topic
 from protocol.timestamps import effective_ts
-from protocol.values import RATE_LIMITED, Dialect, Kind, Message, RelayState, Rejected
+from protocol.values import RATE_LIMITED, Dialect, Kind, Message, RelayState, Rejected, TelemetryRow, new_row
 
 INTERNAL_ERROR = "internal_error"  # the decoder failed where it should have rejected
 UNSTORABLE_VALUE = "unstorable_value"  # valid by the schema, but cannot be encoded for the store
@@ -52,9 +52,8 @@ def v1_boot_id(msg: Message) -> int | None:
     return msg.availability.boot_id if msg.availability is not None else None
 
 
-def telemetry_rows(msg: Message, received_at: float, skew_s: float) -> tuple[list[tuple], int]:
-    """The message's readings as rows (storage.telemetry.TELEMETRY_COLUMNS
-    order) and how many of their times were overruled."""
+def telemetry_rows(msg: Message, received_at: float, skew_s: float) -> tuple[list[TelemetryRow], int]:
+    """The message's readings as rows and how many of their times were overruled."""
     rows = []
     skewed = 0
     for idx, r in enumerate(msg.readings):
@@ -63,7 +62,8 @@ def telemetry_rows(msg: Message, received_at: float, skew_s: float) -> tuple[lis
             skewed += bad
         else:
             ts = received_at
-        rows.append((msg.uuid, msg.boot_id, msg.seq, idx, ts, received_at, r.source, r.metric, r.value, r.unit, r.tag, r.raw))
+        rows.append(new_row((msg.uuid, msg.boot_id, msg.seq, idx, ts, received_at, r.source, r.metric, r.value, r.unit,
+                             r.tag, r.raw)))
     return rows, (1 if skewed else 0)
 
 
@@ -97,9 +97,9 @@ class RoutedBatch:
     not the exception, whose traceback would keep the decoder's frames (and
     the payloads in them) alive for the whole batch."""
 
-    rows: list[tuple] = field(default_factory=list)
+    rows: list[TelemetryRow] = field(default_factory=list)
     row_tokens: list[Token] = field(default_factory=list)
-    by_message: list[tuple[str, str, list[tuple], Token]] = field(default_factory=list)  # (uuid, topic, rows, token)
+    by_message: list[tuple[str, str, list[TelemetryRow], Token]] = field(default_factory=list)  # (uuid, topic, rows, token)
     seen: tuple[tuple[str, Seen], ...] = ()
     devices: tuple[tuple[str, tuple[DeviceMessage, ...]], ...] = ()
     done: list[Token] = field(default_factory=list)

@@ -119,6 +119,9 @@ def _example_for(tp, depth=0):
         return b"\x01\x02"
     if dataclasses.is_dataclass(tp):
         return _auto_example(tp, depth + 1)
+    if isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields"):  # a NamedTuple (TelemetryRow)
+        hints = typing.get_type_hints(tp)
+        return tp(*(_example_for(hints[f], depth) for f in tp._fields))
     raise NotImplementedError(f"no example for {tp!r}")
 
 
@@ -318,3 +321,20 @@ def test_a_tuple_of_mixed_types_is_not_packed():
 
     mixed = SnapshotReply(1, (Token(1, 2, 1), {"name": "x"}))
     assert wire.decode(wire.encode(mixed)) == mixed
+
+
+def test_telemetry_rows_come_back_as_telemetry_rows():
+    from protocol.values import TelemetryRow, new_row
+
+    rows = (new_row(ROW), new_row(ROW[:3] + (1,) + ROW[4:]))
+    for message in (m.TelemetryRows(rows, (m.Token(1, 2, 1),)), m.DeviceWrite("u", 1.0, rows=rows[:1])):
+        back = wire.decode(wire.encode(message))
+        assert back == message
+        assert all(type(r) is TelemetryRow for r in back.rows)
+    assert back.rows[0].metric == "0x123" and back.rows[0].raw == ROW[-1]
+
+
+def test_telemetry_rows_of_the_wrong_width_are_refused():
+    bad = msgpack.ExtType(3, msgpack.packb([["too", "short"]]))
+    with pytest.raises(wire.WireError):
+        wire._unpack(msgpack.packb(bad))
