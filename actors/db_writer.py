@@ -38,6 +38,7 @@ from actors.messages import (
 )
 from actors.rules.histogram import Histogram
 from actors.rules.stall import Stall
+from protocol.dialects import parse_dialect, parse_encoding
 from storage import commands as command_repo
 from storage import devices as device_repo
 from storage import events as event_repo
@@ -234,10 +235,10 @@ class DbWriter(GatewayActor):
         status = w.status if w.status is not None else ("online" if w.boot_id is not None else None)
         if w.facts is not None:
             protocol, encoding = w.protocol or w.ensure, w.encoding
-            if not (protocol and encoding):
+            if protocol is None or encoding is None:
                 record = device_repo.get_device(uuid)
-                protocol = protocol or (record.protocol if record else "v1")
-                encoding = encoding or (record.encoding if record else "json")
+                protocol = protocol or parse_dialect(record.protocol if record else None)
+                encoding = encoding or parse_encoding(record.encoding if record else None)
             together = status is not None and (w.boot_id is None or w.boot_id == w.facts.boot_id)
             device_repo.upsert_facts(uuid, w.facts, at, protocol, encoding, status=status if together else None)
             if together:

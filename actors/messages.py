@@ -15,7 +15,9 @@ from actors.wire import wire
 from protocol.values import (
     CommandSpec,
     DeviceFacts,
+    Dialect,
     Discovery,
+    Encoding,
     Message,
     Publication,
     RelayState,
@@ -64,8 +66,8 @@ class Seen:
 
     received_at: float  # the latest message's
     count: int
-    dialect: str
-    encoding: str
+    dialect: Dialect
+    encoding: Encoding
     protocol_version: str | None
     seqs: tuple[tuple[int | None, int], ...] = ()  # (boot_id, seq) in arrival order
     relay_states: tuple[RelayState, ...] = ()
@@ -146,8 +148,8 @@ class KnownDevice:
     device_type: str | None = None
     boot_id: int | None = None
     status_interval: float | None = None
-    protocol: str = "v1"
-    encoding: str = "json"
+    protocol: Dialect = Dialect.V1
+    encoding: Encoding = Encoding.JSON
     last_seen: float | None = None
 
 
@@ -169,13 +171,13 @@ class DeviceWrite:
 
     uuid: str
     at: float
-    ensure: str | None = None  # dialect: create the device row if missing
+    ensure: Dialect | None = None  # create the device row (of this dialect) if missing
     facts: DeviceFacts | None = None
     discovery: Discovery | None = None
     status: str | None = None
     boot_id: int | None = None
-    protocol: str | None = None
-    encoding: str | None = None
+    protocol: Dialect | None = None
+    encoding: Encoding | None = None
     last_seen: float | None = None
     events: tuple[tuple[float, str, Any], ...] = ()  # (ts, event, detail)
     transitions: tuple[CommandTransition, ...] = ()

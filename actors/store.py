@@ -37,6 +37,7 @@ from actors.messages import (
 from actors.checkpointer import Checkpointer
 from actors.retention import Retention
 from actors.scheduler import Scheduler
+from protocol.dialects import parse_dialect, parse_encoding
 from storage import commands as command_repo
 from storage import devices as device_repo
 from storage.db import close_database, describe_location, open_database
@@ -50,7 +51,8 @@ CAN_LOAD_WAIT_S = 10.0
 def known_devices() -> tuple[KnownDevice, ...]:
     return tuple(
         KnownDevice(uuid=d.uuid, status=d.status or "offline", device_type=d.device_type, boot_id=d.boot_id,
-                    status_interval=d.status_interval, protocol=d.protocol or "v1", encoding=d.encoding or "json",
+                    status_interval=d.status_interval, protocol=parse_dialect(d.protocol),
+                    encoding=parse_encoding(d.encoding),
                     last_seen=d.last_seen)
         for d in device_repo.list_devices(owner_names=False)
     )

@@ -12,10 +12,10 @@ state it is really in.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class CommandStatus(str, Enum):
+class CommandStatus(StrEnum):
     PENDING = "pending"
     QUEUED = "queued"
     SENT = "sent"

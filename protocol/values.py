@@ -8,21 +8,25 @@ message came in. Every value is a frozen dataclass; collections are tuples.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, NamedTuple
 
+# The enums are StrEnums: a member is its text wherever text is written (a
+# database column, JSON, an f-string), and compares equal to it. Between
+# the processes they travel as themselves (actors/wire.py).
 
-class Dialect(str, Enum):
+
+class Dialect(StrEnum):
     V1 = "v1"
     FW22 = "fw22"
 
 
-class Encoding(str, Enum):
+class Encoding(StrEnum):
     JSON = "json"
     MSGPACK = "msgpack"
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """What a topic carries."""
 
     # v1, device -> gateway

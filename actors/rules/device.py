@@ -18,8 +18,9 @@ from actors.messages import CommandTransition, DeviceMessage, DeviceWrite, Known
 from actors.rules.commands import DEFAULT_PLAN, CommandStep, CommandWindow, Plan
 from actors.rules.liveness import DISCOVERED, OFFLINE, ONLINE, Liveness, timeout_for
 from actors.rules.observed import ObservedCommands
+from protocol import dialects
 from protocol.fw22 import refused_command
-from protocol.values import CommandSpec, DeviceFacts, Discovery, Event, RelayState
+from protocol.values import CommandSpec, DeviceFacts, Dialect, Discovery, Encoding, Event, RelayState
 
 LAST_SEEN_WRITE_S = 5.0  # `devices.last_seen` is refreshed at most this often per device
 # A v1 device with a boot_id refuses 2.2 messages (PROTOCOL.md, "Firmware 2.2
@@ -39,10 +40,9 @@ class DeviceRules:
     command_timeout_s: float = 5.0  # also how long an observed relay command waits for the board's answer
     gateway_id: str = "autocore-gateway"  # its own relays/set are never recorded as observed
 
-    def period(self, dialect: str, device_type: str | None, status_interval: float | None) -> float:
-        if dialect == "fw22":
-            return dict(self.fw22_periods).get(device_type or "", self.fw22_default_period)
-        return status_interval or 5.0
+    def period(self, dialect: Dialect, device_type: str | None, status_interval: float | None) -> float:
+        return dialects.report_period(dialect, device_type, status_interval, dict(self.fw22_periods),
+                                      self.fw22_default_period)
 
 
 @dataclass
@@ -82,11 +82,11 @@ class DeviceLogic:
     ) -> None:
         self.uuid = uuid
         self.rules = rules
-        k = known or KnownDevice(uuid, "")
-        self.dialect = k.protocol
+        k = known or KnownDevice(uuid, "")  # never seen: no status yet
+        self.dialect: Dialect = k.protocol
         self.device_type = k.device_type
         self.status_interval = k.status_interval
-        self.encoding = k.encoding
+        self.encoding: Encoding = k.encoding
         last_seen = k.last_seen
         self.liveness = Liveness(status=k.status or None, boot_id=k.boot_id, last_seen=last_seen)
         self.liveness.timeout_s = self._timeout()
@@ -131,18 +131,16 @@ class DeviceLogic:
 
     @property
     def dialect_locked(self) -> bool:
-        """A device that has spoken v1 with a boot_id is not turned into a 2.2
-        device by a 2.2 message: the 2.2 boards share one broker account, so
-        such a message could come from any of them (PROTOCOL.md). Only the
-        operator changes its dialect (`set_dialect`, or forgetting it)."""
-        return self.dialect == "v1" and self.liveness.boot_id is not None
+        """Whether messages of the other dialect are refused (protocol/dialects.py).
+        Only the operator changes it (`set_dialect`, or forgetting the device)."""
+        return dialects.locks_dialect(self.dialect, self.liveness.boot_id)
 
     def set_dialect(self, dialect: str) -> None:
         """The operator's word (`gateway devices dialect UUID ...`); the CLI
         writes the database and the event, so this only changes memory."""
-        if dialect not in ("v1", "fw22"):
-            raise ValueError(f"dialect must be v1 or fw22, got {dialect!r}")
-        self.dialect = dialect
+        if dialect not in tuple(Dialect):
+            raise ValueError(f"dialect must be {' or '.join(Dialect)}, got {dialect!r}")
+        self.dialect = Dialect(dialect)
         self.liveness.timeout_s = self._timeout()
 
     def _refuse(self, step: DeviceStep, now: float, at: float, kind: str, protocol_version: str | None,
@@ -161,7 +159,7 @@ class DeviceLogic:
             self._conflicts_unreported = 0
         return step
 
-    def _known(self, step: DeviceStep, dialect: str, now: float) -> None:
+    def _known(self, step: DeviceStep, dialect: Dialect, now: float) -> None:
         """The first valid message of an unknown uuid makes it a device."""
         if self.liveness.status is None:
             step.change(ensure=dialect)
@@ -173,7 +171,7 @@ class DeviceLogic:
             step.change(protocol=dialect)
             self.liveness.timeout_s = self._timeout()
 
-    def _encoding(self, step: DeviceStep, encoding: str) -> None:
+    def _encoding(self, step: DeviceStep, encoding: Encoding) -> None:
         if encoding != self.encoding:
             self.encoding = encoding
             step.change(encoding=encoding)
@@ -234,7 +232,7 @@ class DeviceLogic:
         """Telemetry went to the store on the fast path; here is what it said of the device."""
         step = self._step(now)
         received_at, count, relay_states = seen.received_at, seen.count, seen.relay_states
-        if seen.dialect == "fw22" and self.dialect_locked:
+        if self.dialect_locked and dialects.refused_when_locked(seen.dialect):
             # The Router sends a locked device's 2.2 messages to `message`,
             # never the fast path, so that nothing of them is stored; a
             # summary here means its rows went to the store already (the
@@ -264,9 +262,9 @@ class DeviceLogic:
     def _message(self, now: float, dm: DeviceMessage) -> DeviceStep:
         step = self._step(now)
         m, received_at = dm.message, dm.received_at
-        dialect, encoding, kind = m.dialect.value, m.encoding.value, m.kind.value
+        dialect, encoding, kind = m.dialect, m.encoding, m.kind.value
         facts, availability, events, boot_id = m.facts, m.availability, m.events, m.boot_id
-        if dialect == "fw22" and self.dialect_locked and m.observed is None:
+        if self.dialect_locked and dialects.refused_when_locked(dialect) and m.observed is None:
             # (An observed relay command is someone else's, not the device
             # speaking: it is recorded as ever and changes nothing of it.)
             return self._refuse(step, now, received_at, kind, m.protocol_version,
