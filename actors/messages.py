@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.wire import wire
+from protocol.lifecycle import CommandStatus
 from protocol.values import (
     CommandSpec,
     DeviceFacts,
@@ -121,7 +122,7 @@ class CommandTransition:
     lifecycle does not allow it)."""
 
     command_id: int
-    status: str
+    status: CommandStatus
     attempts: int | None = None
     result: Any = None
     error_message: str | None = None
