@@ -40,6 +40,7 @@ from actors.metrics import MetricsServer
 from actors.router import Router
 from actors.rules.device import DeviceLogic, DeviceRules
 from actors.scheduler import Scheduler
+from actors.settings import GatewaySettings
 from actors.supervisor import DeviceSupervisor
 from protocol import outbound
 from protocol.decode import subscriptions
@@ -54,7 +55,7 @@ STOP_DRAIN_S = 2.5  # after the signal: committing what was taken
 STOP_DEADLINE_S = 4.0  # after the signal: everything (the launcher's run must end within 5 s)
 
 
-def device_rules(settings: Any) -> DeviceRules:
+def device_rules(settings: GatewaySettings) -> DeviceRules:
     return DeviceRules(
         device_timeout_s=settings.device_timeout_s,
         command_window=settings.command_window,
@@ -68,7 +69,7 @@ def device_rules(settings: Any) -> DeviceRules:
 class Core:
     """Starts, wires and stops the core actors."""
 
-    def __init__(self, settings: Any, channel: Channel) -> None:
+    def __init__(self, settings: GatewaySettings, channel: Channel) -> None:
         self.settings = settings
         self.channel = channel
         self.store = StoreLink(channel)  # what the actors send through
@@ -231,7 +232,7 @@ class Core:
         return clean
 
 
-def run_core(settings: Any, channel_fd: int) -> int:
+def run_core(settings: GatewaySettings, channel_fd: int) -> int:
     channel = Channel.from_fd(channel_fd, "core")
     core = Core(settings, channel)
     stop = threading.Event()

@@ -38,6 +38,7 @@ from actors.messages import (
 )
 from actors.rules.histogram import Histogram
 from actors.rules.stall import Stall
+from actors.settings import GatewaySettings
 from protocol.dialects import parse_dialect, parse_encoding
 from storage import commands as command_repo
 from storage import devices as device_repo
@@ -67,7 +68,7 @@ def _mb(n: int | None) -> float | None:
     return None if n is None else round(n / 1048576, 1)
 
 
-def command_state(record: command_repo.CommandRecord, settings: Any) -> CommandState:
+def command_state(record: command_repo.CommandRecord, settings: GatewaySettings) -> CommandState:
     """A `commands` row as core's device logic holds it, the gateway's
     defaults filled in where the row leaves them NULL."""
     spec = command_repo.to_spec(record, settings.command_timeout_s, default_ttl=settings.command_ttl_s,
@@ -79,7 +80,7 @@ class DbWriter(GatewayActor):
     name = "DbWriter"
     process = "store"
 
-    def __init__(self, settings: Any, channel: Any, batcher: Any = None, scheduler: Any = None) -> None:
+    def __init__(self, settings: GatewaySettings, channel: Any, batcher: Any = None, scheduler: Any = None) -> None:
         super().__init__()
         self.settings = settings
         self.channel = channel

@@ -8,10 +8,10 @@ turns a 2.2 plan into the command window's `Plan`.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from actors.rules.commands import DEFAULT_PLAN, Plan
 from actors.rules.device import DeviceLogic
+from actors.settings import GatewaySettings
 from protocol import dialects, fw22
 from protocol.values import CommandSpec, Publication, Rejected
 
@@ -19,7 +19,7 @@ logger = logging.getLogger("autocore.device")
 
 
 class CommandEncoder:
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: GatewaySettings) -> None:
         self.prefix = settings.topic_prefix
         self.gateway_id = settings.gateway_id
 

@@ -49,6 +49,7 @@ from actors.messages import (
     SnapshotRequest,
 )
 from actors.metrics import MetricsServer
+from actors.settings import GatewaySettings
 from protocol import dialects
 from protocol.topics import is_valid_uuid
 from protocol.values import Dialect
@@ -75,7 +76,7 @@ def recv_map(sock: socket.socket, limit: int) -> Any:
 class Inspector(GatewayActor):
     name = "Inspector"
 
-    def __init__(self, settings: Any, actors: Callable[[], dict[str, Any]], supervisor: Any, router: Any, channel: Any,
+    def __init__(self, settings: GatewaySettings, actors: Callable[[], dict[str, Any]], supervisor: Any, router: Any, channel: Any,
                  metrics: MetricsServer | None = None) -> None:
         super().__init__()
         self.path = settings.socket_path

@@ -33,6 +33,7 @@ from paho.mqtt.properties import Properties
 from actors.base import GatewayActor
 from actors.messages import Complete, Connected, InboundBatch, Publish, RawInbound, StopReading, Token
 from actors.paho_client import AckingClient, InboundPublish, make_client
+from actors.settings import GatewaySettings
 from protocol.decode import no_local
 from protocol.values import Publication
 
@@ -53,7 +54,7 @@ class MqttIO(GatewayActor):
 
     def __init__(
         self,
-        settings: Any,
+        settings: GatewaySettings,
         subscriptions: list[tuple[str, int]],
         will: Publication,
     ) -> None:

@@ -39,6 +39,7 @@ from typing import Any
 from actors.base import GatewayActor
 from actors.messages import Deadline, Schedule
 from actors.rules.reserve import Reserve
+from actors.settings import GatewaySettings
 from storage import events as event_repo
 from storage import prune
 from storage.db import DatabaseBusy, database, database_errors, free_disk_bytes
@@ -57,7 +58,7 @@ class Retention(GatewayActor):
 
     def __init__(
         self,
-        settings: Any,
+        settings: GatewaySettings,
         scheduler: Any,
         *,
         first_delay_s: float = 5.0,

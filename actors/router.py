@@ -28,6 +28,7 @@ from actors.messages import (
 )
 from actors.rules.rate import RateLimiter
 from actors.rules.routing import UNSTORABLE_VALUE, RoutingRules
+from actors.settings import GatewaySettings
 from protocol.values import Rejected, TelemetryRow
 
 logger = logging.getLogger("autocore.router")
@@ -42,7 +43,7 @@ UNSENDABLE = (TypeError, ValueError, OverflowError)
 class Router(GatewayActor):
     name = "Router"
 
-    def __init__(self, settings: Any, mqtt: Any, supervisor: Any, store: Any) -> None:
+    def __init__(self, settings: GatewaySettings, mqtt: Any, supervisor: Any, store: Any) -> None:
         super().__init__()
         self.mqtt = mqtt
         self.supervisor = supervisor

@@ -37,6 +37,7 @@ from actors.messages import (
 from actors.checkpointer import Checkpointer
 from actors.retention import Retention
 from actors.scheduler import Scheduler
+from actors.settings import GatewaySettings
 from protocol.dialects import parse_dialect, parse_encoding
 from storage import commands as command_repo
 from storage import devices as device_repo
@@ -58,12 +59,12 @@ def known_devices() -> tuple[KnownDevice, ...]:
     )
 
 
-def commands_in_flight(settings: Any) -> tuple[CommandState, ...]:
+def commands_in_flight(settings: GatewaySettings) -> tuple[CommandState, ...]:
     return tuple(command_state(r, settings) for r in command_repo.in_flight())
 
 
 class Store:
-    def __init__(self, settings: Any, channel: Channel) -> None:
+    def __init__(self, settings: GatewaySettings, channel: Channel) -> None:
         self.settings = settings
         self.channel = channel
         self.refs: dict[str, Any] = {}
@@ -172,7 +173,7 @@ def close_database_connection_of_this_thread() -> None:
         database.close()
 
 
-def run_store(settings: Any, channel_fd: int) -> int:
+def run_store(settings: GatewaySettings, channel_fd: int) -> int:
     channel = Channel.from_fd(channel_fd, "store")
     store = Store(settings, channel)
     # Core decides when we stop (Stop, or the channel closing when it dies),

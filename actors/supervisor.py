@@ -47,6 +47,7 @@ from actors.messages import (
     TakeCommands,
     TransitionRefused,
 )
+from actors.settings import GatewaySettings
 from protocol import dialects
 from protocol.values import Dialect
 
@@ -59,7 +60,7 @@ RESTART_WINDOW_S = 60.0
 class DeviceSupervisor(GatewayActor):
     name = "DeviceSupervisor"
 
-    def __init__(self, settings: Any, make_device: Callable[[str, KnownDevice | None, int], Any], mqtt: Any, store: Any,
+    def __init__(self, settings: GatewaySettings, make_device: Callable[[str, KnownDevice | None, int], Any], mqtt: Any, store: Any,
                  heartbeat: Any = None) -> None:
         super().__init__()
         self.max_actors = settings.max_device_actors

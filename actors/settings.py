@@ -1,0 +1,156 @@
+"""The settings the actors read, as a typed interface.
+
+`gateway.settings.Settings` (the frozen dataclass loaded from flags, the
+environment and a TOML file) is what the processes are given; actors/ types
+its parameters against this Protocol instead of `Any`, without importing
+the CLI's package, which sits above it. Read-only properties, as the frozen
+dataclass's fields are; tests/actors/test_settings.py checks that Settings
+has every one of them, of the same type.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class GatewaySettings(Protocol):
+    @property
+    def mqtt_host(self) -> str: ...
+
+    @property
+    def mqtt_port(self) -> int: ...
+
+    @property
+    def mqtt_username(self) -> str | None: ...
+
+    @property
+    def mqtt_password(self) -> str | None: ...
+
+    @property
+    def mqtt_tls_ca(self) -> str | None: ...
+
+    @property
+    def mqtt_tls_cert(self) -> str | None: ...
+
+    @property
+    def mqtt_tls_key(self) -> str | None: ...
+
+    @property
+    def mqtt_client_id(self) -> str: ...
+
+    @property
+    def mqtt_session_expiry_s(self) -> int: ...
+
+    @property
+    def mqtt_receive_maximum(self) -> int: ...
+
+    @property
+    def mqtt_keepalive_s(self) -> int: ...
+
+    @property
+    def mqtt_max_outgoing(self) -> int: ...
+
+    @property
+    def gateway_id(self) -> str: ...
+
+    @property
+    def topic_prefix(self) -> str: ...
+
+    @property
+    def database(self) -> str: ...
+
+    @property
+    def db_synchronous(self) -> str: ...
+
+    @property
+    def db_busy_timeout_ms(self) -> int: ...
+
+    @property
+    def db_checkpoint_ms(self) -> int: ...
+
+    @property
+    def db_wal_max_mb(self) -> float: ...
+
+    @property
+    def config_app_register(self) -> bool: ...
+
+    @property
+    def metrics_port(self) -> int: ...
+
+    @property
+    def metrics_host(self) -> str: ...
+
+    @property
+    def socket_path(self) -> str: ...
+
+    @property
+    def batch_rows(self) -> int: ...
+
+    @property
+    def batch_max_age_ms(self) -> int: ...
+
+    @property
+    def batch_min_interval_ms(self) -> int: ...
+
+    @property
+    def max_unacked(self) -> int: ...
+
+    @property
+    def device_timeout_s(self) -> float: ...
+
+    @property
+    def clock_skew_s(self) -> float: ...
+
+    @property
+    def max_payload(self) -> int: ...
+
+    @property
+    def device_rate(self) -> float: ...
+
+    @property
+    def device_burst(self) -> float: ...
+
+    @property
+    def heartbeat_s(self) -> float: ...
+
+    @property
+    def command_poll_ms(self) -> int: ...
+
+    @property
+    def command_ttl_s(self) -> float: ...
+
+    @property
+    def command_timeout_s(self) -> float: ...
+
+    @property
+    def command_max_attempts(self) -> int: ...
+
+    @property
+    def command_window(self) -> int: ...
+
+    @property
+    def max_device_actors(self) -> int: ...
+
+    @property
+    def fw22_period_map(self) -> dict[str, float]: ...
+
+    @property
+    def fw22_heartbeat_ms(self) -> int: ...
+
+    @property
+    def can_keep_raw(self) -> bool: ...
+
+    @property
+    def can_dbc_files(self) -> list[tuple[str | None, str]]: ...
+
+    @property
+    def can_poll_ms(self) -> int: ...
+
+    @property
+    def retention_days(self) -> float: ...
+
+    @property
+    def db_max_mb(self) -> float: ...
+
+    @property
+    def db_reserve_mb(self) -> float: ...
