@@ -40,6 +40,7 @@ from actors.rules.histogram import Histogram
 from actors.rules.stall import Stall
 from actors.settings import GatewaySettings
 from protocol.dialects import parse_dialect, parse_encoding
+from protocol.lifecycle import Owner, owned_by
 from storage import commands as command_repo
 from storage import devices as device_repo
 from storage import events as event_repo
@@ -258,8 +259,10 @@ class DbWriter(GatewayActor):
         if w.events:
             event_repo.append_events((uuid, ts, event, detail) for ts, event, detail in w.events)
         for t in w.transitions:
-            ok = command_repo.transition(t.command_id, t.status, at, attempts=t.attempts, result=t.result,
-                                         error_message=t.error_message)
+            # Core's device logic owns every state after queued; the others
+            # are the client's and the store's own (protocol/lifecycle.py).
+            ok = owned_by(t.status, Owner.DEVICE) and command_repo.transition(
+                t.command_id, t.status, at, attempts=t.attempts, result=t.result, error_message=t.error_message)
             if not ok:
                 current = command_repo.get_command(t.command_id)
                 refused.append(TransitionRefused(uuid, t.command_id, t.status, current.status if current else None))
