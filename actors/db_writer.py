@@ -97,9 +97,6 @@ class DbWriter(GatewayActor):
         self.rows_inserted = 0
         self.rows_repeated = 0
 
-    def set_batcher(self, batcher: Any) -> None:
-        self.batcher = batcher
-
     def on_stop(self) -> None:
         if not database.is_closed():
             database.close()  # this thread's connection

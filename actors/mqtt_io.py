@@ -57,13 +57,15 @@ class MqttIO(GatewayActor):
         settings: GatewaySettings,
         subscriptions: list[tuple[str, int]],
         will: Publication,
+        router: Any = None,  # told every InboundBatch (from the network thread)
+        listener: Any = None,  # told `Connected` on every (re)connection
     ) -> None:
         super().__init__()
         self.settings = settings
         self.subscriptions = subscriptions
         self.will = will
-        self.listener: Any = None  # told `Connected` on every (re)connection
-        self.router: Any = None
+        self.listener = listener
+        self.router = router
         self.client: AckingClient | None = None
         self.paho_path: str | None = None  # "tuned" or "public" (actors/paho_client.py), once the client is made
         self.generation = 0
@@ -90,15 +92,12 @@ class MqttIO(GatewayActor):
 
     # -- lifecycle -------------------------------------------------------
 
-    def start_network(self, router: Any) -> None:
-        """Connect (retrying with back-off) and start reading; called once at start-up."""
-        self.router = router
+    def start_network(self) -> None:
+        """Connect (retrying with back-off) and start reading; called once at
+        start-up, when every actor it hands messages to runs."""
         self.client = self._make_client()
         self._net = threading.Thread(target=self._network_loop, name="mqtt-network", daemon=True)
         self._net.start()
-
-    def set_listener(self, listener: Any) -> None:
-        self.listener = listener
 
     def _make_client(self) -> AckingClient:
         s = self.settings
