@@ -121,7 +121,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
             raise WireError(f"{value!r} is not a {name}") from None
     if code == _EXT_ROWS:
         rows = _unpack(data)
-        if type(rows) is not tuple or any(type(r) is not tuple or len(r) != _ROW_WIDTH for r in rows):
+        # (map: the check runs in C, a few ns a row, on every batch)
+        if type(rows) is not tuple or (rows and (set(map(type, rows)) != {tuple} or set(map(len, rows)) != {_ROW_WIDTH})):
             raise WireError("bad telemetry rows")
         return tuple(map(new_row, rows))
     if code == _EXT_SAME_TYPE_TUPLE:

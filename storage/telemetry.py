@@ -78,7 +78,10 @@ def insert_rows(db, rows: Sequence[TelemetryRow | tuple]) -> int:
         copy = config_app.before_telemetry(conn, (row[0] for row in rows), max(row[5] for row in rows))
         with sqlite_errors():
             after_id = (conn.execute(_MAX_ID_SQL).fetchone()[0] or 0) if copy else 0
-            cursor = conn.executemany(_INSERT_SQL, rows)
+            # Plain tuples: sqlite3 binds an exact tuple's items directly, a
+            # NamedTuple's through the sequence protocol (measured: a third
+            # slower per row than copying each one into a tuple first).
+            cursor = conn.executemany(_INSERT_SQL, [tuple(row) for row in rows])
         if copy and cursor.rowcount:
             config_app.copy_telemetry(conn, after_id)
         # Rows really inserted: an ignored repeat changes nothing.
