@@ -27,6 +27,8 @@ from actors.can_feed import CanCatalogChanged
 from actors.messages import Deadline, DeviceWrite, Flush, Flushed, Schedule, TelemetryRows, WriteBatch, WriterDone
 from actors.rules.can_rows import CanRows
 from actors.rules.flush import FlushPolicy
+from actors.settings import GatewaySettings
+from protocol.values import TelemetryRow
 
 logger = logging.getLogger("autocore.can")
 
@@ -35,7 +37,7 @@ class TelemetryBatcher(GatewayActor):
     name = "TelemetryBatcher"
     process = "store"
 
-    def __init__(self, settings: Any, writer: Any, scheduler: Any, channel: Any,
+    def __init__(self, settings: GatewaySettings, writer: Any, scheduler: Any, channel: Any,
                  device_types: dict[str, str | None] | None = None) -> None:
         super().__init__()
         self.can = CanRows(keep_raw=settings.can_keep_raw)
@@ -47,7 +49,7 @@ class TelemetryBatcher(GatewayActor):
         self.writer = writer
         self.scheduler = scheduler
         self.channel = channel
-        self.rows: list[tuple] = []
+        self.rows: list[TelemetryRow | tuple] = []  # (CAN signal rows are plain tuples)
         self.writes: list[DeviceWrite] = []
         self.tokens: list[Any] = []
         self.oldest_at: float | None = None

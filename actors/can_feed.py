@@ -24,6 +24,7 @@ from typing import Any
 
 from actors.base import GatewayActor
 from actors.messages import Deadline, Schedule
+from actors.settings import GatewaySettings
 from protocol.can import CanCatalog
 from storage.can_signals import CanDefinitions
 from storage.db import ChangeWatch, DatabaseBusy, open_reader
@@ -49,7 +50,7 @@ class CanFeed(GatewayActor):
     name = "CanFeed"
     process = "store"
 
-    def __init__(self, settings: Any, batcher: Any, scheduler: Any) -> None:
+    def __init__(self, settings: GatewaySettings, batcher: Any, scheduler: Any) -> None:
         super().__init__()
         self.settings = settings
         self.interval_s = settings.can_poll_ms / 1000.0

@@ -27,6 +27,7 @@ from typing import Any
 
 from actors.base import GatewayActor
 from actors.messages import Deadline, Schedule
+from actors.settings import GatewaySettings
 from storage.checkpoint import open_checkpointer
 from storage.db import database_errors, free_disk_bytes
 
@@ -39,7 +40,7 @@ class Checkpointer(GatewayActor):
     name = "Checkpointer"
     process = "store"
 
-    def __init__(self, settings: Any, scheduler: Any) -> None:
+    def __init__(self, settings: GatewaySettings, scheduler: Any) -> None:
         super().__init__()
         self.path = settings.database
         self.busy_timeout_s = settings.db_busy_timeout_ms / 1000.0

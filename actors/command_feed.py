@@ -24,6 +24,7 @@ from actors.messages import (
     ReloadCommands,
     Schedule,
 )
+from actors.settings import GatewaySettings
 from storage import commands as command_repo
 from storage.db import ChangeWatch, DatabaseBusy, open_reader
 
@@ -34,7 +35,7 @@ class CommandFeed(GatewayActor):
     name = "CommandFeed"
     process = "store"
 
-    def __init__(self, settings: Any, writer: Any, scheduler: Any, channel: Any) -> None:
+    def __init__(self, settings: GatewaySettings, writer: Any, scheduler: Any, channel: Any) -> None:
         super().__init__()
         self.settings = settings
         self.interval_s = settings.command_poll_ms / 1000.0

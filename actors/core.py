@@ -1,8 +1,11 @@
 """The core process: everything that speaks MQTT; no database connection.
 
-Actors start here in one fixed order and stop in the reverse one. The store
-process speaks first (`StoreReady`, with what the database knows); only then
-does MqttIO connect, so no message is taken before it can be stored.
+This is the process's description for actors/host.py: its actors in start
+order, each built with what it needs, and where each message from the store
+goes; the host stops them in the reverse order (the device actors first).
+The store process speaks first (`StoreReady`, with what the database
+knows); only then does MqttIO connect, so no message is taken before it can
+be stored.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pykka
 from actors.channel import Channel, ChannelClosed, StoreLink
 from actors.device import Device
 from actors.heartbeat import Heartbeat
+from actors.host import Host
 from actors.inspector import INSPECTOR_FLUSH, Inspector
 from actors.messages import (
     CancelsRequested,
@@ -40,6 +44,7 @@ from actors.metrics import MetricsServer
 from actors.router import Router
 from actors.rules.device import DeviceLogic, DeviceRules
 from actors.scheduler import Scheduler
+from actors.settings import GatewaySettings
 from actors.supervisor import DeviceSupervisor
 from protocol import outbound
 from protocol.decode import subscriptions
@@ -54,7 +59,7 @@ STOP_DRAIN_S = 2.5  # after the signal: committing what was taken
 STOP_DEADLINE_S = 4.0  # after the signal: everything (the launcher's run must end within 5 s)
 
 
-def device_rules(settings: Any) -> DeviceRules:
+def device_rules(settings: GatewaySettings) -> DeviceRules:
     return DeviceRules(
         device_timeout_s=settings.device_timeout_s,
         command_window=settings.command_window,
@@ -66,13 +71,15 @@ def device_rules(settings: Any) -> DeviceRules:
 
 
 class Core:
-    """Starts, wires and stops the core actors."""
+    """Starts and stops the core actors (through its Host), and drains MQTT
+    into the store before they stop."""
 
-    def __init__(self, settings: Any, channel: Channel) -> None:
+    def __init__(self, settings: GatewaySettings, channel: Channel) -> None:
         self.settings = settings
         self.channel = channel
         self.store = StoreLink(channel)  # what the actors send through
-        self.refs: dict[str, Any] = {}
+        self.host = Host("core")
+        self.refs = self.host.refs  # name -> ActorRef, in start order
         self.store_ready = threading.Event()
         self.ready_message: StoreReady | None = None
         self.flushed = threading.Event()
@@ -82,52 +89,36 @@ class Core:
         self.rules = device_rules(settings)
         self.encoder = CommandEncoder(settings)
         self.metrics: MetricsServer | None = None
+        host = self.host
+        host.route(Committed, lambda m: self.refs["MqttIO"].tell(Complete(m.tokens)))
+        host.route((CommandsRequested, CancelsRequested, TransitionRefused), "DeviceSupervisor")
+        host.route(SnapshotReply, "Inspector")
+        host.route(StoreHealth, "Heartbeat")
+        host.route(Flushed, self._flushed)
+        host.route(StoreReady, self._store_ready)
+        host.route(ChannelClosed, self._store_gone)
 
     # -- messages from the store (channel reader thread) ----------------------
 
-    def on_store_message(self, message: Any) -> None:
-        try:
-            self._dispatch(message)
-        except pykka.ActorDeadError:
-            pass  # stopping: the actor that owned it is gone
+    def _flushed(self, message: Flushed) -> None:
+        if message.reason.startswith(INSPECTOR_FLUSH):
+            self.refs["Inspector"].tell(message)  # an operator's command waits for it
+        else:
+            self.flushed.set()
 
-    def _dispatch(self, message: Any) -> None:
-        refs = self.refs
-        if isinstance(message, Committed):
-            refs["MqttIO"].tell(Complete(message.tokens))
-        elif isinstance(message, (CommandsRequested, CancelsRequested, TransitionRefused)):
-            refs["DeviceSupervisor"].tell(message)
-        elif isinstance(message, SnapshotReply):
-            refs["Inspector"].tell(message)
-        elif isinstance(message, StoreHealth):
-            refs["Heartbeat"].tell(message)
-        elif isinstance(message, Flushed):
-            if message.reason.startswith(INSPECTOR_FLUSH):
-                refs["Inspector"].tell(message)  # an operator's command waits for it
-            else:
-                self.flushed.set()
-        elif isinstance(message, StoreReady):
-            self.ready_message = message
-            self.store_ready.set()
-        elif isinstance(message, ChannelClosed):
-            if not self.stop_requested.is_set():
-                self.fatal_reason = f"the store process went away ({message.reason})"
-                self.fatal.set()
+    def _store_ready(self, message: StoreReady) -> None:
+        self.ready_message = message
+        self.store_ready.set()
+
+    def _store_gone(self, message: ChannelClosed) -> None:
+        if not self.stop_requested.is_set():
+            self.fatal_reason = f"the store process went away ({message.reason})"
+            self.fatal.set()
 
     # -- start ---------------------------------------------------------------
 
     def make_device(self, uuid: str, known: KnownDevice | None, restarts: int) -> Any:
-        logic = DeviceLogic(
-            uuid, self.rules,
-            status=known.status if known else None,
-            dialect=known.protocol if known else "v1",
-            device_type=known.device_type if known else None,
-            boot_id=known.boot_id if known else None,
-            status_interval=known.status_interval if known else None,
-            encoding=known.encoding if known else "json",
-            last_seen=known.last_seen if known else None,
-            plan=self.encoder.plan,
-        )
+        logic = DeviceLogic(uuid, self.rules, known, plan=self.encoder.plan)
         prefix = self.settings.topic_prefix
         return Device.start(
             logic, supervisor=self.refs["DeviceSupervisor"], mqtt=self.refs["MqttIO"],
@@ -138,36 +129,30 @@ class Core:
 
     def start(self, ready_timeout: float = 60.0) -> None:
         s = self.settings
-        self.channel.start_reader(self.on_store_message)
+        self.channel.start_reader(self.host.on_message)
         if not self.store_ready.wait(ready_timeout) or self.ready_message is None:
             raise RuntimeError("the store process did not report ready")
         ready = self.ready_message
         if s.metrics_port:
             self.metrics = MetricsServer(s.metrics_host, s.metrics_port).start()  # a taken port stops us here
-        self.refs["Scheduler"] = Scheduler.start("core")
+        host = self.host
+        scheduler = host.add("Scheduler", Scheduler.start("core"))
         will = outbound.gateway_status_publication(s.topic_prefix, "offline", s.gateway_id, time.time(), 0, 0, 0, 0, "")
-        self.refs["MqttIO"] = mqtt = MqttIO.start(s, subscriptions(s.topic_prefix), will)
-        self.refs["Heartbeat"] = heartbeat = Heartbeat.start(s, mqtt, self.refs["Scheduler"])
-        mqtt.proxy().set_listener(heartbeat).get()
-        self.refs["DeviceSupervisor"] = supervisor = DeviceSupervisor.start(s, self.make_device, mqtt, self.store, heartbeat)
+        mqtt = host.add("MqttIO", MqttIO.start(s, subscriptions(s.topic_prefix), will, router=host.peer("Router"),
+                                               listener=host.peer("Heartbeat")))
+        heartbeat = host.add("Heartbeat", Heartbeat.start(s, mqtt, scheduler))
+        supervisor = host.add("DeviceSupervisor", DeviceSupervisor.start(s, self.make_device, mqtt, self.store,
+                                                                         heartbeat))
         supervisor.proxy().load(ready.devices).get()
-        self.refs["Router"] = router = Router.start(s, mqtt, supervisor, self.store)
+        router = host.add("Router", Router.start(s, mqtt, supervisor, self.store))
         router.proxy().load(ready.devices).get()
-        self.refs["Inspector"] = Inspector.start(s, lambda: dict(self.refs), supervisor, router, self.channel,
-                                                 self.metrics)
+        host.add("Inspector", Inspector.start(s, lambda: dict(self.refs), supervisor, router, self.channel,
+                                              self.metrics))
         supervisor.proxy().start_offline_checks().get()
         if ready.commands:
             supervisor.tell(CommandsRequested(ready.commands))
-        mqtt.proxy().start_network(router).get()
+        mqtt.proxy().start_network().get()
         logger.info("started; connecting to %s:%s", s.mqtt_host, s.mqtt_port)
-
-    def dead_actor(self) -> str | None:
-        """The name of a core actor that died (an unhandled exception stops a
-        pykka actor for good), if any."""
-        for name, ref in self.refs.items():
-            if not ref.is_alive():
-                return name
-        return None
 
     def wait_subscribed(self, timeout: float | None = None) -> bool:
         return self.refs["MqttIO"].proxy().ever_subscribed.get().wait(timeout)
@@ -226,22 +211,11 @@ class Core:
             pass
         if self.metrics is not None:
             self.metrics.stop()
-        # Every actor at once (there may be thousands of devices), then wait
-        # once; an actor that does not stop in time dies with the process.
-        futures = []
-        for ref in pykka.ActorRegistry.get_all():
-            try:
-                futures.append(ref.stop(block=False))
-            except Exception:
-                pass
-        try:
-            pykka.get_all(futures, timeout=max(0.1, finish_until + 0.5 - time.monotonic()))
-        except Exception:
-            pass
+        self.host.stop(max(0.1, finish_until + 0.5 - time.monotonic()))
         return clean
 
 
-def run_core(settings: Any, channel_fd: int) -> int:
+def run_core(settings: GatewaySettings, channel_fd: int) -> int:
     channel = Channel.from_fd(channel_fd, "core")
     core = Core(settings, channel)
     stop = threading.Event()
@@ -267,19 +241,18 @@ def run_core(settings: Any, channel_fd: int) -> int:
                         settings.mqtt_host, settings.mqtt_port)
             break
         stop.wait(0.05)
-    while not stop.wait(0.2):
-        if core.fatal.is_set():
-            logger.error("%s; stopping", core.fatal_reason)
-            core.stop()
-            return 1
-        dead = core.dead_actor()
-        if dead is not None:
-            # A dead actor leaves the process up but deaf (a dead Router
-            # routes nothing, for any device): exit so the launcher and
-            # runit start the whole gateway again.
-            logger.error("the %s actor died; stopping so that the gateway is started again", dead)
-            core.stop()
-            return 1
+    dead = core.host.watch(stop, core.fatal)
+    if core.fatal.is_set() and not stop.is_set():
+        logger.error("%s; stopping", core.fatal_reason)
+        core.stop()
+        return 1
+    if dead is not None:
+        # A dead actor leaves the process up but deaf (a dead Router routes
+        # nothing, for any device): exit so the launcher and runit start the
+        # whole gateway again.
+        logger.error("the %s actor died; stopping so that the gateway is started again", dead)
+        core.stop()
+        return 1
     logger.info("stopping")
     clean = core.stop(signalled[0] if signalled else None)
     logger.info("stopped%s", "" if clean else " (some messages left to the broker to deliver again)")

@@ -38,6 +38,9 @@ from actors.messages import (
 )
 from actors.rules.histogram import Histogram
 from actors.rules.stall import Stall
+from actors.settings import GatewaySettings
+from protocol.dialects import parse_dialect, parse_encoding
+from protocol.lifecycle import Owner, owned_by
 from storage import commands as command_repo
 from storage import devices as device_repo
 from storage import events as event_repo
@@ -66,7 +69,7 @@ def _mb(n: int | None) -> float | None:
     return None if n is None else round(n / 1048576, 1)
 
 
-def command_state(record: command_repo.CommandRecord, settings: Any) -> CommandState:
+def command_state(record: command_repo.CommandRecord, settings: GatewaySettings) -> CommandState:
     """A `commands` row as core's device logic holds it, the gateway's
     defaults filled in where the row leaves them NULL."""
     spec = command_repo.to_spec(record, settings.command_timeout_s, default_ttl=settings.command_ttl_s,
@@ -78,7 +81,7 @@ class DbWriter(GatewayActor):
     name = "DbWriter"
     process = "store"
 
-    def __init__(self, settings: Any, channel: Any, batcher: Any = None, scheduler: Any = None) -> None:
+    def __init__(self, settings: GatewaySettings, channel: Any, batcher: Any = None, scheduler: Any = None) -> None:
         super().__init__()
         self.settings = settings
         self.channel = channel
@@ -93,9 +96,6 @@ class DbWriter(GatewayActor):
         self.batches = 0
         self.rows_inserted = 0
         self.rows_repeated = 0
-
-    def set_batcher(self, batcher: Any) -> None:
-        self.batcher = batcher
 
     def on_stop(self) -> None:
         if not database.is_closed():
@@ -234,10 +234,10 @@ class DbWriter(GatewayActor):
         status = w.status if w.status is not None else ("online" if w.boot_id is not None else None)
         if w.facts is not None:
             protocol, encoding = w.protocol or w.ensure, w.encoding
-            if not (protocol and encoding):
+            if protocol is None or encoding is None:
                 record = device_repo.get_device(uuid)
-                protocol = protocol or (record.protocol if record else "v1")
-                encoding = encoding or (record.encoding if record else "json")
+                protocol = protocol or parse_dialect(record.protocol if record else None)
+                encoding = encoding or parse_encoding(record.encoding if record else None)
             together = status is not None and (w.boot_id is None or w.boot_id == w.facts.boot_id)
             device_repo.upsert_facts(uuid, w.facts, at, protocol, encoding, status=status if together else None)
             if together:
@@ -256,8 +256,10 @@ class DbWriter(GatewayActor):
         if w.events:
             event_repo.append_events((uuid, ts, event, detail) for ts, event, detail in w.events)
         for t in w.transitions:
-            ok = command_repo.transition(t.command_id, t.status, at, attempts=t.attempts, result=t.result,
-                                         error_message=t.error_message)
+            # Core's device logic owns every state after queued; the others
+            # are the client's and the store's own (protocol/lifecycle.py).
+            ok = owned_by(t.status, Owner.DEVICE) and command_repo.transition(
+                t.command_id, t.status, at, attempts=t.attempts, result=t.result, error_message=t.error_message)
             if not ok:
                 current = command_repo.get_command(t.command_id)
                 refused.append(TransitionRefused(uuid, t.command_id, t.status, current.status if current else None))

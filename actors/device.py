@@ -1,9 +1,10 @@
 """Device: the actor of one device, a thin shell around `DeviceLogic`.
 
 It feeds what arrives into the logic with the time, then sends what the
-logic decided: one `DeviceWrite` to the store (carrying the tokens of the
-messages it answers for, so they are acknowledged after commit), retained
-availability and commands to MqttIO, and its next wake-up to the Scheduler.
+logic decided: the `DeviceWrite` it built to the store, as it is (carrying
+the tokens of the messages it answers for, so they are acknowledged after
+commit), retained availability and commands to MqttIO, and its next wake-up
+to the Scheduler.
 """
 
 from __future__ import annotations
@@ -18,19 +19,16 @@ from actors.base import GatewayActor
 from actors.messages import (
     Bounced,
     CancelCommand,
-    CommandTransition,
     Complete,
     Deadline,
     DeviceFailed,
     DeviceInput,
     DeviceMessage,
     DeviceStatus,
-    DeviceWrite,
     Drain,
     Drained,
     ForgetDevice,
     Forgotten,
-    KnownDevice,
     Publish,
     Retire,
     Retired,
@@ -118,38 +116,31 @@ class Device(GatewayActor):
             self._not_started = list(message.messages)
             self._unemitted = []
             if message.seen is not None:
-                s = message.seen
-                step = logic.seen(now, s.received_at, s.count, s.dialect, s.encoding, s.seqs, s.relay_states,
-                                  s.clock_skew, s.protocol_version)
+                step = logic.seen(now, message.seen)
                 if step.refused:
                     logger.warning("device %s: %d 2.2 message(s) took the fast path although it is a v1 device with "
-                                   "a boot_id; their readings were stored", self.uuid, s.count)
+                                   "a boot_id; their readings were stored", self.uuid, message.seen.count)
                 self._refused(step)
-                self._emit(step, (), ())
+                self._emit(step)
             for m in message.messages:
                 self._not_started.pop(0)
                 self._unemitted = [m.token]
-                step = logic.message(
-                    now, m.received_at, m.dialect, m.encoding, m.kind, alive=m.alive, boot_id=m.boot_id, seq=m.seq,
-                    facts=m.facts, availability=m.availability, response=m.response, discovery=m.discovery,
-                    events=m.events, relay_states=m.relay_states, clock_skew=m.clock_skew, observed=m.observed,
-                    protocol_version=m.protocol_version,
-                )
-                self._refused(step)
                 # A refused message is acknowledged (with its event, if one is
-                # written) but nothing of it is stored.
-                self._emit(step, () if step.refused else m.rows, (m.token,))
+                # written) but nothing of it is stored: the logic leaves its rows out.
+                step = logic.message(now, m)
+                self._refused(step)
+                self._emit(step)
         elif isinstance(message, Deadline):
             self._wake_at = None
             # Through the Router (deadlines_via), every message received
             # before the time asked for has been seen: liveness is judged as
             # of that time, not of a later `now` the core's own lag made.
             as_of = message.at if self.deadlines_via is not None else None
-            self._emit(logic.deadline(now, as_of=as_of), (), ())
+            self._emit(logic.deadline(now, as_of=as_of))
         elif isinstance(message, TakeCommands):
-            self._emit(logic.take_commands(message.commands, now), (), ())
+            self._emit(logic.take_commands(message.commands, now))
         elif isinstance(message, CancelCommand):
-            self._emit(logic.cancel(message.command_id, now), (), ())
+            self._emit(logic.cancel(message.command_id, now))
         elif isinstance(message, TransitionRefused):
             self.counters["transitions_refused"] += 1
             logger.warning("device %s: the database refused command %s -> %s (it is %s)",
@@ -159,7 +150,7 @@ class Device(GatewayActor):
             self._schedule()  # the timeout changed with the dialect: a shorter one wakes earlier
             # The supervisor's record follows (after any DeviceStatus this
             # actor sent before), so an evicted and rebuilt actor keeps it.
-            self.supervisor.tell(DeviceStatus(self.uuid, self.known(), logic.idle()))
+            self.supervisor.tell(DeviceStatus(self.uuid, logic.known(), logic.idle()))
             self._current = None
             return {"dialect": logic.dialect, "dialect_locked": logic.dialect_locked, "boot_id": logic.liveness.boot_id}
         elif isinstance(message, ForgetDevice):
@@ -173,7 +164,7 @@ class Device(GatewayActor):
             return True
         elif isinstance(message, Retire):
             idle = logic.idle()
-            self.supervisor.tell(Retired(self.uuid, self.known(), idle))
+            self.supervisor.tell(Retired(self.uuid, logic.known(), idle))
             if idle:
                 self.stop()
         else:
@@ -182,8 +173,8 @@ class Device(GatewayActor):
         return None
 
     def _refused(self, step: DeviceStep) -> None:
-        if step.refused and any(event == DIALECT_CONFLICT for _, event, _ in step.events):
-            detail = next(d for _, event, d in step.events if event == DIALECT_CONFLICT)
+        if step.refused and any(event == DIALECT_CONFLICT for _, event, _ in step.write.events):
+            detail = next(d for _, event, d in step.write.events if event == DIALECT_CONFLICT)
             logger.warning("device %s: refused a 2.2 message (%s: %s; %d since the last such event): it spoke v1 "
                            "with a boot_id, and 2.2 boards share one account. If it really is a 2.2 board now: "
                            "gateway devices dialect %s fw22", self.uuid, detail.get("kind"), detail.get("refused"),
@@ -191,18 +182,12 @@ class Device(GatewayActor):
 
     # -- outputs -----------------------------------------------------------
 
-    def _emit(self, step: DeviceStep, rows: tuple, tokens: tuple[Token, ...]) -> None:
+    def _emit(self, step: DeviceStep) -> None:
         now = time.time()
-        if step.writes_anything() or rows:
-            self.store.send(DeviceWrite(
-                uuid=self.uuid, at=now, ensure=step.ensure, facts=step.facts, discovery=step.discovery,
-                status=step.status, boot_id=step.boot_id, protocol=step.protocol, encoding=step.encoding,
-                last_seen=step.last_seen, events=tuple(step.events),
-                transitions=tuple(CommandTransition(cid, status, fields.get("attempts"), fields.get("result"),
-                                                    fields.get("error_message"))
-                                  for cid, status, fields in step.transitions),
-                rows=tuple(rows), tokens=tokens,
-            ))
+        write = step.write
+        tokens = write.tokens
+        if write.stores_anything():
+            self.store.send(write)
         elif tokens:
             self.mqtt.tell(Complete(tokens))  # nothing to store for these
         for token in tokens:
@@ -214,8 +199,8 @@ class Device(GatewayActor):
                 self.mqtt.tell(Publish(publication, command=True))
         for spec, channel, sequence in step.beats:
             self.mqtt.tell(Publish(self.encode_command.heartbeat(spec, channel, sequence, now), command=True))
-        if step.status is not None:
-            self.supervisor.tell(DeviceStatus(self.uuid, self.known(), self.logic.idle()))
+        if write.status is not None:
+            self.supervisor.tell(DeviceStatus(self.uuid, self.logic.known(), self.logic.idle()))
         self._schedule()
 
     def _schedule(self) -> None:
@@ -228,14 +213,6 @@ class Device(GatewayActor):
             return
         self._wake_at = wake
         self.scheduler.tell(Schedule(("device", self.uuid), wake, self.deadlines_via or self.actor_ref))
-
-    def known(self) -> KnownDevice:
-        lg = self.logic
-        return KnownDevice(
-            uuid=self.uuid, status=lg.status or "offline", device_type=lg.device_type, boot_id=lg.liveness.boot_id,
-            status_interval=lg.status_interval, protocol=lg.dialect, encoding=lg.encoding,
-            last_seen=lg.liveness.last_seen,
-        )
 
     # -- failure -----------------------------------------------------------
 

@@ -1,36 +1,33 @@
-"""What a command becomes on the wire, by the device's dialect.
-
-The one place above protocol/ that looks at a device's dialect: it picks the
-encoder, and the plan that says how the command is confirmed (v1 devices
-answer; firmware 2.2 boards never do, so their commands are confirmed by
-the relay states they report, or run as heartbeat holds).
+"""What a command becomes on the wire, and the plan that says how it is
+confirmed: protocol/dialects.py does what differs by the device's dialect
+(v1 devices answer; firmware 2.2 boards never do, so their commands are
+confirmed by the relay states they report, or run as heartbeat holds); this
+turns a 2.2 plan into the command window's `Plan`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from actors.rules.commands import DEFAULT_PLAN, Plan
 from actors.rules.device import DeviceLogic
-from protocol import fw22, outbound
-from protocol.values import CommandSpec, Encoding, Publication, Rejected
+from actors.settings import GatewaySettings
+from protocol import dialects, fw22
+from protocol.values import CommandSpec, Publication, Rejected
 
 logger = logging.getLogger("autocore.device")
 
 
 class CommandEncoder:
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: GatewaySettings) -> None:
         self.prefix = settings.topic_prefix
         self.gateway_id = settings.gateway_id
 
     def plan(self, dialect: str, spec: CommandSpec) -> Plan:
         """How `spec` is carried out; a row that cannot be sent fails at once."""
         try:
-            if dialect == "fw22":
-                return self._fw22_plan(fw22.plan_command(spec))
-            outbound.command_publication(self.prefix, spec, 1, spec.created_at, self.gateway_id)
-            return DEFAULT_PLAN
+            planned = dialects.command_plan(dialect, spec, self.prefix, self.gateway_id)
+            return DEFAULT_PLAN if planned is None else self._fw22_plan(planned)
         except Rejected as exc:
             return Plan(error=exc.detail or exc.reason)
 
@@ -47,10 +44,8 @@ class CommandEncoder:
 
     def __call__(self, logic: DeviceLogic, spec: CommandSpec, attempt: int, now: float) -> list[Publication]:
         try:
-            if logic.dialect == "fw22":
-                publication = fw22.plan_command(spec).publication(self.gateway_id)
-                return [publication] if publication is not None else []
-            return [outbound.command_publication(self.prefix, spec, attempt, now, self.gateway_id, Encoding(logic.encoding))]
+            return dialects.command_publications(logic.dialect, logic.encoding, spec, attempt, now, self.prefix,
+                                                 self.gateway_id)
         except (Rejected, ValueError) as exc:
             # plan() let it through, so this is a bug worth a loud line; the
             # command then ends in timeout, never silently.

@@ -13,6 +13,7 @@ from typing import Any
 
 from actors.base import GatewayActor, rss_mb
 from actors.messages import Connected, Deadline, OnlineCount, Publish, Schedule, StoreHealth
+from actors.settings import GatewaySettings
 from protocol.outbound import gateway_status_publication
 from protocol.values import Publication
 
@@ -31,7 +32,7 @@ VERSION = _version()
 class Heartbeat(GatewayActor):
     name = "Heartbeat"
 
-    def __init__(self, settings: Any, mqtt: Any, scheduler: Any) -> None:
+    def __init__(self, settings: GatewaySettings, mqtt: Any, scheduler: Any) -> None:
         super().__init__()
         self.settings = settings
         self.mqtt = mqtt

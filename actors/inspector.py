@@ -49,7 +49,10 @@ from actors.messages import (
     SnapshotRequest,
 )
 from actors.metrics import MetricsServer
+from actors.settings import GatewaySettings
+from protocol import dialects
 from protocol.topics import is_valid_uuid
+from protocol.values import Dialect
 
 logger = logging.getLogger("autocore.inspector")
 
@@ -59,7 +62,7 @@ OPERATOR_ASK_S = 5.0  # an operator's change waits longer for a busy actor than 
 FLUSH_TIMEOUT_S = 5.0
 MAX_REQUEST = 65536
 INSPECTOR_FLUSH = "inspector:"  # the reason of the Flush an operator's change waits for
-DIALECTS = ("v1", "fw22")
+DIALECTS = tuple(Dialect)
 
 
 def send_frame(sock: socket.socket, obj: Any) -> None:
@@ -73,7 +76,7 @@ def recv_map(sock: socket.socket, limit: int) -> Any:
 class Inspector(GatewayActor):
     name = "Inspector"
 
-    def __init__(self, settings: Any, actors: Callable[[], dict[str, Any]], supervisor: Any, router: Any, channel: Any,
+    def __init__(self, settings: GatewaySettings, actors: Callable[[], dict[str, Any]], supervisor: Any, router: Any, channel: Any,
                  metrics: MetricsServer | None = None) -> None:
         super().__init__()
         self.path = settings.socket_path
@@ -202,11 +205,11 @@ class Inspector(GatewayActor):
         a v1 message with a boot_id routed meanwhile keeps it): a 2.2 message
         never takes the fast path while the device would refuse it."""
         router = self.router
-        if dialect == "v1":
+        if dialects.may_lock(dialect):
             router.ask(DialectLock(uuid, True), timeout=OPERATOR_ASK_S)
         mark = router.ask(DialectMark(), timeout=OPERATOR_ASK_S)
         result = self._with_actor(SetDialect(uuid, dialect))
-        if dialect != "v1":
+        if not dialects.may_lock(dialect):
             router.ask(DialectLock(uuid, False, after=mark), timeout=OPERATOR_ASK_S)
         return {"uuid": uuid, "known": result["known"], "dialect": result.get("dialect", dialect),
                 "dialect_locked": bool(result.get("dialect_locked", False)), "boot_id": result.get("boot_id")}

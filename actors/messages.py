@@ -12,16 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.wire import wire
+from protocol.lifecycle import CommandStatus
 from protocol.values import (
-    Availability,
     CommandSpec,
     DeviceFacts,
+    Dialect,
     Discovery,
-    Event,
-    ObservedCommand,
+    Encoding,
+    Message,
     Publication,
     RelayState,
-    Response,
+    TelemetryRow,
 )
 
 # ---------------------------------------------------------------- tokens
@@ -66,38 +67,26 @@ class Seen:
 
     received_at: float  # the latest message's
     count: int
-    dialect: str
-    encoding: str
+    dialect: Dialect
+    encoding: Encoding
     protocol_version: str | None
     seqs: tuple[tuple[int | None, int], ...] = ()  # (boot_id, seq) in arrival order
     relay_states: tuple[RelayState, ...] = ()
     clock_skew: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeviceMessage:
-    """Router -> Device: one message that changes device state (announce,
-    availability, response, discovery, events), with its token. Its readings,
-    if any, are stored in the same transaction as the state change."""
+    """Router -> Device: one decoded message that changes device state
+    (announce, availability, response, discovery, events), as protocol/
+    decoded it, with when it came and its token. Its readings, if any, are
+    already rows, stored in the same transaction as the state change."""
 
+    message: Message
     received_at: float
-    dialect: str
-    encoding: str
-    protocol_version: str | None
-    kind: str
     token: Token
-    alive: bool = True
-    boot_id: int | None = None
-    seq: int | None = None
-    facts: DeviceFacts | None = None
-    availability: Availability | None = None
-    response: Response | None = None
-    discovery: Discovery | None = None
-    events: tuple[Event, ...] = ()
-    relay_states: tuple[RelayState, ...] = ()
-    rows: tuple[tuple, ...] = ()  # telemetry rows, TELEMETRY_COLUMNS order
-    clock_skew: int = 0
-    observed: ObservedCommand | None = None  # a 2.2 relay command someone else sent the device
+    rows: tuple[TelemetryRow, ...] = ()
+    clock_skew: int = 0  # 1 if the time of any of its readings was overruled
 
 
 @dataclass(frozen=True)
@@ -133,7 +122,7 @@ class CommandTransition:
     lifecycle does not allow it)."""
 
     command_id: int
-    status: str
+    status: CommandStatus
     attempts: int | None = None
     result: Any = None
     error_message: str | None = None
@@ -160,18 +149,17 @@ class KnownDevice:
     device_type: str | None = None
     boot_id: int | None = None
     status_interval: float | None = None
-    protocol: str = "v1"
-    encoding: str = "json"
+    protocol: Dialect = Dialect.V1
+    encoding: Encoding = Encoding.JSON
     last_seen: float | None = None
 
 
 @wire
 @dataclass(frozen=True)
 class TelemetryRows:
-    """core -> store: telemetry rows (storage.telemetry.TELEMETRY_COLUMNS
-    order) with the tokens of the messages they came from."""
+    """core -> store: telemetry rows with the tokens of the messages they came from."""
 
-    rows: tuple[tuple, ...]
+    rows: tuple[TelemetryRow, ...]
     tokens: tuple[Token, ...]
 
 
@@ -179,22 +167,33 @@ class TelemetryRows:
 @dataclass(frozen=True)
 class DeviceWrite:
     """core -> store: one device's state changes, written in one transaction
-    with whatever telemetry is batched beside them."""
+    with whatever telemetry is batched beside them. The device logic
+    (actors/rules/device.py) builds it; the store applies it as it comes."""
 
     uuid: str
     at: float
-    ensure: str | None = None  # dialect: create the device row if missing
+    ensure: Dialect | None = None  # create the device row (of this dialect) if missing
     facts: DeviceFacts | None = None
     discovery: Discovery | None = None
     status: str | None = None
     boot_id: int | None = None
-    protocol: str | None = None
-    encoding: str | None = None
+    protocol: Dialect | None = None
+    encoding: Encoding | None = None
     last_seen: float | None = None
     events: tuple[tuple[float, str, Any], ...] = ()  # (ts, event, detail)
     transitions: tuple[CommandTransition, ...] = ()
-    rows: tuple[tuple, ...] = ()
+    rows: tuple[TelemetryRow, ...] = ()
     tokens: tuple[Token, ...] = ()
+
+    def changes_anything(self) -> bool:
+        """Whether the device's state changes (rows aside)."""
+        return bool(
+            self.ensure or self.facts or self.discovery or self.status or self.protocol or self.encoding
+            or self.last_seen is not None or self.events or self.transitions or self.boot_id is not None
+        )
+
+    def stores_anything(self) -> bool:
+        return bool(self.rows) or self.changes_anything()
 
 
 @wire
@@ -298,9 +297,10 @@ class Stop:
 
 @dataclass(frozen=True)
 class WriteBatch:
-    """TelemetryBatcher -> DbWriter."""
+    """TelemetryBatcher -> DbWriter. CAN signal rows (actors/rules/can_rows.py)
+    are plain tuples in TelemetryRow's order, made by generated code."""
 
-    rows: tuple[tuple, ...]
+    rows: tuple[TelemetryRow | tuple, ...]
     writes: tuple[DeviceWrite, ...]
     tokens: tuple[Any, ...]
 

@@ -33,6 +33,7 @@ from paho.mqtt.properties import Properties
 from actors.base import GatewayActor
 from actors.messages import Complete, Connected, InboundBatch, Publish, RawInbound, StopReading, Token
 from actors.paho_client import AckingClient, InboundPublish, make_client
+from actors.settings import GatewaySettings
 from protocol.decode import no_local
 from protocol.values import Publication
 
@@ -53,16 +54,18 @@ class MqttIO(GatewayActor):
 
     def __init__(
         self,
-        settings: Any,
+        settings: GatewaySettings,
         subscriptions: list[tuple[str, int]],
         will: Publication,
+        router: Any = None,  # told every InboundBatch (from the network thread)
+        listener: Any = None,  # told `Connected` on every (re)connection
     ) -> None:
         super().__init__()
         self.settings = settings
         self.subscriptions = subscriptions
         self.will = will
-        self.listener: Any = None  # told `Connected` on every (re)connection
-        self.router: Any = None
+        self.listener = listener
+        self.router = router
         self.client: AckingClient | None = None
         self.paho_path: str | None = None  # "tuned" or "public" (actors/paho_client.py), once the client is made
         self.generation = 0
@@ -89,15 +92,12 @@ class MqttIO(GatewayActor):
 
     # -- lifecycle -------------------------------------------------------
 
-    def start_network(self, router: Any) -> None:
-        """Connect (retrying with back-off) and start reading; called once at start-up."""
-        self.router = router
+    def start_network(self) -> None:
+        """Connect (retrying with back-off) and start reading; called once at
+        start-up, when every actor it hands messages to runs."""
         self.client = self._make_client()
         self._net = threading.Thread(target=self._network_loop, name="mqtt-network", daemon=True)
         self._net.start()
-
-    def set_listener(self, listener: Any) -> None:
-        self.listener = listener
 
     def _make_client(self) -> AckingClient:
         s = self.settings

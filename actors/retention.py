@@ -39,10 +39,10 @@ from typing import Any
 from actors.base import GatewayActor
 from actors.messages import Deadline, Schedule
 from actors.rules.reserve import Reserve
+from actors.settings import GatewaySettings
 from storage import events as event_repo
-from storage import telemetry as telemetry_repo
+from storage import prune
 from storage.db import DatabaseBusy, database, database_errors, free_disk_bytes
-from storage.models import Telemetry
 
 logger = logging.getLogger("autocore.retention")
 
@@ -58,7 +58,7 @@ class Retention(GatewayActor):
 
     def __init__(
         self,
-        settings: Any,
+        settings: GatewaySettings,
         scheduler: Any,
         *,
         first_delay_s: float = 5.0,
@@ -104,7 +104,7 @@ class Retention(GatewayActor):
         return self.days > 0 or self.max_bytes > 0
 
     def on_start(self) -> None:
-        if self.max_bytes > 0 and not telemetry_repo.size_limit_applies():
+        if self.max_bytes > 0 and not prune.size_limit_applies():
             logger.warning("AUTOCORE_DB_MAX_MB is ignored: this database cannot tell a size its deletes shrink "
                            "(a PostgreSQL server's disk is its own; AUTOCORE_RETENTION_DAYS still applies)")
             self.max_bytes = 0
@@ -140,7 +140,7 @@ class Retention(GatewayActor):
         if disk_free is None:
             return now + self.reserve_check_s
         try:
-            check = self.reserve.check(now, disk_free, telemetry_repo.reusable_bytes())
+            check = self.reserve.check(now, disk_free, prune.reusable_bytes())
             if check.started:
                 logger.warning("free space on the database's disk is %.1f MB, below the reserve of %.0f MB: "
                                "pruning the oldest telemetry so the database stops growing",
@@ -152,7 +152,7 @@ class Retention(GatewayActor):
                 self._reserve_event(now, "restored", disk_free)
             if not check.deficit:
                 return now + self.reserve_check_s
-            ids = [i for (i,) in Telemetry.select(Telemetry.id).order_by(Telemetry.id).limit(self.reserve_batch).tuples()]
+            ids = prune.oldest_ids(self.reserve_batch)
             if not ids:
                 self.counters["reserve_nothing_to_prune"] += 1
                 return now + self.reserve_check_s
@@ -222,7 +222,7 @@ class Retention(GatewayActor):
 
     def _finish(self, now: float) -> None:
         try:
-            self.used_bytes = telemetry_repo.used_bytes()
+            self.used_bytes = prune.used_bytes()
         except DatabaseBusy:
             pass
         self.runs += 1
@@ -239,7 +239,7 @@ class Retention(GatewayActor):
 
     def _delete(self, ids: list[int], before_ts: float | None = None) -> int:
         started = time.perf_counter()
-        removed = telemetry_repo.delete_rows(ids, before_ts=before_ts, copies_limit=self.batch)
+        removed = prune.delete_rows(ids, before_ts=before_ts, copies_limit=self.batch)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         self.batches += 1
         self.last_batch_s = elapsed_ms / 1000.0
@@ -250,34 +250,25 @@ class Retention(GatewayActor):
     def _age_step(self) -> bool:
         if self.cutoff is None:
             return False
-        cutoff = self.cutoff
-        window = list(
-            Telemetry.select(Telemetry.id, Telemetry.ts, Telemetry.received_at)
-            .where(Telemetry.id > self.after_id)
-            .order_by(Telemetry.id)
-            .limit(self.batch)
-            .tuples()
-        )
-        if not window:
+        window = prune.age_window(self.after_id, self.cutoff, self.batch)
+        if window is None:
             return False
-        old = [i for i, ts, _ in window if ts < cutoff]
-        if old:
+        if window.old_ids:
             # The Config App's copies go with them, up to a batch of its
             # rows older than the cutoff per delete.
-            self.pruned_age += self._delete(old, cutoff)
-        self.after_id = window[-1][0]
-        still_old_region = any(received < cutoff for _, _, received in window)
-        return still_old_region and len(window) == self.batch
+            self.pruned_age += self._delete(window.old_ids, self.cutoff)
+        self.after_id = window.last_id
+        return window.more
 
     def _size_step(self) -> bool:
         if self.max_bytes <= 0:
             return False
-        used = telemetry_repo.used_bytes()
+        used = prune.used_bytes()
         self.used_bytes = used
         if used <= self.max_bytes:
             self.over_limit_without_telemetry = False
             return False
-        ids = [i for (i,) in Telemetry.select(Telemetry.id).order_by(Telemetry.id).limit(self.batch).tuples()]
+        ids = prune.oldest_ids(self.batch)
         if not ids:
             if not self.over_limit_without_telemetry:
                 logger.warning("the database uses %.1f MB, over AUTOCORE_DB_MAX_MB (%g), with no telemetry left to prune",

@@ -28,7 +28,8 @@ from actors.messages import (
 )
 from actors.rules.rate import RateLimiter
 from actors.rules.routing import UNSTORABLE_VALUE, RoutingRules
-from protocol.values import Rejected
+from actors.settings import GatewaySettings
+from protocol.values import Rejected, TelemetryRow
 
 logger = logging.getLogger("autocore.router")
 
@@ -42,7 +43,7 @@ UNSENDABLE = (TypeError, ValueError, OverflowError)
 class Router(GatewayActor):
     name = "Router"
 
-    def __init__(self, settings: Any, mqtt: Any, supervisor: Any, store: Any) -> None:
+    def __init__(self, settings: GatewaySettings, mqtt: Any, supervisor: Any, store: Any) -> None:
         super().__init__()
         self.mqtt = mqtt
         self.supervisor = supervisor
@@ -103,7 +104,7 @@ class Router(GatewayActor):
         if done:
             self.mqtt.tell(Complete(tuple(done)))
 
-    def _send_one_by_one(self, by_message: list[tuple[str, str, list[tuple], Token]], done: list[Token]) -> None:
+    def _send_one_by_one(self, by_message: list[tuple[str, str, list[TelemetryRow], Token]], done: list[Token]) -> None:
         for uuid, topic, msg_rows, token in by_message:
             try:
                 self.store.send(TelemetryRows(tuple(msg_rows), (token,)))

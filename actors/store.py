@@ -1,8 +1,9 @@
 """The store process: everything that touches the database.
 
 A slow disk or a Config App holding the write lock stalls only this process,
-never MQTT I/O. Actors start in a fixed order; the channel reader hands each
-message from core to the actor that owns it.
+never MQTT I/O. This is the process's description for actors/host.py: its
+actors in start order, each built with what it needs, and where each message
+from core goes; the host stops them in the reverse order.
 """
 
 from __future__ import annotations
@@ -36,8 +37,11 @@ from actors.messages import (
     TelemetryRows,
 )
 from actors.checkpointer import Checkpointer
+from actors.host import Host
 from actors.retention import Retention
 from actors.scheduler import Scheduler
+from actors.settings import GatewaySettings
+from protocol.dialects import parse_dialect, parse_encoding
 from storage import commands as command_repo
 from storage import devices as device_repo
 from storage.db import close_database, describe_location, open_database
@@ -51,23 +55,34 @@ CAN_LOAD_WAIT_S = 10.0
 def known_devices() -> tuple[KnownDevice, ...]:
     return tuple(
         KnownDevice(uuid=d.uuid, status=d.status or "offline", device_type=d.device_type, boot_id=d.boot_id,
-                    status_interval=d.status_interval, protocol=d.protocol or "v1", encoding=d.encoding or "json",
+                    status_interval=d.status_interval, protocol=parse_dialect(d.protocol),
+                    encoding=parse_encoding(d.encoding),
                     last_seen=d.last_seen)
         for d in device_repo.list_devices(owner_names=False)
     )
 
 
-def commands_in_flight(settings: Any) -> tuple[CommandState, ...]:
+def commands_in_flight(settings: GatewaySettings) -> tuple[CommandState, ...]:
     return tuple(command_state(r, settings) for r in command_repo.in_flight())
 
 
+STOP_S = 6.0  # every actor, after core's Stop (the launcher allows the whole gateway 5 s after its signal)
+
+
 class Store:
-    def __init__(self, settings: Any, channel: Channel) -> None:
+    def __init__(self, settings: GatewaySettings, channel: Channel) -> None:
         self.settings = settings
         self.channel = channel
-        self.refs: dict[str, Any] = {}
+        self.host = Host("store")
+        self.refs = self.host.refs  # name -> ActorRef, in start order
         self.done = threading.Event()
         self.clean = False
+        host = self.host
+        host.route((TelemetryRows, DeviceWrite, Flush), "TelemetryBatcher")
+        host.route(ReloadCommands, "CommandFeed")
+        host.route(SnapshotRequest, self._snapshot_later)
+        host.route(Stop, self._stop_requested)
+        host.route(ChannelClosed, lambda _: self.done.set())
 
     def start(self) -> None:
         s = self.settings
@@ -75,13 +90,13 @@ class Store:
                       autocheckpoint=False, register_devices=s.config_app_register,
                       wal_limit_bytes=int(s.db_wal_max_mb * 1024 * 1024))
         migrate()
-        self.refs["Scheduler"] = scheduler = Scheduler.start("store")
-        self.refs["DbWriter"] = writer = DbWriter.start(s, self.channel, scheduler=scheduler)
+        host = self.host
+        scheduler = host.add("Scheduler", Scheduler.start("store"))
+        writer = host.add("DbWriter", DbWriter.start(s, self.channel, host.peer("TelemetryBatcher"), scheduler))
         devices = known_devices()
-        self.refs["TelemetryBatcher"] = batcher = TelemetryBatcher.start(
-            s, writer, scheduler, self.channel, {d.uuid: d.device_type for d in devices})
-        writer.proxy().set_batcher(batcher).get()
-        self.refs["CanFeed"] = can_feed = CanFeed.start(s, batcher, scheduler)
+        batcher = host.add("TelemetryBatcher", TelemetryBatcher.start(
+            s, writer, scheduler, self.channel, {d.uuid: d.device_type for d in devices}))
+        can_feed = host.add("CanFeed", CanFeed.start(s, batcher, scheduler))
         # The definitions reach the batcher before the first frame can; a
         # huge DBC file still parsing must not stop the store from starting
         # (frames are stored raw until the definitions are in).
@@ -90,35 +105,23 @@ class Store:
         except pykka.Timeout:
             logger.warning("CAN definitions are still loading after %.0f s; frames are stored raw until then",
                            CAN_LOAD_WAIT_S)
-        self.refs["CommandFeed"] = CommandFeed.start(s, writer, scheduler, self.channel)
-        self.refs["Retention"] = Retention.start(s, scheduler)
-        self.refs["Checkpointer"] = Checkpointer.start(s, scheduler)
+        host.add("CommandFeed", CommandFeed.start(s, writer, scheduler, self.channel))
+        host.add("Retention", Retention.start(s, scheduler))
+        host.add("Checkpointer", Checkpointer.start(s, scheduler))
         ready = StoreReady(os.getpid(), devices, commands_in_flight(s))
         close_database_connection_of_this_thread()
-        self.channel.start_reader(self.on_core_message)
+        self.channel.start_reader(host.on_message)
         self.channel.send(ready)
         logger.info("database %s open: %d devices known, %d commands in flight", describe_location(s.database)[1],
                     len(ready.devices), len(ready.commands))
 
-    def on_core_message(self, message: Any) -> None:
-        try:
-            self._dispatch(message)
-        except pykka.ActorDeadError:
-            pass  # stopping: the actor that owned it is gone
+    def _stop_requested(self, _: Stop) -> None:
+        self.clean = True
+        self.done.set()
 
-    def _dispatch(self, message: Any) -> None:
-        refs = self.refs
-        if isinstance(message, (TelemetryRows, DeviceWrite, Flush)):
-            refs["TelemetryBatcher"].tell(message)
-        elif isinstance(message, ReloadCommands):
-            refs["CommandFeed"].tell(message)
-        elif isinstance(message, SnapshotRequest):
-            threading.Thread(target=self._snapshot, args=(message.request_id,), daemon=True).start()
-        elif isinstance(message, Stop):
-            self.clean = True
-            self.done.set()
-        elif isinstance(message, ChannelClosed):
-            self.done.set()
+    def _snapshot_later(self, message: SnapshotRequest) -> None:
+        # Asked of every actor: not on the channel's reader thread.
+        threading.Thread(target=self._snapshot, args=(message.request_id,), daemon=True).start()
 
     def _snapshot(self, request_id: int) -> None:
         snaps = []
@@ -139,13 +142,6 @@ class Store:
         except OSError:
             pass
 
-    def dead_actor(self) -> str | None:
-        """The name of a store actor that died, if any."""
-        for name, ref in self.refs.items():
-            if not ref.is_alive():
-                return name
-        return None
-
     def stop(self) -> None:
         batcher = self.refs.get("TelemetryBatcher")
         if batcher is not None and not self.clean:
@@ -155,14 +151,7 @@ class Store:
                 batcher.tell(Flush("core gone"))
             except pykka.ActorDeadError:
                 pass
-        for name in ("Checkpointer", "Retention", "CommandFeed", "CanFeed", "TelemetryBatcher", "DbWriter", "Scheduler"):
-            ref = self.refs.get(name)
-            if ref is not None:
-                try:
-                    ref.stop(timeout=5.0)
-                except Exception:
-                    pass
-        pykka.ActorRegistry.stop_all(timeout=1.0)
+        self.host.stop(STOP_S)
         close_database()
 
 
@@ -185,7 +174,7 @@ def tune_collector(gen0: int) -> None:
         gc.set_threshold(gen0, *gc.get_threshold()[1:])
 
 
-def run_store(settings: Any, channel_fd: int) -> int:
+def run_store(settings: GatewaySettings, channel_fd: int) -> int:
     channel = Channel.from_fd(channel_fd, "store")
     store = Store(settings, channel)
     # Core decides when we stop (Stop, or the channel closing when it dies),
@@ -200,13 +189,12 @@ def run_store(settings: Any, channel_fd: int) -> int:
         logger.error("store could not start: %s", " ".join(str(exc).split()) or type(exc).__name__)
         pykka.ActorRegistry.stop_all(timeout=1.0)
         return 1
-    while not store.done.wait(0.2):
-        dead = store.dead_actor()
-        if dead is not None:
-            # A dead actor (the DbWriter above all) leaves the process up but
-            # storing nothing: exit, so the launcher and runit start again.
-            logger.error("the %s actor died; stopping so that the gateway is started again", dead)
-            store.stop()
-            return 1
+    dead = store.host.watch(store.done)
+    if dead is not None:
+        # A dead actor (the DbWriter above all) leaves the process up but
+        # storing nothing: exit, so the launcher and runit start again.
+        logger.error("the %s actor died; stopping so that the gateway is started again", dead)
+        store.stop()
+        return 1
     store.stop()
     return 0 if store.clean else 1

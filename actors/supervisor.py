@@ -47,6 +47,9 @@ from actors.messages import (
     TakeCommands,
     TransitionRefused,
 )
+from actors.settings import GatewaySettings
+from protocol import dialects
+from protocol.values import Dialect
 
 logger = logging.getLogger("autocore.supervisor")
 
@@ -57,7 +60,7 @@ RESTART_WINDOW_S = 60.0
 class DeviceSupervisor(GatewayActor):
     name = "DeviceSupervisor"
 
-    def __init__(self, settings: Any, make_device: Callable[[str, KnownDevice | None, int], Any], mqtt: Any, store: Any,
+    def __init__(self, settings: GatewaySettings, make_device: Callable[[str, KnownDevice | None, int], Any], mqtt: Any, store: Any,
                  heartbeat: Any = None) -> None:
         super().__init__()
         self.max_actors = settings.max_device_actors
@@ -164,9 +167,9 @@ class DeviceSupervisor(GatewayActor):
             return {"ref": None, "known": known is not None}
         if known is None:
             return {"ref": None, "known": False}
-        known = self.known[uuid] = dataclasses.replace(known, protocol=message.dialect)
+        known = self.known[uuid] = dataclasses.replace(known, protocol=Dialect(message.dialect))
         return {"ref": None, "known": True, "dialect": known.protocol,
-                "dialect_locked": known.protocol == "v1" and known.boot_id is not None, "boot_id": known.boot_id}
+                "dialect_locked": dialects.locks_dialect(known.protocol, known.boot_id), "boot_id": known.boot_id}
 
     def _purge(self, uuid: str) -> None:
         """Forget what is kept of a device (its actor, if any, has started afresh)."""

@@ -2,9 +2,12 @@
 
 A registered dataclass travels as a msgpack extension holding its type name
 and its fields in declaration order; nested registered dataclasses (a
-`CommandSpec` inside a `CommandState`) and enums travel the same way, so the
-other side gets back exactly the same type, never a looser dict. Arrays come
-back as tuples, keeping messages immutable.
+`CommandSpec` inside a `CommandState`) travel the same way, so the other
+side gets back exactly the same type, never a looser dict. So does an enum
+of protocol/ held in a field (msgpack would send a StrEnum as bare text:
+the other side would compare strings again). A field
+holding TelemetryRows travels as one extension of plain arrays and comes
+back as TelemetryRows. Arrays come back as tuples, keeping messages immutable.
 """
 
 from __future__ import annotations
@@ -15,23 +18,33 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from protocol.lifecycle import CommandStatus
 from protocol.values import (
     Availability,
     CommandSpec,
     DeviceFacts,
+    Dialect,
     Discovery,
+    Encoding,
     Event,
+    Kind,
     Reading,
     RelayState,
     Response,
+    TelemetryRow,
+    new_row,
 )
 
 _EXT_DATACLASS = 1
 _EXT_SAME_TYPE_TUPLE = 2  # a tuple of one registered type (e.g. a batch's tokens), packed flat
+_EXT_ROWS = 3  # a tuple of TelemetryRows
+_EXT_ENUM = 4  # a member of one of _ENUMS
+_ENUMS: dict[str, type[Enum]] = {cls.__name__: cls for cls in (CommandStatus, Dialect, Encoding, Kind)}
 _REGISTRY: dict[str, type] = {}
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 T = TypeVar("T", bound=type)
+_ROW_WIDTH = len(TelemetryRow._fields)
 
 
 class WireError(ValueError):
@@ -61,8 +74,14 @@ def _default(obj: Any) -> Any:
         body: list[Any] = [cls.__name__]
         for name in fields:
             value = getattr(obj, name)
-            if type(value) is tuple and len(value) > 1 and type(value[0]) in _FIELDS:
-                value = _same_type_tuple(value)
+            if isinstance(value, Enum):
+                value = msgpack.ExtType(_EXT_ENUM, _pack((type(value).__name__, value.value)))
+            elif type(value) is tuple and value:
+                first = type(value[0])
+                if first is TelemetryRow:
+                    value = msgpack.ExtType(_EXT_ROWS, _pack(value))
+                elif len(value) > 1 and first in _FIELDS:
+                    value = _same_type_tuple(value)
             body.append(value)
         return msgpack.ExtType(_EXT_DATACLASS, _pack(body))
     if isinstance(obj, Enum):
@@ -79,6 +98,11 @@ def _same_type_tuple(items: tuple) -> Any:
     if any(type(item) is not cls for item in items):
         return items
     fields = _FIELDS[cls]
+    if any(isinstance(getattr(items[0], name), Enum) for name in fields):
+        # Flat values would lose their enum type: one extension per item
+        # instead. (The first item stands for all: a type's enum fields,
+        # KnownDevice.protocol or CommandState.status, are never None.)
+        return items
     flat: list[Any] = [cls.__name__, len(fields)]
     for item in items:
         flat.extend(getattr(item, name) for name in fields)
@@ -86,6 +110,21 @@ def _same_type_tuple(items: tuple) -> Any:
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_ENUM:
+        name, value = _unpack(data)
+        enum = _ENUMS.get(name)
+        if enum is None:
+            raise WireError(f"unknown enum {name!r}")
+        try:
+            return enum(value)
+        except ValueError:
+            raise WireError(f"{value!r} is not a {name}") from None
+    if code == _EXT_ROWS:
+        rows = _unpack(data)
+        # (map: the check runs in C, a few ns a row, on every batch)
+        if type(rows) is not tuple or (rows and (set(map(type, rows)) != {tuple} or set(map(len, rows)) != {_ROW_WIDTH})):
+            raise WireError("bad telemetry rows")
+        return tuple(map(new_row, rows))
     if code == _EXT_SAME_TYPE_TUPLE:
         flat = _unpack(data)
         cls = _REGISTRY.get(flat[0])

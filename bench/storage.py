@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 
 from peewee import chunked
 
+from protocol.values import TelemetryRow, new_row
 from storage import migrations, telemetry
 from storage.db import close_database, database, open_database, write_transaction
 from storage.models import Telemetry
@@ -39,15 +40,16 @@ DEVICES = 50
 READINGS_PER_MESSAGE = 3
 
 
-def rows(n: int, start: int = 0) -> Iterator[tuple]:
-    """`n` realistic rows: 50 devices round robin, 3 readings a message."""
+def rows(n: int, start: int = 0) -> Iterator[TelemetryRow]:
+    """`n` realistic rows: 50 devices round robin, 3 readings a message;
+    TelemetryRows, as the gateway's core builds them."""
     t0 = 1_750_000_000.0
     for i in range(start, start + n):
         message, idx = divmod(i, READINGS_PER_MESSAGE)
         device, seq = message % DEVICES, message // DEVICES
         ts = t0 + message * 0.01
-        yield (f"esp32-relay-{device:02d}", 17, seq, idx, ts, ts + 0.002, "analog", f"sensor_{idx}",
-               20.0 + (i % 97) * 0.5, "C", None, None)
+        yield new_row((f"esp32-relay-{device:02d}", 17, seq, idx, ts, ts + 0.002, "analog", f"sensor_{idx}",
+                       20.0 + (i % 97) * 0.5, "C", None, None))
 
 
 def batches_new(total: int) -> Iterator[list[tuple]]:

@@ -8,14 +8,21 @@
 with `cancelled` while the command has not been sent; once sent, the command
 runs to its own end (it cannot be unsent), so the gateway writes back the
 state it is really in.
+
+Every state has one owner, the only party that moves a command into it
+(`OWNER`): the client (the Config App, or `gateway command` in its place)
+creates a command and asks to cancel it; the store takes a pending row up
+(`queued`, its command feed's claim, so that two polls never take one row
+twice); everything after is the device logic's in core, whose transitions
+the store writes as they come and refuses into any state it does not own.
 """
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class CommandStatus(str, Enum):
+class CommandStatus(StrEnum):
     PENDING = "pending"
     QUEUED = "queued"
     SENT = "sent"
@@ -60,3 +67,26 @@ def can_transition(current: CommandStatus | str, new: CommandStatus | str) -> bo
 
 def is_final(status: CommandStatus | str) -> bool:
     return CommandStatus(status) in FINAL
+
+
+class Owner(StrEnum):
+    CLIENT = "client"
+    STORE = "store"
+    DEVICE = "device"
+
+
+OWNER: dict[CommandStatus, Owner] = {
+    S.PENDING: Owner.CLIENT,
+    S.CANCEL_REQUESTED: Owner.CLIENT,
+    S.QUEUED: Owner.STORE,
+    **{status: Owner.DEVICE for status in (S.SENT, S.ACCEPTED, S.SUCCEEDED, S.FAILED, S.TIMEOUT, S.EXPIRED,
+                                           S.CANCELLED)},
+}
+
+
+def owned_by(status: CommandStatus | str, owner: Owner) -> bool:
+    """Whether `owner` may move a command into `status` (an unknown status: no one)."""
+    try:
+        return OWNER[CommandStatus(status)] is owner
+    except ValueError:
+        return False

@@ -42,7 +42,7 @@ from typing import Any, Iterable, Sequence
 
 from peewee import chunked
 
-from storage.db import sqlite_errors
+from storage.errors import sqlite_errors
 
 log = logging.getLogger("autocore.config_app")
 

@@ -34,17 +34,14 @@ on a reader connection.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sqlite3
-from contextlib import contextmanager
-from typing import Iterator
 
 import peewee
 from peewee import DatabaseProxy, Node, SqliteDatabase
 
-from storage.errors import DatabaseBusy, DatabaseFull
+from storage.errors import DatabaseBusy, DatabaseFull, sqlite_errors
 from storage.url import POSTGRESQL, SQLITE, parse_location
 
 log = logging.getLogger(__name__)
@@ -52,52 +49,6 @@ log = logging.getLogger(__name__)
 database = DatabaseProxy()
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
-
-# Primary result codes meaning "someone else holds a lock".
-_SQLITE_BUSY = 5
-_SQLITE_LOCKED = 6
-# ... and "no room": the disk (or max_page_count) is full.
-_SQLITE_FULL = 13
-
-
-def is_busy_error(exc: BaseException) -> bool:
-    """True if `exc` (sqlite3 or peewee) says the database was locked."""
-    for candidate in (exc, *exc.args[:1]):
-        code = getattr(candidate, "sqlite_errorcode", None)
-        if code is not None:
-            return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
-    text = str(exc)
-    return "database is locked" in text or "database table is locked" in text
-
-
-def is_full_error(exc: BaseException) -> bool:
-    """True if `exc` (sqlite3, peewee or OSError) says there was no room."""
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return True
-    for candidate in (exc, *exc.args[:1]):
-        code = getattr(candidate, "sqlite_errorcode", None)
-        if code is not None:
-            return code & 0xFF == _SQLITE_FULL
-    text = str(exc)
-    return "database or disk is full" in text or "No space left on device" in text
-
-
-@contextmanager
-def sqlite_errors() -> Iterator[None]:
-    """Turn a lock time-out into `DatabaseBusy` and a full disk into
-    `DatabaseFull` (for raw sqlite3 calls; the peewee ones pass through
-    `GatewayDatabase`, which does the same)."""
-    try:
-        yield
-    except (sqlite3.OperationalError, peewee.OperationalError, OSError) as exc:
-        if isinstance(exc, (DatabaseBusy, DatabaseFull)):
-            raise
-        if is_full_error(exc):
-            raise DatabaseFull(str(exc)) from exc
-        if isinstance(exc, OSError) or not is_busy_error(exc):
-            raise
-        raise DatabaseBusy(str(exc)) from exc
-
 
 _SAVEPOINT_ENDS = ("ROLLBACK TO SAVEPOINT", "RELEASE SAVEPOINT")
 

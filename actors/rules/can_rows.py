@@ -1,6 +1,6 @@
 """Raw CAN frame rows -> signal rows (the TelemetryBatcher's rule, no threads).
 
-Rows come as storage.telemetry.TELEMETRY_COLUMNS tuples, the rows of one
+Rows come as TelemetryRows (protocol/values.py), the rows of one
 message together with `idx` 0, 1, 2, ... (actors/router.py). For each
 `can_raw` row whose CAN id has definitions, every signal the frame holds
 becomes a row: source `can`, metric the signal name, value = raw × scale +
@@ -28,9 +28,10 @@ logger = logging.getLogger("autocore.can")
 RAW = "can_raw"
 DECODED = "can"
 SOURCE, METRIC, IDX, RAW_BYTES = 6, 7, 3, 11
-# The row a signal becomes (storage.telemetry.TELEMETRY_COLUMNS), as a
-# template SignalSet compiles its emitter from: names are the emitter's
-# arguments, 1-tuples constants.
+# The row a signal becomes (a plain tuple in TelemetryRow's order: generated
+# code appends it, and a tuple literal there is what keeps CAN decoding
+# inside its budget), as a template SignalSet compiles its emitter from:
+# names are the emitter's arguments, 1-tuples constants.
 ROW = ("uuid", "boot_id", "seq", "idx", "ts", "received_at", (DECODED,), "name", "value", "unit", "tag", (None,))
 # Frame id texts seen (as devices write them) -> decoders, per table; bounded.
 ID_CACHE_MAX = 4096

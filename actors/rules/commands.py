@@ -67,7 +67,7 @@ class Outstanding:
 
 @dataclass
 class CommandStep:
-    transitions: list[tuple[int, str, dict]] = field(default_factory=list)  # (id, status, fields)
+    transitions: list[tuple[int, S, dict]] = field(default_factory=list)  # (id, status, fields)
     sends: list[tuple[CommandSpec, int]] = field(default_factory=list)  # (spec, attempt)
     beats: list[tuple[CommandSpec, int, int]] = field(default_factory=list)  # (spec, channel, sequence)
     counters: list[str] = field(default_factory=list)
@@ -116,25 +116,25 @@ class CommandWindow:
             if spec.id == command_id:
                 del self.queue[i]
                 self._finish(command_id, S.CANCELLED)
-                step.transitions.append((command_id, S.CANCELLED.value, {"error_message": "cancelled before it was sent"}))
+                step.transitions.append((command_id, S.CANCELLED, {"error_message": "cancelled before it was sent"}))
                 return step
         held = self.out.get(command_id)
         if held is not None and held.hold_until is not None:
             # A hold stops at once: no more heartbeats, the relay falls by itself.
             del self.out[command_id]
             self._finish(command_id, S.CANCELLED)
-            step.transitions.append((command_id, S.CANCELLED.value, {"error_message": f"hold cancelled after {held.beats} heartbeat(s)"}))
+            step.transitions.append((command_id, S.CANCELLED, {"error_message": f"hold cancelled after {held.beats} heartbeat(s)"}))
             return step
         if held is not None:
             # Already sent: it cannot be taken back, so it runs to its own end.
             status = S.ACCEPTED if held.accepted else S.SENT
-            step.transitions.append((command_id, status.value, {"error_message": "cancel refused: already sent"}))
+            step.transitions.append((command_id, status, {"error_message": "cancel refused: already sent"}))
             step.counters.append("cancel_refused")
             return step
         if command_id in self._finished:
             return step
         # Never reached this device's window: the gateway never sent it.
-        step.transitions.append((command_id, S.CANCELLED.value, {"error_message": "cancelled before it was sent"}))
+        step.transitions.append((command_id, S.CANCELLED, {"error_message": "cancelled before it was sent"}))
         return step
 
     def response(self, response: Response, now: float, online: bool, plan: Callable[[CommandSpec], Plan]) -> CommandStep:
@@ -151,7 +151,7 @@ class CommandWindow:
         if response.outcome == "accepted":
             if not held.accepted:
                 held.accepted = True
-                step.transitions.append((command_id, S.ACCEPTED.value, {}))
+                step.transitions.append((command_id, S.ACCEPTED, {}))
             # It waits for its final answer without being sent again, but not forever.
             held.deadline = max(held.spec.expires_at, now + held.spec.timeout * held.spec.max_attempts)
             held.resend_due = False
@@ -159,7 +159,7 @@ class CommandWindow:
         status = S.SUCCEEDED if response.outcome == "succeeded" else S.FAILED
         del self.out[command_id]
         self._finish(command_id, status)
-        step.transitions.append((command_id, status.value, fields))
+        step.transitions.append((command_id, status, fields))
         return step.extend(self.pump(now, online, plan))
 
     def relay_states(self, states: tuple[RelayState, ...], now: float, online: bool, plan: Callable[[CommandSpec], Plan]) -> CommandStep:
@@ -171,7 +171,7 @@ class CommandWindow:
                 continue
             del self.out[command_id]
             self._finish(command_id, S.SUCCEEDED)
-            step.transitions.append((command_id, S.SUCCEEDED.value, {"result": {"confirmed_by": "relays/state"}}))
+            step.transitions.append((command_id, S.SUCCEEDED, {"result": {"confirmed_by": "relays/state"}}))
         if step.transitions:
             step.extend(self.pump(now, online, plan))
         return step
@@ -187,7 +187,7 @@ class CommandWindow:
             if now < held.release_at:
                 del self.out[command_id]
                 self._finish(command_id, S.FAILED)
-                step.transitions.append((command_id, S.FAILED.value, {
+                step.transitions.append((command_id, S.FAILED, {
                     "error_message": f"the relay switched channel {channel} off before the hold ended"}))
         return step.extend(self.pump(now, online, plan)) if step.transitions else step
 
@@ -198,7 +198,7 @@ class CommandWindow:
             if held.hold_until is not None and held.attempts:
                 del self.out[command_id]
                 self._finish(command_id, S.FAILED)
-                step.transitions.append((command_id, S.FAILED.value, {"error_message": "the device went offline during the hold"}))
+                step.transitions.append((command_id, S.FAILED, {"error_message": "the device went offline during the hold"}))
         return step
 
     # -- time ----------------------------------------------------------
@@ -210,7 +210,7 @@ class CommandWindow:
         for spec in self.queue:
             if now >= _expiry(spec):
                 self._finish(spec.id, S.EXPIRED)
-                step.transitions.append((spec.id, S.EXPIRED.value, {"error_message": "expired before the device could take it"}))
+                step.transitions.append((spec.id, S.EXPIRED, {"error_message": "expired before the device could take it"}))
             else:
                 keep.append(spec)
         self.queue = keep
@@ -224,7 +224,7 @@ class CommandWindow:
             how = plan(spec)
             if how.error is not None:
                 self._finish(spec.id, S.FAILED)
-                step.transitions.append((spec.id, S.FAILED.value, {"error_message": how.error}))
+                step.transitions.append((spec.id, S.FAILED, {"error_message": how.error}))
                 continue
             held = Outstanding(spec, attempts=0, deadline=now, plan=how)
             self.out[spec.id] = held
@@ -266,7 +266,7 @@ class CommandWindow:
         held.attempts += 1
         held.resend_due = False
         held.before = dict(self.relays)
-        step.transitions.append((held.spec.id, S.SENT.value, {"attempts": held.attempts}))
+        step.transitions.append((held.spec.id, S.SENT, {"attempts": held.attempts}))
         hold_s = held.plan.hold_s
         if hold_s is not None and held.plan.hold_channel is not None:
             # The first heartbeat switches the relay on; the last goes one
@@ -286,7 +286,7 @@ class CommandWindow:
         if now >= held.hold_until:
             del self.out[command_id]
             self._finish(command_id, S.SUCCEEDED)
-            step.transitions.append((command_id, S.SUCCEEDED.value, {
+            step.transitions.append((command_id, S.SUCCEEDED, {
                 "result": {"held_s": held.plan.hold_s, "heartbeats": held.beats}}))
             return
         if now >= held.next_beat and now <= held.release_at + self.beat_s / 2:
@@ -303,7 +303,7 @@ class CommandWindow:
     def _timeout(self, command_id: int, step: CommandStep, why: str) -> None:
         del self.out[command_id]
         self._finish(command_id, S.TIMEOUT)
-        step.transitions.append((command_id, S.TIMEOUT.value, {"error_message": why}))
+        step.transitions.append((command_id, S.TIMEOUT, {"error_message": why}))
 
     @staticmethod
     def _no_answer(held: Outstanding) -> str:

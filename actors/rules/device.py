@@ -1,22 +1,26 @@
 """Everything one device's actor decides, as a pure state machine.
 
 The `Device` actor is a thin shell around `DeviceLogic`: it feeds in what
-arrives (with the time), and turns the returned `DeviceStep` into a write for
-the store, publications for MqttIO and a wake-up time for the Scheduler.
+arrives (with the time) and sends what the returned `DeviceStep` holds: its
+`write` to the store as it is (the logic builds the `DeviceWrite` itself,
+rows and tokens included), publications to MqttIO, and asks the Scheduler
+for the next wake-up. A device's state between actors is one `KnownDevice`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+from actors.messages import CommandTransition, DeviceMessage, DeviceWrite, KnownDevice, Seen
 from actors.rules.commands import DEFAULT_PLAN, CommandStep, CommandWindow, Plan
 from actors.rules.liveness import DISCOVERED, OFFLINE, ONLINE, Liveness, timeout_for
 from actors.rules.observed import ObservedCommands
+from protocol import dialects
 from protocol.fw22 import refused_command
-from protocol.values import CommandSpec, DeviceFacts, Discovery, ObservedCommand, Response, RelayState
+from protocol.values import CommandSpec, DeviceFacts, Dialect, Discovery, Encoding, Event, RelayState
 
 LAST_SEEN_WRITE_S = 5.0  # `devices.last_seen` is refreshed at most this often per device
 # A v1 device with a boot_id refuses 2.2 messages (PROTOCOL.md, "Firmware 2.2
@@ -36,42 +40,35 @@ class DeviceRules:
     command_timeout_s: float = 5.0  # also how long an observed relay command waits for the board's answer
     gateway_id: str = "autocore-gateway"  # its own relays/set are never recorded as observed
 
-    def period(self, dialect: str, device_type: str | None, status_interval: float | None) -> float:
-        if dialect == "fw22":
-            return dict(self.fw22_periods).get(device_type or "", self.fw22_default_period)
-        return status_interval or 5.0
+    def period(self, dialect: Dialect, device_type: str | None, status_interval: float | None) -> float:
+        return dialects.report_period(dialect, device_type, status_interval, dict(self.fw22_periods),
+                                      self.fw22_default_period)
 
 
 @dataclass
 class DeviceStep:
-    """What one input led to."""
+    """What one input led to: `write` for the store (sent only if it
+    `stores_anything`), and what the actor itself sends."""
 
-    ensure: str | None = None
-    facts: DeviceFacts | None = None
-    discovery: Discovery | None = None
-    status: str | None = None
-    boot_id: int | None = None
-    protocol: str | None = None
-    encoding: str | None = None
-    last_seen: float | None = None
-    events: list[tuple[float, str, Any]] = field(default_factory=list)
-    transitions: list[tuple[int, str, dict]] = field(default_factory=list)
+    write: DeviceWrite
     sends: list[tuple[CommandSpec, int]] = field(default_factory=list)
     beats: list[tuple[CommandSpec, int, int]] = field(default_factory=list)  # heartbeats of holds
     availability: str | None = None  # publish this retained verdict
     refused: str | None = None  # the message was refused (the reason): nothing of it is stored
 
+    def change(self, **fields: Any) -> None:
+        self.write = replace(self.write, **fields)
+
+    def event(self, at: float, name: str, detail: Any) -> None:
+        self.write = replace(self.write, events=self.write.events + ((at, name, detail),))
+
     def add_commands(self, cmd: CommandStep, counters: Counter) -> None:
-        self.transitions.extend(cmd.transitions)
+        if cmd.transitions:
+            self.change(transitions=self.write.transitions + tuple(
+                CommandTransition(cid, status, **fields) for cid, status, fields in cmd.transitions))
         self.sends.extend(cmd.sends)
         self.beats.extend(cmd.beats)
         counters.update(cmd.counters)
-
-    def writes_anything(self) -> bool:
-        return bool(
-            self.ensure or self.facts or self.discovery or self.status or self.protocol or self.encoding
-            or self.last_seen is not None or self.events or self.transitions or self.boot_id is not None
-        )
 
 
 class DeviceLogic:
@@ -79,23 +76,19 @@ class DeviceLogic:
         self,
         uuid: str,
         rules: DeviceRules,
+        known: KnownDevice | None = None,  # what the database knew of it; None: never seen
         *,
-        status: str | None = None,
-        dialect: str = "v1",
-        device_type: str | None = None,
-        boot_id: int | None = None,
-        status_interval: float | None = None,
-        encoding: str = "json",
-        last_seen: float | None = None,
         plan: Callable[[str, CommandSpec], Plan] | None = None,
     ) -> None:
         self.uuid = uuid
         self.rules = rules
-        self.dialect = dialect
-        self.device_type = device_type
-        self.status_interval = status_interval
-        self.encoding = encoding
-        self.liveness = Liveness(status=status, boot_id=boot_id, last_seen=last_seen)
+        k = known or KnownDevice(uuid, "")  # never seen: no status yet
+        self.dialect: Dialect = k.protocol
+        self.device_type = k.device_type
+        self.status_interval = k.status_interval
+        self.encoding: Encoding = k.encoding
+        last_seen = k.last_seen
+        self.liveness = Liveness(status=k.status or None, boot_id=k.boot_id, last_seen=last_seen)
         self.liveness.timeout_s = self._timeout()
         self.relays: dict[int, bool] = {}
         self.commands = CommandWindow(rules.command_window, beat_s=rules.fw22_heartbeat_s, relays=self.relays)
@@ -113,6 +106,17 @@ class DeviceLogic:
         forgot the device): same rules, no state."""
         return DeviceLogic(self.uuid, self.rules, plan=self._plan_fn)
 
+    def known(self) -> KnownDevice:
+        """What the supervisor keeps of the device (and rebuilds the logic from)."""
+        return KnownDevice(
+            uuid=self.uuid, status=self.liveness.status or "offline", device_type=self.device_type,
+            boot_id=self.liveness.boot_id, status_interval=self.status_interval, protocol=self.dialect,
+            encoding=self.encoding, last_seen=self.liveness.last_seen,
+        )
+
+    def _step(self, now: float) -> DeviceStep:
+        return DeviceStep(DeviceWrite(self.uuid, now))
+
     # -- helpers -------------------------------------------------------
 
     def _timeout(self) -> float:
@@ -127,18 +131,16 @@ class DeviceLogic:
 
     @property
     def dialect_locked(self) -> bool:
-        """A device that has spoken v1 with a boot_id is not turned into a 2.2
-        device by a 2.2 message: the 2.2 boards share one broker account, so
-        such a message could come from any of them (PROTOCOL.md). Only the
-        operator changes its dialect (`set_dialect`, or forgetting it)."""
-        return self.dialect == "v1" and self.liveness.boot_id is not None
+        """Whether messages of the other dialect are refused (protocol/dialects.py).
+        Only the operator changes it (`set_dialect`, or forgetting the device)."""
+        return dialects.locks_dialect(self.dialect, self.liveness.boot_id)
 
     def set_dialect(self, dialect: str) -> None:
         """The operator's word (`gateway devices dialect UUID ...`); the CLI
         writes the database and the event, so this only changes memory."""
-        if dialect not in ("v1", "fw22"):
-            raise ValueError(f"dialect must be v1 or fw22, got {dialect!r}")
-        self.dialect = dialect
+        if dialect not in tuple(Dialect):
+            raise ValueError(f"dialect must be {' or '.join(Dialect)}, got {dialect!r}")
+        self.dialect = Dialect(dialect)
         self.liveness.timeout_s = self._timeout()
 
     def _refuse(self, step: DeviceStep, now: float, at: float, kind: str, protocol_version: str | None,
@@ -149,46 +151,45 @@ class DeviceLogic:
         self.counters[DIALECT_CONFLICT] += count
         self._conflicts_unreported += count
         if self._conflict_event_at is None or now - self._conflict_event_at >= DIALECT_CONFLICT_EVENT_S:
-            step.events.append((at, DIALECT_CONFLICT, {
+            step.event(at, DIALECT_CONFLICT, {
                 "kind": kind, "protocol_version": protocol_version, "refused": what,
                 "count": self._conflicts_unreported, "dialect": self.dialect, "boot_id": self.liveness.boot_id,
-            }))
+            })
             self._conflict_event_at = now
             self._conflicts_unreported = 0
         return step
 
-    def _known(self, step: DeviceStep, dialect: str, now: float) -> None:
+    def _known(self, step: DeviceStep, dialect: Dialect, now: float) -> None:
         """The first valid message of an unknown uuid makes it a device."""
         if self.liveness.status is None:
-            step.ensure = dialect
+            step.change(ensure=dialect)
         if dialect != self.dialect:
             if self.liveness.status is not None:
-                step.events.append((now, "dialect_change", {"from": self.dialect, "to": dialect}))
+                step.event(now, "dialect_change", {"from": self.dialect, "to": dialect})
                 self.counters["dialect_change"] += 1
             self.dialect = dialect
-            step.protocol = dialect
+            step.change(protocol=dialect)
             self.liveness.timeout_s = self._timeout()
 
-    def _encoding(self, step: DeviceStep, encoding: str) -> None:
+    def _encoding(self, step: DeviceStep, encoding: Encoding) -> None:
         if encoding != self.encoding:
             self.encoding = encoding
-            step.encoding = encoding
+            step.change(encoding=encoding)
 
     def _alive(self, step: DeviceStep, at: float, boot_id: int | None, announce: bool = False) -> None:
         was_online = self.liveness.online
         for event, detail in self.liveness.seen(at, boot_id, announce):
-            step.events.append((at, event, detail))
+            step.event(at, event, detail)
             if event == "reboot":
-                step.boot_id = self.liveness.boot_id
+                step.change(boot_id=self.liveness.boot_id)
                 # Older boots are done; the new boot's first seq (tracked just before) is kept.
                 self.seq_by_boot = {b: q for b, q in self.seq_by_boot.items() if b == self.liveness.boot_id}
         if not was_online:
-            step.status = ONLINE
+            step.change(status=ONLINE, boot_id=self.liveness.boot_id)
             step.availability = ONLINE
-            step.boot_id = self.liveness.boot_id
         elif at - self._last_seen_written >= LAST_SEEN_WRITE_S:
-            step.last_seen = at
-        if step.status or step.last_seen is not None:
+            step.change(last_seen=at)
+        if step.write.status or step.write.last_seen is not None:
             self._last_seen_written = at
 
     def _track_seq(self, boot_id: int | None, seq: int) -> None:
@@ -215,7 +216,8 @@ class DeviceLogic:
                 self._observed_events(step, self.observed.relay_states(reported, received_at, self.relays))
 
     def _observed_events(self, step: DeviceStep, events: list) -> None:
-        step.events.extend(events)
+        for at, name, detail in events:
+            step.event(at, name, detail)
         self.counters.update(self.observed.counters)
         self.observed.counters.clear()
 
@@ -226,60 +228,65 @@ class DeviceLogic:
 
     # -- inputs --------------------------------------------------------
 
-    def seen(self, now: float, received_at: float, count: int, dialect: str, encoding: str,
-             seqs: tuple[tuple[int | None, int], ...] = (), relay_states: tuple[RelayState, ...] = (),
-             clock_skew: int = 0, protocol_version: str | None = None) -> DeviceStep:
+    def seen(self, now: float, seen: Seen) -> DeviceStep:
         """Telemetry went to the store on the fast path; here is what it said of the device."""
-        step = DeviceStep()
-        if dialect == "fw22" and self.dialect_locked:
+        step = self._step(now)
+        received_at, count, relay_states = seen.received_at, seen.count, seen.relay_states
+        if self.dialect_locked and dialects.refused_when_locked(seen.dialect):
             # The Router sends a locked device's 2.2 messages to `message`,
             # never the fast path, so that nothing of them is stored; a
             # summary here means its rows went to the store already (the
             # actor logs it). Refused all the same.
-            return self._refuse(step, now, received_at, "fast_path", protocol_version,
+            return self._refuse(step, now, received_at, "fast_path", seen.protocol_version,
                                 "relay states" if relay_states else "telemetry", count)
         was_online = self.liveness.online
         self.counters["messages"] += count
-        self.counters["clock_skew"] += clock_skew
-        self._known(step, dialect, now)
-        self._encoding(step, encoding)
+        self.counters["clock_skew"] += seen.clock_skew
+        self._known(step, seen.dialect, now)
+        self._encoding(step, seen.encoding)
         boot_id = None
-        for boot, seq in seqs:
+        for boot, seq in seen.seqs:
             boot_id = boot if boot is not None else boot_id
             self._track_seq(boot, seq)
         self._alive(step, received_at, boot_id)
         self._relays(step, relay_states, now, received_at)
         return self._after(step, now, was_online)
 
-    def message(self, now: float, received_at: float, dialect: str, encoding: str, kind: str, *,
-                alive: bool = True, boot_id: int | None = None, seq: int | None = None,
-                facts: DeviceFacts | None = None, availability=None, response: Response | None = None,
-                discovery: Discovery | None = None, events=(), relay_states=(), clock_skew: int = 0,
-                observed: ObservedCommand | None = None, protocol_version: str | None = None) -> DeviceStep:
-        step = DeviceStep()
-        if dialect == "fw22" and self.dialect_locked and observed is None:
+    def message(self, now: float, dm: DeviceMessage) -> DeviceStep:
+        """A message through the actor. The step's write carries its rows
+        (unless it is refused) and its token, whatever it changed."""
+        step = self._message(now, dm)
+        step.change(rows=() if step.refused else dm.rows, tokens=(dm.token,))
+        return step
+
+    def _message(self, now: float, dm: DeviceMessage) -> DeviceStep:
+        step = self._step(now)
+        m, received_at = dm.message, dm.received_at
+        dialect, encoding, kind = m.dialect, m.encoding, m.kind.value
+        facts, availability, events, boot_id = m.facts, m.availability, m.events, m.boot_id
+        if self.dialect_locked and dialects.refused_when_locked(dialect) and m.observed is None:
             # (An observed relay command is someone else's, not the device
             # speaking: it is recorded as ever and changes nothing of it.)
-            return self._refuse(step, now, received_at, kind, protocol_version,
-                                _refused_what(availability, facts, events, relay_states))
-        if observed is not None:
+            return self._refuse(step, now, received_at, kind, m.protocol_version,
+                                _refused_what(availability, facts, events, m.relay_states))
+        if m.observed is not None:
             # Someone else's command to this board: recorded, never acted on;
             # not the board's message, so no sign of life, no dialect, no device.
-            self._observed_events(step, self.observed.observe(observed, received_at, self.relays))
+            self._observed_events(step, self.observed.observe(m.observed, received_at, self.relays))
             return step
         was_online = self.liveness.online
         self.counters["messages"] += 1
-        self.counters["clock_skew"] += clock_skew
-        if discovery is not None:
-            return self._discovery(step, received_at, discovery)
-        if alive or facts is not None or availability is not None or self.liveness.status is not None:
+        self.counters["clock_skew"] += dm.clock_skew
+        if m.discovery is not None:
+            return self._discovery(step, received_at, m.discovery)
+        if m.alive or facts is not None or availability is not None or self.liveness.status is not None:
             # Not for a message that only names the device (2.2 relay events
             # carry the uuid in the payload): that does not make it a device.
             self._known(step, dialect, now)
         self._encoding(step, encoding)
         if facts is not None:
-            if facts != self._facts_written or kind == "announce" or step.ensure:
-                step.facts = facts
+            if facts != self._facts_written or kind == "announce" or step.write.ensure:
+                step.change(facts=facts)
                 self._facts_written = facts
             if facts.device_type:
                 self.device_type = facts.device_type
@@ -287,34 +294,34 @@ class DeviceLogic:
                 self.status_interval = facts.status_interval
             self.liveness.timeout_s = self._timeout()
             if kind == "announce":
-                step.events.append((received_at, "announce", {"boot_id": facts.boot_id, "firmware_version": facts.firmware_version}))
+                step.event(received_at, "announce", {"boot_id": facts.boot_id, "firmware_version": facts.firmware_version})
             boot_id = facts.boot_id if facts.boot_id is not None else boot_id
-        if seq is not None:
-            self._track_seq(boot_id, seq)
+        if m.seq is not None:
+            self._track_seq(boot_id, m.seq)
         if availability is not None and not availability.online:
             before = self.liveness.status
             for event, detail in self.liveness.offline(received_at, availability.boot_id, availability.reason):
-                step.events.append((received_at, event, detail))
+                step.event(received_at, event, detail)
                 if event == "reboot":
-                    step.boot_id = self.liveness.boot_id
+                    step.change(boot_id=self.liveness.boot_id)
             if before != OFFLINE and self.liveness.status == OFFLINE:
                 self._went_offline(step, now)
-        elif alive or (availability is not None and availability.online):
+        elif m.alive or (availability is not None and availability.online):
             if availability is not None and availability.boot_id is not None:
                 boot_id = availability.boot_id
             self._alive(step, received_at, boot_id, announce=kind == "announce")
-        for event in events:
-            step.events.append((received_at, event.event, event.detail))
-            if event.event == "safety_shutoff":
-                step.add_commands(self.commands.shutoff(event.channel, now, self.liveness.online, self.plan), self.counters)
+        for ev in events:
+            step.event(received_at, ev.event, ev.detail)
+            if ev.event == "safety_shutoff":
+                step.add_commands(self.commands.shutoff(ev.channel, now, self.liveness.online, self.plan), self.counters)
             if self.observed.waiting:
-                self._observed_answer(step, event, received_at)
-        self._relays(step, relay_states, now, received_at)
-        if response is not None:
-            step.add_commands(self.commands.response(response, now, self.liveness.online, self.plan), self.counters)
+                self._observed_answer(step, ev, received_at)
+        self._relays(step, m.relay_states, now, received_at)
+        if m.response is not None:
+            step.add_commands(self.commands.response(m.response, now, self.liveness.online, self.plan), self.counters)
         return self._after(step, now, was_online)
 
-    def _observed_answer(self, step: DeviceStep, event, received_at: float) -> None:
+    def _observed_answer(self, step: DeviceStep, event: Event, received_at: float) -> None:
         """An event of the board that may answer a relay command someone else sent it."""
         if event.event == "error":
             self._observed_events(step, self.observed.error(refused_command(event.detail), received_at, self.relays))
@@ -323,18 +330,16 @@ class DeviceLogic:
             self._observed_events(step, self.observed.relay_change(event.channel, state, received_at, self.relays))
 
     def _went_offline(self, step: DeviceStep, now: float) -> None:
-        step.status = "offline"
-        step.availability = "offline"
-        step.last_seen = self.liveness.last_seen
+        step.change(status=OFFLINE, last_seen=self.liveness.last_seen)
+        step.availability = OFFLINE
         step.add_commands(self.commands.offline(now), self.counters)  # holds stop at once
 
     def _discovery(self, step: DeviceStep, at: float, discovery: Discovery) -> DeviceStep:
         """A device the gateway did not know is registered as `discovered`."""
         if self.liveness.status is None:
             self.liveness.status = DISCOVERED
-            step.discovery = discovery
-            step.status = DISCOVERED
-        step.events.append((at, "discovered", {k: v for k, v in vars(discovery).items() if v is not None}))
+            step.change(discovery=discovery, status=DISCOVERED)
+        step.event(at, "discovered", {k: v for k, v in vars(discovery).items() if v is not None})
         return step
 
     def deadline(self, now: float, as_of: float | None = None) -> DeviceStep:
@@ -342,10 +347,10 @@ class DeviceLogic:
         received has been seen (actors/device.py); the liveness verdict is
         taken as of then, so a gateway that is behind does not blame the
         device for its own delay. Commands and holds run on `now`."""
-        step = DeviceStep()
+        step = self._step(now)
         at = now if as_of is None else min(now, as_of)
         for event, detail in self.liveness.check(at):
-            step.events.append((at, event, detail))
+            step.event(at, event, detail)
             self._went_offline(step, now)
         step.add_commands(self.commands.tick(now, self.liveness.online, self.plan), self.counters)
         if self.observed.waiting:
@@ -353,14 +358,14 @@ class DeviceLogic:
         return step
 
     def take_commands(self, states, now: float) -> DeviceStep:
-        step = DeviceStep()
+        step = self._step(now)
         for state in states:
             self.commands.take(state.spec, state.status, state.attempts, now, self.plan(state.spec))
         step.add_commands(self.commands.pump(now, self.liveness.online, self.plan), self.counters)
         return step
 
     def cancel(self, command_id: int, now: float) -> DeviceStep:
-        step = DeviceStep()
+        step = self._step(now)
         step.add_commands(self.commands.cancel(command_id), self.counters)
         step.add_commands(self.commands.pump(now, self.liveness.online, self.plan), self.counters)
         return step

@@ -19,7 +19,8 @@ from actors.messages import DeviceMessage, KnownDevice, RawInbound, Seen, Token
 from actors.rules.rate import RateLimiter
 from protocol.decode import decode_message, parse_topic
 from protocol.timestamps import effective_ts
-from protocol.values import RATE_LIMITED, Dialect, Kind, Message, RelayState, Rejected
+from protocol import dialects
+from protocol.values import RATE_LIMITED, Dialect, Encoding, Kind, Message, RelayState, Rejected, TelemetryRow, new_row
 
 INTERNAL_ERROR = "internal_error"  # the decoder failed where it should have rejected
 UNSTORABLE_VALUE = "unstorable_value"  # valid by the schema, but cannot be encoded for the store
@@ -41,20 +42,8 @@ def needs_device(msg: Message) -> bool:
     return bool(msg.facts or msg.availability or msg.response or msg.discovery or msg.events or msg.observed)
 
 
-def v1_boot_id(msg: Message) -> int | None:
-    """The boot_id a v1 message carries (top level, announce, availability)."""
-    if msg.dialect is not Dialect.V1:
-        return None
-    if msg.boot_id is not None:
-        return msg.boot_id
-    if msg.facts is not None and msg.facts.boot_id is not None:
-        return msg.facts.boot_id
-    return msg.availability.boot_id if msg.availability is not None else None
-
-
-def telemetry_rows(msg: Message, received_at: float, skew_s: float) -> tuple[list[tuple], int]:
-    """The message's readings as rows (storage.telemetry.TELEMETRY_COLUMNS
-    order) and how many of their times were overruled."""
+def telemetry_rows(msg: Message, received_at: float, skew_s: float) -> tuple[list[TelemetryRow], int]:
+    """The message's readings as rows and how many of their times were overruled."""
     rows = []
     skewed = 0
     for idx, r in enumerate(msg.readings):
@@ -63,7 +52,8 @@ def telemetry_rows(msg: Message, received_at: float, skew_s: float) -> tuple[lis
             skewed += bad
         else:
             ts = received_at
-        rows.append((msg.uuid, msg.boot_id, msg.seq, idx, ts, received_at, r.source, r.metric, r.value, r.unit, r.tag, r.raw))
+        rows.append(new_row((msg.uuid, msg.boot_id, msg.seq, idx, ts, received_at, r.source, r.metric, r.value, r.unit,
+                             r.tag, r.raw)))
     return rows, (1 if skewed else 0)
 
 
@@ -75,8 +65,8 @@ class _SeenAcc:
     def __init__(self) -> None:
         self.received_at = 0.0
         self.count = 0
-        self.dialect = ""  # each set from the batch's messages before seen() is called
-        self.encoding = ""
+        self.dialect = Dialect.V1  # each set from the batch's messages before seen() is called
+        self.encoding = Encoding.JSON
         self.protocol_version: str | None = None
         self.seqs: list[tuple[int | None, int]] = []
         self.relay_states: list[RelayState] = []
@@ -97,9 +87,9 @@ class RoutedBatch:
     not the exception, whose traceback would keep the decoder's frames (and
     the payloads in them) alive for the whole batch."""
 
-    rows: list[tuple] = field(default_factory=list)
+    rows: list[TelemetryRow] = field(default_factory=list)
     row_tokens: list[Token] = field(default_factory=list)
-    by_message: list[tuple[str, str, list[tuple], Token]] = field(default_factory=list)  # (uuid, topic, rows, token)
+    by_message: list[tuple[str, str, list[TelemetryRow], Token]] = field(default_factory=list)  # (uuid, topic, rows, token)
     seen: tuple[tuple[str, Seen], ...] = ()
     devices: tuple[tuple[str, tuple[DeviceMessage, ...]], ...] = ()
     done: list[Token] = field(default_factory=list)
@@ -135,7 +125,7 @@ class RoutingRules:
     def load(self, devices: Iterable[KnownDevice]) -> None:
         """Start-up: what the database knows."""
         for d in devices:
-            if d.protocol == Dialect.V1.value and d.boot_id is not None:
+            if dialects.locks_dialect(d.protocol, d.boot_id):
                 self.v1_boot[d.uuid] = 0
 
     def mark(self) -> int:
@@ -200,9 +190,9 @@ class RoutingRules:
             msg_rows, skewed = telemetry_rows(msg, raw.received_at, self.skew_s) if msg.readings else ([], 0)
             if msg.observed is not None:
                 observed.add(msg.uuid)
-            if v1_boot_id(msg) is not None:
+            if dialects.locking_boot_id(msg) is not None:
                 self.v1_boot[msg.uuid] = self.counters["batches"]
-            checked = msg.dialect is Dialect.FW22 and msg.uuid in self.v1_boot
+            checked = msg.uuid in self.v1_boot and dialects.refused_when_locked(msg.dialect)
             if checked:
                 self.counters["dialect_checked"] += 1
             # A relay state report after an observed relay command of the same
@@ -211,18 +201,14 @@ class RoutingRules:
             # A 2.2 message for a device that may be a v1 device with a boot_id
             # goes to its actor with its rows, which refuses it or stores them.
             if needs_device(msg) or (msg.relay_states and msg.uuid in observed) or checked:
-                device_msgs[msg.uuid].append(DeviceMessage(
-                    raw.received_at, msg.dialect.value, msg.encoding.value, msg.protocol_version, msg.kind.value,
-                    raw.token, msg.alive, msg.boot_id, msg.seq, msg.facts, msg.availability, msg.response,
-                    msg.discovery, msg.events, msg.relay_states, tuple(msg_rows), skewed, msg.observed,
-                ))
+                device_msgs[msg.uuid].append(DeviceMessage(msg, raw.received_at, raw.token, tuple(msg_rows), skewed))
                 continue
             acc = seen.get(msg.uuid)
             if acc is None:
                 acc = seen[msg.uuid] = _SeenAcc()
             acc.received_at = raw.received_at
             acc.count += 1
-            acc.dialect, acc.encoding, acc.protocol_version = msg.dialect.value, msg.encoding.value, msg.protocol_version
+            acc.dialect, acc.encoding, acc.protocol_version = msg.dialect, msg.encoding, msg.protocol_version
             if msg.seq is not None:
                 acc.seqs.append((msg.boot_id, msg.seq))
             acc.relay_states.extend(msg.relay_states)

@@ -318,7 +318,7 @@ def cancel(loaded: LoadedSettings, command_id: int, as_json: bool) -> None:
             else:
                 click.echo(f"command {command_id} cancel requested (it was {before.status}); the gateway cancels it")
         return
-    if after.status == "cancel_requested":
+    if after.status == S.CANCEL_REQUESTED:
         if not as_json:
             click.echo(f"command {command_id} cancel was already requested")
         return

@@ -77,12 +77,12 @@ def prune(loaded: LoadedSettings, cutoff: float, as_json: bool) -> None:
     Example:
       gateway db prune --older-than 7d
     """
-    from storage import telemetry as telemetry_repo
+    from storage import prune as prune_repo
 
     s = loaded.settings
     started = time.monotonic()
     with writing(s) as _:
-        deleted = telemetry_repo.prune_older_than(cutoff, batch=PRUNE_BATCH)
+        deleted = prune_repo.prune_older_than(cutoff, batch=PRUNE_BATCH)
     elapsed = time.monotonic() - started
     if as_json:
         echo_json({"db_path": s.database_shown, "cutoff": cutoff, "deleted": deleted, "seconds": round(elapsed, 3)})

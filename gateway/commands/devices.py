@@ -22,9 +22,10 @@ from gateway.commands.common import (
     writing,
 )
 from gateway.settings import LoadedSettings, Settings
+from protocol.values import Dialect
 
 STATUSES = ("online", "offline", "discovered")
-DIALECTS = ("v1", "fw22")
+DIALECTS = tuple(dialect.value for dialect in Dialect)
 CONTROL_TIMEOUT_S = 30.0  # forget waits for the store to commit what the device's actor sent before
 
 

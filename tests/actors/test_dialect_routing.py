@@ -29,9 +29,10 @@ from actors.messages import (
     Token,
 )
 from actors.router import Router
-from actors.rules.device import DIALECT_CONFLICT, DeviceLogic, DeviceRules
+from actors.rules.device import DIALECT_CONFLICT, DeviceRules
 from actors.supervisor import DeviceSupervisor
 from gateway.settings import Settings
+from tests.actors.rules.device_inputs import logic
 from tests.support.recorder import Recorder
 
 V1 = "sim-relay-board-01"
@@ -77,7 +78,7 @@ def test_a_2_2_message_for_a_known_v1_device_with_a_boot_goes_to_its_actor_with_
     r = Routing([KnownDevice(V1, "online", boot_id=7, protocol="v1")])
     seen, device, rows = r.batch((topic(V1, "relays/state"), STATE), (topic(V1, "diagnostics"), LEVEL))
     assert seen == [] and rows == []  # nothing on the fast path
-    assert [m.kind for m in device[V1]] == ["fw22_relays_state", "fw22_level"]
+    assert [m.message.kind for m in device[V1]] == ["fw22_relays_state", "fw22_level"]
     assert all(m.rows for m in device[V1])  # stored only if its actor lets them through
     assert r.router.counters["dialect_checked"] == 2
     # a 2.2 board and a v1 device without a boot keep the fast path
@@ -93,7 +94,7 @@ def test_a_v1_message_with_a_boot_locks_the_device_at_once_in_the_same_batch():
     # the report before the announce took the fast path (its order is kept:
     # summaries reach the device first); the one after goes with the announce
     assert seen == [V1] and len(rows) == 1
-    assert [m.kind for m in device[V1]] == ["announce", "fw22_relays_state"]
+    assert [m.message.kind for m in device[V1]] == ["announce", "fw22_relays_state"]
     # an announce without a boot does not lock
     r2 = Routing()
     r2.batch((topic(V1, "announce"), ANNOUNCE_NO_BOOT))
@@ -132,7 +133,7 @@ def device_actor(logic):
 
 
 def locked_logic():
-    return DeviceLogic(V1, DeviceRules(), status="online", dialect="v1", boot_id=7, last_seen=999.0)
+    return logic(V1, DeviceRules(), status="online", dialect="v1", boot_id=7, last_seen=999.0)
 
 
 def test_the_actor_acknowledges_a_refused_message_and_stores_none_of_it():

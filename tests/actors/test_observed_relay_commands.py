@@ -78,7 +78,8 @@ def test_observed_command_goes_to_the_target_device_as_a_device_message():
     assert len(routes) == 1 and routes[0].seen == ()
     (uuid, msgs), = routes[0].messages
     assert uuid == RELAY and len(msgs) == 1
-    assert msgs[0].observed.state is True and msgs[0].alive is False and msgs[0].kind == "fw22_relay_set"
+    m = msgs[0].message
+    assert m.observed.state is True and m.alive is False and m.kind == "fw22_relay_set"
     assert rows == [] and not router.rejections
 
 
@@ -90,8 +91,8 @@ def test_a_state_report_after_an_observed_command_in_one_batch_stays_in_order():
     # the report before the command takes the fast path; the one after goes with the command, in order
     assert [uuid for uuid, _ in route_.seen] == [RELAY]
     (uuid, msgs), = route_.messages
-    assert [m.kind for m in msgs] == ["fw22_relay_set", "fw22_relays_state"]
-    assert msgs[1].relay_states and msgs[1].rows  # its telemetry rows are stored with it
+    assert [m.message.kind for m in msgs] == ["fw22_relay_set", "fw22_relays_state"]
+    assert msgs[1].message.relay_states and msgs[1].rows  # its telemetry rows are stored with it
     assert len(rows) == 1 and len(rows[0].rows) == 1  # the first report's row
 
 

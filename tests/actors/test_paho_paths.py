@@ -34,8 +34,8 @@ def path(request, monkeypatch, caplog):
 def start_io(broker):
     settings = Settings(mqtt_port=broker.port, mqtt_client_id="paho-paths")
     router = Recorder()  # stands in for the Router: told each InboundBatch from the network thread
-    io = MqttIO.start(settings, [("t/#", 1)], Publication("gw/status", b"offline", 1, retain=True))
-    io.proxy().start_network(router).get()
+    io = MqttIO.start(settings, [("t/#", 1)], Publication("gw/status", b"offline", 1, retain=True), router)
+    io.proxy().start_network().get()
     wait_until(lambda: io.proxy().ever_subscribed.get().is_set(), 10, what="subscribed")
     return io, router
 

@@ -23,7 +23,7 @@ from actors.messages import (
 )
 from actors.rules.device import DeviceLogic, DeviceRules
 from actors.supervisor import MAX_RESTARTS, DeviceSupervisor
-from protocol.values import Availability, DeviceFacts
+from protocol.values import Availability, DeviceFacts, Dialect, Kind, Message
 from tests.support.broker import wait_until
 
 
@@ -60,11 +60,11 @@ class ExplodingLogic(DeviceLogic):
     """A device whose logic raises on an announce naming `boom` (stands in
     for a bug in the real logic: the supervisor is what is under test)."""
 
-    def message(self, now, received_at, dialect, encoding, kind, **kw):
-        facts = kw.get("facts")
+    def message(self, now, dm):
+        facts = dm.message.facts
         if facts is not None and facts.name == "boom":
             raise RuntimeError("bug in device logic")
-        return super().message(now, received_at, dialect, encoding, kind, **kw)
+        return super().message(now, dm)
 
 
 @pytest.fixture
@@ -76,9 +76,7 @@ def system():
     refs = {}
 
     def make_device(uuid, known, restarts):
-        logic = ExplodingLogic(uuid, DeviceRules(), status=known.status if known else None,
-                               boot_id=known.boot_id if known else None,
-                               device_type=known.device_type if known else None)
+        logic = ExplodingLogic(uuid, DeviceRules(), known)
         return Device.start(logic, supervisor=refs["sup"], mqtt=mqtt, scheduler=scheduler, store=store,
                             availability=lambda u, online: None, encode_command=encoder, restarts=restarts)
 
@@ -88,8 +86,8 @@ def system():
 
 
 def announce(uuid, token, name="ok", boot_id=1):
-    return DeviceMessage(time.time(), "v1", "json", None, "announce", token, True, boot_id, None,
-                         DeviceFacts(device_type="relay_board", firmware_version="1", name=name, boot_id=boot_id))
+    facts = DeviceFacts(device_type="relay_board", firmware_version="1", name=name, boot_id=boot_id)
+    return DeviceMessage(Message(uuid, Dialect.V1, Kind.ANNOUNCE, boot_id=boot_id, facts=facts), time.time(), token)
 
 
 def completed(mqtt):
@@ -134,8 +132,9 @@ def test_a_device_that_keeps_crashing_is_left_down_and_its_messages_completed(sy
 
 
 def offline_will(uuid, token, boot_id=1):
-    return DeviceMessage(time.time(), "v1", "json", None, "status", token, False, boot_id, None,
-                         availability=Availability(online=False, boot_id=boot_id))
+    will = Availability(online=False, boot_id=boot_id)
+    return DeviceMessage(Message(uuid, Dialect.V1, Kind.STATUS, alive=False, boot_id=boot_id, availability=will),
+                         time.time(), token)
 
 
 def test_cache_evicts_least_recently_seen_offline_devices_and_rebuilds_them(system):
@@ -189,9 +188,7 @@ def test_messages_in_the_crash_window_never_start_a_second_actor():
     refs = {}
 
     def make_device(uuid, known, restarts):
-        logic = ExplodingLogic(uuid, DeviceRules(), status=known.status if known else None,
-                               boot_id=known.boot_id if known else None,
-                               device_type=known.device_type if known else None)
+        logic = ExplodingLogic(uuid, DeviceRules(), known)
         ref = Device.start(logic, supervisor=SlowToReport(refs["sup"], reporting, release), mqtt=mqtt, scheduler=scheduler,
                            store=store, availability=lambda u, online: None, encode_command=encoder,
                            restarts=restarts)

@@ -119,6 +119,11 @@ def _example_for(tp, depth=0):
         return b"\x01\x02"
     if dataclasses.is_dataclass(tp):
         return _auto_example(tp, depth + 1)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return list(tp)[-1]
+    if isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields"):  # a NamedTuple (TelemetryRow)
+        hints = typing.get_type_hints(tp)
+        return tp(*(_example_for(hints[f], depth) for f in tp._fields))
     raise NotImplementedError(f"no example for {tp!r}")
 
 
@@ -318,3 +323,37 @@ def test_a_tuple_of_mixed_types_is_not_packed():
 
     mixed = SnapshotReply(1, (Token(1, 2, 1), {"name": "x"}))
     assert wire.decode(wire.encode(mixed)) == mixed
+
+
+def test_telemetry_rows_come_back_as_telemetry_rows():
+    from protocol.values import TelemetryRow, new_row
+
+    rows = (new_row(ROW), new_row(ROW[:3] + (1,) + ROW[4:]))
+    for message in (m.TelemetryRows(rows, (m.Token(1, 2, 1),)), m.DeviceWrite("u", 1.0, rows=rows[:1])):
+        back = wire.decode(wire.encode(message))
+        assert back == message
+        assert all(type(r) is TelemetryRow for r in back.rows)
+    assert back.rows[0].metric == "0x123" and back.rows[0].raw == ROW[-1]
+
+
+def test_telemetry_rows_of_the_wrong_width_are_refused():
+    bad = msgpack.ExtType(3, msgpack.packb([["too", "short"]]))
+    with pytest.raises(wire.WireError):
+        wire._unpack(msgpack.packb(bad))
+
+
+def test_enums_come_back_as_enums():
+    from protocol.values import Dialect, Encoding
+
+    known = m.KnownDevice("u", "online", protocol=Dialect.FW22, encoding=Encoding.MSGPACK)
+    back = wire.decode(wire.encode(m.StoreReady(1, devices=(known, known))))
+    assert back.devices[0] == known
+    assert type(back.devices[0].protocol) is Dialect and type(back.devices[1].encoding) is Encoding
+    transition = wire.decode(wire.encode(m.CommandTransition(1, CommandStatus.SENT)))
+    assert type(transition.status) is CommandStatus
+
+
+def test_an_unknown_enum_value_is_refused():
+    bad = msgpack.ExtType(4, msgpack.packb(["Dialect", "v9"]))
+    with pytest.raises(wire.WireError):
+        wire._unpack(msgpack.packb(bad))

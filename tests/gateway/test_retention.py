@@ -10,7 +10,7 @@ import pytest
 from actors.messages import Deadline, GetSnapshot, Schedule
 from actors.retention import DAY_S, MB, Retention
 from gateway.settings import Settings
-from storage import migrations
+from storage import migrations, prune
 from storage import telemetry as telemetry_repo
 from storage.db import close_database, database, open_database
 from tests.support.broker import wait_until
@@ -86,13 +86,13 @@ def test_size_limit_prunes_the_oldest_rows_first(db):
     now = time.time()
     for k in range(6):
         telemetry_repo.insert_rows(database, rows(f"d{k}", 4000, now - 100 + k, start_seq=0, tag="x" * 100))
-    used = telemetry_repo.used_bytes()
+    used = prune.used_bytes()
     limit_mb = used / MB / 2
     before = ids()
     retention = Retention(Settings(retention_days=0, db_max_mb=limit_mb), FakeScheduler(), batch=1000, pause_s=0)
     run_to_end(retention)
     after = ids()
-    assert telemetry_repo.used_bytes() <= limit_mb * MB
+    assert prune.used_bytes() <= limit_mb * MB
     assert 0 < len(after) < len(before)
     assert after == before[-len(after):]  # the newest rows are the ones kept
     state = retention.state()
@@ -137,7 +137,7 @@ def test_short_of_the_reserve_the_oldest_rows_go_until_there_is_room(db, monkeyp
         assert steps < 100
     state = retention.state()["reserve"]
     assert state["pruned_for_reserve"] > 0 and state["shortages"] == 1
-    assert telemetry_repo.reusable_bytes() >= 1 * MB  # the database has room inside itself again
+    assert prune.reusable_bytes() >= 1 * MB  # the database has room inside itself again
     assert telemetry_repo.count("dev") == 20000 - state["pruned_for_reserve"]
     assert ids()[0] == state["pruned_for_reserve"] + 1  # the first stored went first
 

@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 
 from protocol.values import DeviceFacts
-from storage import config_app, devices, events, migrations, telemetry
+from storage import config_app, devices, events, migrations, prune, telemetry
 from storage.db import close_database, database, open_database, write_transaction
 from storage.models import SchemaVersion
 from tests.support import config_app as app
@@ -267,10 +267,10 @@ def test_retention_prunes_the_copies_too(app_db):
         new = [row("v1-d", seq=100 + i, ts=NOW + i) for i in range(20)]
         with write_transaction():
             telemetry.insert_rows(database, old + new)
-        assert telemetry.prune_older_than(NOW - 30 * 86400, batch=7) == 30
+        assert prune.prune_older_than(NOW - 30 * 86400, batch=7) == 30
         copies = read(path, lambda c: [t for (t,) in c.execute("SELECT timestamp FROM telemetry_data ORDER BY timestamp")])
         assert len(copies) == 20 and copies[0] == config_app.local_datetime(NOW)
-        assert telemetry.prune_to_size(0, batch=5, max_rows=10) == 10
+        assert prune.prune_to_size(0, batch=5, max_rows=10) == 10
         assert read(path, lambda c: c.execute("SELECT COUNT(*) FROM telemetry_data").fetchone()[0]) == 10
     finally:
         close_database()

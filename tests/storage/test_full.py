@@ -9,7 +9,8 @@ import errno
 import pytest
 
 from storage import telemetry
-from storage.db import DatabaseFull, database, is_full_error, sqlite_errors, write_transaction
+from storage.db import DatabaseFull, database, sqlite_errors, write_transaction
+from storage.errors import is_full_error
 
 # A full disk under a SQLite file; a PostgreSQL server's disk is not the gateway's.
 pytestmark = pytest.mark.sqlite_only

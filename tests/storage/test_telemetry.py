@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage import telemetry
+from storage import prune, telemetry
 from storage.db import write_transaction
 from storage.telemetry import TELEMETRY_COLUMNS
 
@@ -109,39 +109,39 @@ def test_prune_older_than(db):
     # A replayed old reading that arrived late (high id, old ts).
     rows.append(row(device="late", seq=1, ts=5.0))
     telemetry.insert_rows(db, rows)
-    assert telemetry.prune_older_than(50.0, batch=7) == 49 + 1
+    assert prune.prune_older_than(50.0, batch=7) == 49 + 1
     remaining = telemetry.query("d1", limit=1000)
     assert min(r.ts for r in remaining) == 50.0 and len(remaining) == 51
     assert telemetry.query("late") == []
-    assert telemetry.prune_older_than(50.0) == 0
+    assert prune.prune_older_than(50.0) == 0
 
 
 @pytest.mark.sqlite_only  # the size limit counts SQLite pages (AUTOCORE_DB_MAX_MB is SQLite's)
 def test_prune_to_size_removes_oldest_until_small_enough(db):
     for b in range(10):
         telemetry.insert_rows(db, [row(seq=b * 2000 + i, ts=float(b * 2000 + i), raw=b"x" * 100) for i in range(2000)])
-    full = telemetry.used_bytes()
+    full = prune.used_bytes()
     target = full // 2
-    deleted = telemetry.prune_to_size(target, batch=1000)
+    deleted = prune.prune_to_size(target, batch=1000)
     assert 0 < deleted < 20000
-    assert telemetry.used_bytes() <= target
+    assert prune.used_bytes() <= target
     # The oldest went first.
     oldest = min(r.ts for r in telemetry.query("d1", limit=20000))
     assert oldest == float(deleted)
-    assert telemetry.prune_to_size(target) == 0
+    assert prune.prune_to_size(target) == 0
 
 
 @pytest.mark.sqlite_only  # the size limit counts SQLite pages (AUTOCORE_DB_MAX_MB is SQLite's)
 def test_prune_to_size_with_nothing_left_to_prune_stops(db):
     telemetry.insert_rows(db, [row(seq=i) for i in range(10)])
-    assert telemetry.prune_to_size(1) == 10
+    assert prune.prune_to_size(1) == 10
     assert telemetry.count() == 0
 
 
 @pytest.mark.sqlite_only  # the size limit counts SQLite pages (AUTOCORE_DB_MAX_MB is SQLite's)
 def test_prune_to_size_max_rows(db):
     telemetry.insert_rows(db, [row(seq=i) for i in range(100)])
-    assert telemetry.prune_to_size(1, batch=30, max_rows=50) == 50
+    assert prune.prune_to_size(1, batch=30, max_rows=50) == 50
 
 
 def test_rows_get_ids_in_the_order_given(db):

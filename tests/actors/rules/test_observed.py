@@ -9,10 +9,11 @@ import pytest
 
 from actors.messages import CommandState
 from actors.rules.commands import Plan
-from actors.rules.device import DeviceLogic, DeviceRules
+from actors.rules.device import DeviceRules
 from actors.rules.observed import MAX_WAITING, RECENT
 from protocol import codec, fw22
 from protocol.values import CommandSpec, Event, ObservedCommand, RelayState
+from tests.actors.rules.device_inputs import logic, message, seen
 
 UUID = "esp32-9c1a77b0e2f41d03"
 GATEWAY = "gw-under-test"
@@ -22,25 +23,25 @@ CONFIG_APP = ObservedCommand(channel=3, state=True, function_type="toggle", user
 DISPLAY_TOGGLE = ObservedCommand(channel=5, command="toggle", user="display", source="esp32-display-7f3a")
 
 
-def relay(**kw) -> DeviceLogic:
+def relay(**kw):
     kw.setdefault("status", "online")
     kw.setdefault("dialect", "fw22")
     kw.setdefault("device_type", "esp32_relay")
     kw.setdefault("last_seen", 0.0)
-    return DeviceLogic(UUID, RULES, **kw)
+    return logic(UUID, RULES, **kw)
 
 
 def observe(dev, command, at):
-    return dev.message(at, at, "fw22", "json", "fw22_relay_set", alive=False, observed=command)
+    return message(dev, at, at, "fw22", "json", "fw22_relay_set", alive=False, observed=command)
 
 
 def state(dev, at, **channels):
-    return dev.seen(at, at, 1, "fw22", "json",
+    return seen(dev, at, at, 1, "fw22", "json",
                     relay_states=tuple(RelayState(int(k[1:]), v) for k, v in channels.items()))
 
 
 def error(dev, at, detail):
-    return dev.message(at, at, "fw22", "json", "fw22_error", events=(Event("error", detail, channel=None),))
+    return message(dev, at, at, "fw22", "json", "fw22_error", events=(Event("error", detail, channel=None),))
 
 
 def refusal(payload: bytes | dict, code="ERR_002", message="missing command field"):
@@ -50,11 +51,11 @@ def refusal(payload: bytes | dict, code="ERR_002", message="missing command fiel
 
 
 def results(step):
-    return [d for _, e, d in step.events if e == "relay_command_result"]
+    return [d for _, e, d in step.write.events if e == "relay_command_result"]
 
 
 def names(step):
-    return [e for _, e, _ in step.events]
+    return [e for _, e, _ in step.write.events]
 
 
 CONFIG_APP_PAYLOAD = {"protocol_version": "2.2.0", "channel": 3, "state": True, "function_type": "toggle",
@@ -67,12 +68,12 @@ CONFIG_APP_PAYLOAD = {"protocol_version": "2.2.0", "channel": 3, "state": True, 
 def test_observed_command_is_an_event_and_nothing_else():
     dev = relay()
     step = observe(dev, CONFIG_APP, 10.0)
-    assert step.events == [(10.0, "relay_command", {"channel": 3, "command": None, "state": True,
+    assert list(step.write.events) == [(10.0, "relay_command", {"channel": 3, "command": None, "state": True,
                                                     "function_type": "toggle", "user": "config_app",
                                                     "source": None, "command_id": None})]
     # never acted on, not the board's message: no sends, no command rows, no liveness, no device row
-    assert not step.sends and not step.beats and not step.transitions
-    assert step.ensure is None and step.status is None and step.last_seen is None and step.protocol is None
+    assert not step.sends and not step.beats and not step.write.transitions
+    assert step.write.ensure is None and step.write.status is None and step.write.last_seen is None and step.write.protocol is None
     assert dev.liveness.last_seen == 0.0 and dev.counters["messages"] == 0
     assert dev.counters["relay_commands_observed"] == 1
     assert dev.commands.out == {} and dev.commands.queue == []
@@ -80,21 +81,21 @@ def test_observed_command_is_an_event_and_nothing_else():
 
 
 def test_unknown_board_gets_the_event_but_is_not_made_a_device():
-    dev = DeviceLogic("esp32-never-seen", RULES)
+    dev = logic("esp32-never-seen", RULES)
     step = observe(dev, CONFIG_APP, 1.0)
     assert names(step) == ["relay_command"]
-    assert step.ensure is None and step.status is None and dev.status is None
+    assert step.write.ensure is None and step.write.status is None and dev.status is None
     assert not dev.idle()  # it waits for an answer
     step = dev.deadline(6.0)
     assert results(step)[0]["outcome"] == "no_answer"
-    assert step.ensure is None and step.status is None and dev.status is None
+    assert step.write.ensure is None and step.write.status is None and dev.status is None
     assert dev.idle()
 
 
 def test_a_v1_device_is_not_turned_fw22_by_an_observed_command():
-    dev = DeviceLogic(UUID, RULES, status="online", dialect="v1", boot_id=3, last_seen=0.0)
+    dev = logic(UUID, RULES, status="online", dialect="v1", boot_id=3, last_seen=0.0)
     step = observe(dev, CONFIG_APP, 1.0)
-    assert names(step) == ["relay_command"] and step.protocol is None and dev.dialect == "v1"
+    assert names(step) == ["relay_command"] and step.write.protocol is None and dev.dialect == "v1"
 
 
 @pytest.mark.parametrize("own", [
@@ -105,7 +106,7 @@ def test_a_v1_device_is_not_turned_fw22_by_an_observed_command():
 def test_the_gateways_own_relays_set_is_ignored(own):
     dev = relay()
     step = observe(dev, own, 1.0)
-    assert step.events == [] and not step.writes_anything()
+    assert step.write.events == () and not step.write.changes_anything()
     assert dev.counters["relay_commands_own"] == 1 and dev.counters["relay_commands_observed"] == 0
     assert dev.next_wake() == dev.liveness.deadline()  # nothing waits
 
@@ -114,7 +115,7 @@ def test_the_gateways_own_payload_through_the_decoder_is_ignored():
     payload = fw22.relay_set_publication(UUID, 3, "on", "42", GATEWAY).payload
     observed = fw22.decode(fw22.parse_topic(f"autocore/devices/{UUID}/relays/set"), *codec.decode(payload, 65536)).observed
     dev = relay()
-    assert observe(dev, observed, 1.0).events == []
+    assert observe(dev, observed, 1.0).write.events == ()
 
 
 # ------------------------------------------------------------------ applied
@@ -128,9 +129,9 @@ def test_applied_when_relays_state_shows_the_requested_state():
     assert results(step) == [{"channel": 3, "state": True, "outcome": "applied",
                               "observed_command": CONFIG_APP.detail(), "after_s": 0.2,
                               "confirmed_by": "relays/state"}]
-    assert step.events[0][0] == 1.2
+    assert step.write.events[0][0] == 1.2
     assert dev.counters["relay_command_applied"] == 1
-    assert dev.observed.waiting == [] and dev.deadline(10.0).events == []
+    assert dev.observed.waiting == [] and dev.deadline(10.0).write.events == ()
 
 
 def test_a_report_in_the_old_state_does_not_confirm():
@@ -161,7 +162,7 @@ def test_toggle_without_a_known_state_waits_for_a_relay_change():
     dev = relay()
     observe(dev, DISPLAY_TOGGLE, 1.0)
     assert results(state(dev, 1.1, c5=True)) == []  # a change from what? unknown
-    step = dev.message(1.2, 1.2, "fw22", "json", "fw22_relay_events", alive=False,
+    step = message(dev, 1.2, 1.2, "fw22", "json", "fw22_relay_events", alive=False,
                        events=(Event("relay_change", {"event": "relay_change", "channel": 5, "state": False}, channel=5),))
     assert names(step) == ["relay_change", "relay_command_result"]
     assert results(step)[0]["confirmed_by"] == "relay_change" and results(step)[0]["state"] is False
@@ -171,11 +172,11 @@ def test_relay_change_with_the_requested_state_confirms_on_off():
     dev = relay()
     observe(dev, ObservedCommand(channel=2, command="off", state=False, user="display"), 1.0)
     change = {"event": "relay_change", "channel": 2, "state": True}
-    step = dev.message(1.1, 1.1, "fw22", "json", "fw22_relay_events", alive=False,
+    step = message(dev, 1.1, 1.1, "fw22", "json", "fw22_relay_events", alive=False,
                        events=(Event("relay_change", change, channel=2),))
     assert results(step) == []
     change["state"] = False
-    step = dev.message(1.2, 1.2, "fw22", "json", "fw22_relay_events", alive=False,
+    step = message(dev, 1.2, 1.2, "fw22", "json", "fw22_relay_events", alive=False,
                        events=(Event("relay_change", change, channel=2),))
     assert results(step)[0]["outcome"] == "applied"
 
@@ -189,16 +190,16 @@ def test_all_channels():
 
 
 def test_applied_leaves_the_gateways_command_window_alone():
-    dev = DeviceLogic(UUID, RULES, status="online", dialect="fw22", last_seen=0.0,
+    dev = logic(UUID, RULES, status="online", dialect="fw22", last_seen=0.0,
                       plan=lambda dialect, s: Plan(confirm=(3, True), silent=True))
     spec = CommandSpec(id=9, device_uuid=UUID, command_type="relay_control", parameters={"channel": 3, "state": True},
                        timeout=5.0, expires_at=100.0)
     step = dev.take_commands((CommandState(spec, "queued"),), 0.5)
-    assert [t[1] for t in step.transitions] == ["sent"]
+    assert [t.status for t in step.write.transitions] == ["sent"]
     observe(dev, CONFIG_APP, 1.0)
     step = state(dev, 1.2, c3=True)
     # both end: the gateway's command by its own rule, the observed one by its event
-    assert [(cid, st) for cid, st, _ in step.transitions] == [(9, "succeeded")]
+    assert [(t.command_id, t.status) for t in step.write.transitions] == [(9, "succeeded")]
     assert results(step)[0]["outcome"] == "applied"
 
 
@@ -213,7 +214,7 @@ def test_error_that_echoes_the_config_app_payload():
     assert results(step) == [{"channel": 3, "state": None, "outcome": "error", "observed_command": CONFIG_APP.detail(),
                               "after_s": 0.05, "error_code": "ERR_002", "error_message": "missing command field"}]
     assert dev.counters["relay_command_error"] == 1
-    assert dev.deadline(10.0).events == []
+    assert dev.deadline(10.0).write.events == ()
 
 
 def test_error_echoing_the_gateways_own_command_answers_no_observed_one():
@@ -277,17 +278,17 @@ def test_no_answer_at_the_command_timeout():
     state(dev, 0.5, c3=False)
     observe(dev, CONFIG_APP, 1.0)
     assert dev.next_wake() == 6.0  # the observed command's deadline comes before the liveness timeout
-    assert dev.deadline(5.9).events == []
+    assert dev.deadline(5.9).write.events == ()
     step = dev.deadline(6.0)
-    assert step.events == [(6.0, "relay_command_result", {"channel": 3, "state": False, "outcome": "no_answer",
+    assert list(step.write.events) == [(6.0, "relay_command_result", {"channel": 3, "state": False, "outcome": "no_answer",
                                                           "observed_command": CONFIG_APP.detail(), "after_s": 5.0})]
     assert dev.counters["relay_command_no_answer"] == 1
     assert dev.next_wake() != 6.0
-    assert not step.transitions and not step.sends
+    assert not step.write.transitions and not step.sends
 
 
 def test_command_timeout_is_the_rules_setting():
-    dev = DeviceLogic(UUID, DeviceRules(command_timeout_s=1.5, gateway_id=GATEWAY), status="online", dialect="fw22",
+    dev = logic(UUID, DeviceRules(command_timeout_s=1.5, gateway_id=GATEWAY), status="online", dialect="fw22",
                       last_seen=0.0)
     observe(dev, CONFIG_APP, 1.0)
     assert dev.next_wake() == 2.5

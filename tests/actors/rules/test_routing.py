@@ -44,7 +44,7 @@ def test_what_changes_a_device_goes_to_its_actor_and_a_bare_status_needs_nothing
     r = rules()
     out = r.route([raw("announce", ANNOUNCE, 1), raw("status", STATUS, 2)])
     ((uuid, messages),) = out.devices
-    assert uuid == DEV and [m.kind for m in messages] == ["announce"] and messages[0].token == Token(1, 1, 1)
+    assert uuid == DEV and [m.message.kind for m in messages] == ["announce"] and messages[0].token == Token(1, 1, 1)
     assert [u for u, _ in out.seen] == [DEV]
     assert out.done == [Token(1, 2, 1)] and out.rows == []
 
@@ -83,7 +83,7 @@ def test_a_v1_device_with_a_boot_sends_its_2_2_messages_to_its_actor_until_the_o
     r = rules()
     r.load([KnownDevice(DEV, "online", boot_id=3, protocol="v1")])
     out = r.route([raw("relays/state", STATE_22, 1)])
-    assert out.seen == () and out.rows == [] and [m.kind for _, ms in out.devices for m in ms] == ["fw22_relays_state"]
+    assert out.seen == () and out.rows == [] and [m.message.kind for _, ms in out.devices for m in ms] == ["fw22_relays_state"]
     assert r.counters["dialect_checked"] == 1
     mark = r.mark()
     assert r.lock(DEV, False, after=mark) is False
