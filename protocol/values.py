@@ -65,6 +65,13 @@ class Rejected(Exception):
         self.detail = detail
 
 
+# A device's `status` in gateway_devices (PROTOCOL.md), as liveness
+# (actors/rules/liveness.py) writes it and the CLI filters on it.
+ONLINE = "online"
+OFFLINE = "offline"
+DISCOVERED = "discovered"
+DEVICE_STATUSES = (ONLINE, OFFLINE, DISCOVERED)
+
 # Stable rejection reasons (counter keys).
 BAD_TOPIC = "bad_topic"
 BAD_UUID = "bad_uuid"

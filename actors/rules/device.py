@@ -20,7 +20,7 @@ from actors.rules.liveness import DISCOVERED, OFFLINE, ONLINE, Liveness, timeout
 from actors.rules.observed import ObservedCommands
 from protocol import dialects
 from protocol.fw22 import refused_command
-from protocol.values import CommandSpec, DeviceFacts, Dialect, Discovery, Encoding, Event, RelayState
+from protocol.values import CommandSpec, DeviceFacts, Dialect, Discovery, Encoding, Event, Kind, RelayState
 
 LAST_SEEN_WRITE_S = 5.0  # `devices.last_seen` is refreshed at most this often per device
 # A v1 device with a boot_id refuses 2.2 messages (PROTOCOL.md, "Firmware 2.2
@@ -285,7 +285,7 @@ class DeviceLogic:
             self._known(step, dialect, now)
         self._encoding(step, encoding)
         if facts is not None:
-            if facts != self._facts_written or kind == "announce" or step.write.ensure:
+            if facts != self._facts_written or kind == Kind.ANNOUNCE or step.write.ensure:
                 step.change(facts=facts)
                 self._facts_written = facts
             if facts.device_type:
@@ -293,7 +293,7 @@ class DeviceLogic:
             if facts.status_interval:
                 self.status_interval = facts.status_interval
             self.liveness.timeout_s = self._timeout()
-            if kind == "announce":
+            if kind == Kind.ANNOUNCE:
                 step.event(received_at, "announce", {"boot_id": facts.boot_id, "firmware_version": facts.firmware_version})
             boot_id = facts.boot_id if facts.boot_id is not None else boot_id
         if m.seq is not None:
@@ -309,7 +309,7 @@ class DeviceLogic:
         elif m.alive or (availability is not None and availability.online):
             if availability is not None and availability.boot_id is not None:
                 boot_id = availability.boot_id
-            self._alive(step, received_at, boot_id, announce=kind == "announce")
+            self._alive(step, received_at, boot_id, announce=kind == Kind.ANNOUNCE)
         for ev in events:
             step.event(received_at, ev.event, ev.detail)
             if ev.event == "safety_shutoff":

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ONLINE = "online"
-OFFLINE = "offline"
-DISCOVERED = "discovered"
+from protocol.values import DISCOVERED, OFFLINE, ONLINE
+
+__all__ = ["DISCOVERED", "OFFLINE", "ONLINE", "Liveness", "timeout_for"]
 
 
 @dataclass

@@ -22,9 +22,9 @@ from gateway.commands.common import (
     writing,
 )
 from gateway.settings import LoadedSettings, Settings
-from protocol.values import Dialect
+from protocol.values import DEVICE_STATUSES, Dialect
 
-STATUSES = ("online", "offline", "discovered")
+STATUSES = DEVICE_STATUSES
 DIALECTS = tuple(dialect.value for dialect in Dialect)
 CONTROL_TIMEOUT_S = 30.0  # forget waits for the store to commit what the device's actor sent before
 
