@@ -134,7 +134,7 @@ def check_batch(b: UplinkBatch) -> None:
     for i, row in enumerate(b.rows):
         if not isinstance(row, dict):
             raise UplinkError(f"row {i} must be a map of column names to values")
-        rid = row.get("id")
+        rid: Any = row.get("id")
         if not _is_id(rid) or not b.first_id <= rid <= b.last_id or rid <= previous:
             raise UplinkError(f"row {i}: id {rid!r} must increase and lie in {b.first_id}..{b.last_id}")
         previous = rid
