@@ -92,6 +92,12 @@ class Store:
         self.refs["CommandFeed"] = CommandFeed.start(s, writer, scheduler, self.channel)
         self.refs["Retention"] = Retention.start(s, scheduler)
         self.refs["Checkpointer"] = Checkpointer.start(s, scheduler)
+        # -- fleet uplink (issue 14): its own actor, only when AUTOCORE_UPLINK_URL is set --
+        if s.uplink_url:
+            from actors.uplink import Uplink
+
+            self.refs["Uplink"] = Uplink.start(s, scheduler)
+        # -- end of fleet uplink --
         ready = StoreReady(os.getpid(), devices, commands_in_flight(s))
         close_database_connection_of_this_thread()
         self.channel.start_reader(self.on_core_message)
@@ -151,7 +157,7 @@ class Store:
                 batcher.tell(Flush("core gone"))
             except pykka.ActorDeadError:
                 pass
-        for name in ("Checkpointer", "Retention", "CommandFeed", "CanFeed", "TelemetryBatcher", "DbWriter", "Scheduler"):
+        for name in ("Uplink", "Checkpointer", "Retention", "CommandFeed", "CanFeed", "TelemetryBatcher", "DbWriter", "Scheduler"):
             ref = self.refs.get(name)
             if ref is not None:
                 try:

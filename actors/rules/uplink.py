@@ -47,6 +47,7 @@ class _Flight:
     table: str
     first: int
     last: int
+    lane: str = ""
 
 
 @dataclass
@@ -124,7 +125,7 @@ class UplinkPlan:
         if rows == 0:
             self.acked[read.table].add(read.first, last_covered)
             return
-        self._flights[key] = _Flight(read.table, read.first, last_covered)
+        self._flights[key] = _Flight(read.table, read.first, last_covered, read.lane)
         if read.lane == BACKLOG:
             self.pacer.take(now, size, rows)
 
@@ -137,6 +138,24 @@ class UplinkPlan:
             return None
         self.acked[flight.table].add(flight.first, flight.last)
         return flight.table, flight.first, flight.last
+
+    def on_refused(self, key: int) -> bool:
+        """The broker refused batch `key` (a PUBACK with a failure reason):
+        nothing is done, and its lane goes back to send it again (what was
+        handed out after it in that lane may go twice; the receiver keeps
+        one). False for an unknown key."""
+        flight = self._flights.pop(key, None)
+        if flight is None:
+            return False
+        handed = (flight.lane, flight.table)
+        if handed in self._handed:
+            self._handed[handed] = min(self._handed[handed], flight.first - 1)
+        return True
+
+    def set_window(self, window: int) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.window = window
 
     def pending(self, newest: dict[str, int]) -> dict[str, int]:
         """Rows (ids) not yet acknowledged, per table, up to the newest."""

@@ -104,3 +104,15 @@ def test_sent_must_stay_inside_the_read():
     r = p.next(0.0, {"telemetry": 5})
     with pytest.raises(ValueError):
         p.sent(1, r, 6, rows=1, size=1, now=0.0)
+
+
+def test_a_refused_batch_is_sent_again_and_not_counted_done():
+    p = plan(window=4)
+    p.on_connect(newest_telemetry=0)
+    newest = {"telemetry": 30}
+    first = p.next(0.0, newest)
+    p.sent(1, first, 10, rows=10, size=1, now=0.0)
+    assert p.on_refused(1) is True and p.on_refused(1) is False
+    again = p.next(0.0, newest)
+    assert (again.first, again.last) == (1, 30)
+    assert p.acked["telemetry"].low_watermark() == 0
