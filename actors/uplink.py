@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+import pykka
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -108,6 +110,7 @@ class Uplink(GatewayActor):
                                pacer=Pacer(s.uplink_rate or None, s.uplink_bytes_rate or None, now))
         self.database_id = ""
         self.client: mqtt.Client | None = None
+        self._stopping = threading.Event()
         self.connected = False
         self.receive_maximum: int | None = None
         self.newest: dict[str, int] = {lane: 0 for lane in WIRE_LANES}
@@ -144,6 +147,7 @@ class Uplink(GatewayActor):
         self.scheduler.tell(Schedule(TICK, self.clock() + self.poll_s, self.actor_ref))
 
     def on_stop(self) -> None:
+        self._stopping.set()
         if self.client is not None:
             try:
                 self.client.disconnect()
@@ -169,7 +173,23 @@ class Uplink(GatewayActor):
         # Our window bounds what is in flight; paho must not hold any back.
         client.max_inflight_messages_set(MQTT_RECEIVE_MAXIMUM)
         client.max_queued_messages_set(0)
-        me = self.actor_ref
+        actor = self.actor_ref
+        stopping = self._stopping
+
+        class _Me:
+            """The actor as paho's callbacks see it: a message to an actor
+            that has stopped (paho's last disconnect) is dropped."""
+
+            @staticmethod
+            def tell(message: Any) -> None:
+                if stopping.is_set():
+                    return
+                try:
+                    actor.tell(message)
+                except pykka.ActorDeadError:
+                    pass
+
+        me = _Me()
 
         def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
             if reason.is_failure:

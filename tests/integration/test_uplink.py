@@ -1,0 +1,122 @@
+"""The fleet uplink end to end (issue 14): the vehicle's Mosquitto, the
+gateway as a real subprocess, a second Mosquitto as the fleet broker, and
+a collector on the fleet side keeping each row by (vehicle, db, lane, id).
+
+Sizes here are what `make test` affords on 2 shared cores (each test well
+under a minute); the bench's "uplink" scenario runs the issue's full sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+from protocol.uplink import FleetCommand
+from tests.integration.helpers import Stream, inspect
+from tests.integration.uplink_support import FleetCollector, send_fleet_command
+from tests.support.broker import Broker, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+VEHICLE = "car-1"
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    b = Broker(tmp_path / "fleet-broker").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def collector(fleet):
+    c = FleetCollector(fleet.port).start()
+    yield c
+    c.stop()
+
+
+def uplink_settings(fleet, **more):
+    return {"uplink_url": f"mqtt://127.0.0.1:{fleet.port}", "vehicle_id": VEHICLE, "uplink_reconnect_max_s": 1,
+            "uplink_poll_ms": 50, "uplink_rate": 0, **more}
+
+
+def stored_ids(db) -> set[int]:
+    return {r[0] for r in db.rows("SELECT id FROM telemetry")}
+
+
+def test_committed_rows_reach_the_fleet_once_with_events_and_the_inspection(gateways, broker, fleet, collector, db):
+    gw = gateways(**uplink_settings(fleet))
+    Stream(broker.port, "dev-up", 2000).start().wait()
+    wait_until(lambda: len(stored_ids(db)) == 2000, 30, what="2000 rows stored")
+    ids = stored_ids(db)
+    wait_until(lambda: collector.ids("telemetry") >= ids, 30, what="every row at the fleet",
+               progress=lambda: f"{len(collector.ids('telemetry'))} of {len(ids)}")
+    assert collector.ids("telemetry") == ids
+    assert collector.count("events") >= 1  # dev-up came online
+    (db_id,) = {k[1] for k in collector.rows}
+    assert db_id == db.one("SELECT value FROM gateway_meta WHERE key = 'database_id'")
+    row = collector.lane_rows("telemetry")[0]
+    assert row["device_uuid"] == "dev-up" and row["metric"] == "fuel_level"
+    u = wait_until(lambda: (lambda r: r if r["uplink"]["rows_pending"] == 0 else None)(
+        inspect(gw.socket_path, "uplink")), 10, what="nothing pending")["uplink"]
+    assert u["connected"] and u["lanes"]["telemetry"]["acked_upto"] == max(ids) and u["dropped_unsent"] == 0
+    cursor = json.loads(db.one("SELECT acked FROM uplink_cursor WHERE lane = 'telemetry'"))
+    wait_until(lambda: json.loads(db.one("SELECT acked FROM uplink_cursor WHERE lane = 'telemetry'"))[0][1]
+               == max(ids), 5, what="the cursor written")
+    assert cursor[0][0] == 1
+
+
+def test_kill_9_during_the_uplink_loses_and_doubles_nothing_at_the_fleet(gateways, broker, fleet, collector, db):
+    total, kills = 10_000, 6
+    settings = uplink_settings(fleet, uplink_batch_rows=200)
+    gw = gateways(**settings)
+    stream = Stream(broker.port, "dev-k9", total, pause_every=500, pause_s=0.05).start()
+    rng = random.Random(14)
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.3, 1.2))  # let it run a random while, then cut it anywhere
+        gw.kill()
+        gw.start()
+    stream.wait(60)
+    wait_until(lambda: len(stored_ids(db)) == total, 40, what="every message stored",
+               progress=lambda: len(stored_ids(db)))
+    ids = stored_ids(db)
+    wait_until(lambda: collector.ids("telemetry") >= ids, 40, what="every row at the fleet",
+               progress=lambda: f"{len(collector.ids('telemetry'))} of {len(ids)}")
+    # The fleet side keeps one of each: what a restart sent again is a
+    # repeat of a row (same vehicle, db, lane, id), never a new row.
+    assert collector.ids("telemetry") == ids
+    seqs = [r["seq"] for r in collector.lane_rows("telemetry")]
+    assert sorted(seqs) == list(range(1, total + 1))
+    gateways.allow_tracebacks = True  # a killed store may log a broken channel
+
+
+def test_a_command_from_the_fleet_while_offline_runs_once_and_its_outcome_goes_up(
+        gateways, broker, fleet, collector, db, devices):
+    gw = gateways(**uplink_settings(fleet))
+    # The uplink's persistent session exists on the fleet broker from now on.
+    wait_until(lambda: inspect(gw.socket_path, "uplink")["uplink"].get("connected"), 10, what="uplink connected")
+    gw.stop()
+    cmd = FleetCommand("fleet-cmd-1", "relay-9", "relay_control", {"relay_id": 1, "state": True})
+    send_fleet_command(fleet.port, VEHICLE, cmd)
+    send_fleet_command(fleet.port, VEHICLE, cmd)  # the fleet side sent it twice
+    gw.start()
+    dev = devices("relay-9")
+    dev.announce()
+    (sent,) = dev.wait_commands(1)
+    dev.respond(sent["command_id"], success=True, result={"relay": "on"})
+    wait_until(lambda: db.rows("SELECT id FROM commands WHERE origin_id = 'fleet-cmd-1' AND status = 'succeeded'"),
+               15, what="the fleet command succeeded")
+    assert len(db.rows("SELECT id FROM commands WHERE origin_id = 'fleet-cmd-1'")) == 1
+
+    def outcome():
+        return [r for r in collector.lane_rows("commands") if r["origin_id"] == "fleet-cmd-1"
+                and r["status"] == "succeeded"]
+
+    (done,) = wait_until(outcome, 15, what="the command's outcome at the fleet")
+    assert done["result"] == {"relay": "on"} and done["command_id"] == int(sent["command_id"])
+    statuses = [r["status"] for r in collector.lane_rows("commands") if r["origin_id"] == "fleet-cmd-1"]
+    assert statuses[0] == "pending" and statuses[-1] == "succeeded"
+    assert len(dev.commands) == 1  # executed once
