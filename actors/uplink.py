@@ -69,7 +69,8 @@ DB_ERRORS = database_errors()
 TICK = "uplink-tick"
 PACE = "uplink-pace"
 MQTT_RECEIVE_MAXIMUM = 65535  # what a broker that names none allows
-MAX_SENDS_PER_PUMP = 256  # then the mailbox gets a turn (acks, snapshots)
+MAX_SENDS_PER_PUMP = 256
+PACE_BURST_S = 0.1  # then the mailbox gets a turn (acks, snapshots)
 
 
 def parse_url(url: str) -> tuple[str, int, bool]:
@@ -106,8 +107,10 @@ class Uplink(GatewayActor):
         # Used only on paho's thread (its callbacks), never by the actor.
         self._link_backoff = Backoff(first_s=1.0, max_s=float(s.uplink_reconnect_max_s))
         now = clock()
+        # A short burst (0.1 s of the rate): the replay keeps to the rate from
+        # its first second on, not only on average over a long one.
         self.plan = UplinkPlan(window=int(s.uplink_window),
-                               pacer=Pacer(s.uplink_rate or None, s.uplink_bytes_rate or None, now))
+                               pacer=Pacer(s.uplink_rate or None, s.uplink_bytes_rate or None, now, burst_s=PACE_BURST_S))
         self.database_id = ""
         self.client: mqtt.Client | None = None
         self._stopping = threading.Event()

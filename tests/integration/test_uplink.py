@@ -16,7 +16,7 @@ import pytest
 
 from protocol.uplink import FleetCommand
 from tests.integration.helpers import Stream, inspect
-from tests.integration.uplink_support import FleetCollector, send_fleet_command
+from tests.integration.uplink_support import FleetCollector, FreshPublisher, send_fleet_command
 from tests.support.broker import Broker, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -120,3 +120,46 @@ def test_a_command_from_the_fleet_while_offline_runs_once_and_its_outcome_goes_u
     statuses = [r["status"] for r in collector.lane_rows("commands") if r["origin_id"] == "fleet-cmd-1"]
     assert statuses[0] == "pending" and statuses[-1] == "succeeded"
     assert len(dev.commands) == 1  # executed once
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def test_after_an_outage_the_backlog_replays_at_its_pace_and_fresh_rows_pass_it(
+        gateways, broker, fleet, collector, db):
+    backlog, rate = 6000, 1500.0
+    gw = gateways(**uplink_settings(fleet, uplink_rate=rate, uplink_batch_rows=50))
+    wait_until(lambda: inspect(gw.socket_path, "uplink")["uplink"].get("connected"), 10, what="uplink connected")
+    fleet.stop()
+    Stream(broker.port, "dev-pile", backlog).start().wait()
+    wait_until(lambda: len(stored_ids(db)) == backlog, 30, what="the backlog stored")
+    u = wait_until(lambda: (lambda u: u if u["rows_pending"] >= backlog else None)(
+        inspect(gw.socket_path, "uplink")["uplink"]), 5, what="the backlog pending")
+    assert not u["connected"] and u["oldest_pending_age_s"] is not None
+    fleet.start()
+    wait_until(collector.client.is_connected, 10, what="the collector back")
+    wait_until(lambda: collector.count("telemetry") >= backlog // 10, 20, what="the replay under way")
+    fresh = FreshPublisher(broker.port, "dev-fresh", rate=20).start()
+    try:
+        wait_until(lambda: collector.count("telemetry") >= backlog, 30, what="the backlog at the fleet",
+                   progress=lambda: collector.count("telemetry"))
+    finally:
+        sent = fresh.stop()
+    ids = stored_ids(db)
+    wait_until(lambda: collector.ids("telemetry") >= stored_ids(db), 20, what="every row at the fleet")
+    assert collector.ids("telemetry") == stored_ids(db) and len(ids) >= backlog
+    with collector.lock:
+        rows = {k: (r, collector.first_seen[k]) for k, r in collector.rows.items() if k[2] == "telemetry"}
+    pile = sorted(t for r, t in rows.values() if r["device_uuid"] == "dev-pile")
+    fresh_lat = [t - r["ts"] for r, t in rows.values() if r["device_uuid"] == "dev-fresh"]
+    # The pace, from the fleet's side: rows 10 %..100 % of the replay over their time.
+    start = len(pile) // 10
+    measured = (len(pile) - 1 - start) / (pile[-1] - pile[start])
+    assert abs(measured - rate) / rate <= 0.10, f"replay at {measured:.0f} rows/s, configured {rate:.0f}"
+    stored_fresh = db.one("SELECT COUNT(*) FROM telemetry WHERE device_uuid = 'dev-fresh'")
+    assert sent >= 20 and len(fresh_lat) == stored_fresh == sent
+    print(f"replay {measured:.0f} rows/s (configured {rate:.0f}); fresh p99 {p99(fresh_lat) * 1000:.0f} ms, "
+          f"max {max(fresh_lat) * 1000:.0f} ms over {len(fresh_lat)} rows")
+    assert p99(fresh_lat) < 1.0, f"fresh rows reached the fleet in p99 {p99(fresh_lat):.3f} s"
