@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -18,6 +21,7 @@ from protocol.uplink import FleetCommand
 from tests.integration.helpers import Stream, inspect
 from tests.integration.uplink_support import FleetCollector, FreshPublisher, send_fleet_command
 from tests.support.broker import Broker, wait_until
+from tests.support.gateway import ROOT
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -163,3 +167,82 @@ def test_after_an_outage_the_backlog_replays_at_its_pace_and_fresh_rows_pass_it(
     print(f"replay {measured:.0f} rows/s (configured {rate:.0f}); fresh p99 {p99(fresh_lat) * 1000:.0f} ms, "
           f"max {max(fresh_lat) * 1000:.0f} ms over {len(fresh_lat)} rows")
     assert p99(fresh_lat) < 1.0, f"fresh rows reached the fleet in p99 {p99(fresh_lat):.3f} s"
+
+
+# -- the fleet side: gateway fleet-ingest into PostgreSQL, fleet-command send ----
+
+
+def start_ingester(fleet, pg_url: str, name: str) -> subprocess.Popen:
+    """`gateway fleet-ingest` as a subprocess, returned once it has subscribed."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bin" / "gateway"), "fleet-ingest", "--fleet-url", f"mqtt://127.0.0.1:{fleet.port}",
+         "--db-url", pg_url, "--client-id", name],
+        cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    wait_until(lambda: any("subscribed to" in line for line in lines) or proc.poll() is not None, 20,
+               what=f"fleet-ingest {name} subscribed")
+    assert proc.poll() is None, "".join(lines)
+    return proc
+
+
+def fleet_rows(pg, sql: str) -> list:
+    with pg.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchall()
+
+
+def test_two_fleet_ingesters_store_every_row_once_in_postgresql_across_a_kill_9(
+        gateways, broker, fleet, db, pg_url, devices):
+    import psycopg
+
+    total = 5000
+    ingesters = [start_ingester(fleet, pg_url, "ing-1"), start_ingester(fleet, pg_url, "ing-2")]
+    pg = psycopg.connect(pg_url, autocommit=True)
+    try:
+        gw = gateways(**uplink_settings(fleet, uplink_batch_rows=100))
+        stream = Stream(broker.port, "dev-pg", total, pause_every=500, pause_s=0.05).start()
+        wait_until(lambda: fleet_rows(pg, "SELECT count(*) FROM fleet_telemetry")[0][0] > total // 5, 30,
+                   what="ingest under way")
+        ingesters[0].kill()  # kill -9 of one ingester mid-stream: its session's messages wait for it
+        ingesters[0].wait()
+        ingesters[0] = start_ingester(fleet, pg_url, "ing-1")
+        stream.wait(60)
+        wait_until(lambda: len(stored_ids(db)) == total, 30, what="every message stored")
+        ids = stored_ids(db)
+        wait_until(lambda: fleet_rows(pg, "SELECT count(*) FROM fleet_telemetry")[0][0] >= len(ids), 40,
+                   what="every row in the fleet's database",
+                   progress=lambda: fleet_rows(pg, "SELECT count(*) FROM fleet_telemetry")[0][0])
+        got = fleet_rows(pg, "SELECT id FROM fleet_telemetry WHERE vehicle = 'car-1'")
+        assert sorted(i for (i,) in got) == sorted(ids)  # the primary key makes "once" a fact
+        assert fleet_rows(pg, "SELECT count(DISTINCT db) FROM fleet_telemetry")[0][0] == 1
+
+        # A command from the fleet's CLI, recorded there, executed by the device, its outcome back.
+        dev = devices("relay-pg")
+        dev.announce()
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "bin" / "gateway"), "fleet-command", "send", VEHICLE, "relay-pg",
+             "relay_control", "--param", "relay_id=2", "--param", "state=true", "--origin-id", "pg-cmd-1",
+             "--fleet-url", f"mqtt://127.0.0.1:{fleet.port}", "--db-url", pg_url],
+            cwd=str(ROOT), capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and out.stdout.strip() == "pg-cmd-1", out.stderr
+        (sent,) = dev.wait_commands(1)
+        assert sent["parameters"] == {"relay_id": 2, "state": True}
+        dev.respond(sent["command_id"], success=True)
+        wait_until(lambda: fleet_rows(pg, "SELECT status FROM fleet_commands WHERE origin_id = 'pg-cmd-1'")
+                   == [("succeeded",)], 20, what="the outcome in fleet_commands")
+    finally:
+        pg.close()
+        for p in ingesters:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    gateways.allow_tracebacks = False
