@@ -53,6 +53,7 @@ from actors.rules.acked import AckedRanges
 from actors.rules.pacing import Backoff, Pacer
 from actors.rules.uplink import Read, UplinkPlan
 from protocol.uplink import (
+    BACKLOG,
     WIRE_LANES,
     UplinkError,
     commands_topic,
@@ -104,6 +105,11 @@ class Uplink(GatewayActor):
         self.commands_topic = commands_topic(self.prefix, self.vehicle)
         self.poll_s = s.uplink_poll_ms / 1000.0
         self.batch_rows = int(s.uplink_batch_rows)
+        # Paced, the backlog goes in pages of at most 0.1 s of the rate, so
+        # the pace is smooth at any rate (a 500-row page at 600 rows/s would
+        # go as one lump and a wait).
+        self.backlog_rows = (min(self.batch_rows, max(1, int(float(s.uplink_rate) * PACE_BURST_S)))
+                             if s.uplink_rate else self.batch_rows)
         # Used only on paho's thread (its callbacks), never by the actor.
         self._link_backoff = Backoff(first_s=1.0, max_s=float(s.uplink_reconnect_max_s))
         now = clock()
@@ -326,13 +332,14 @@ class Uplink(GatewayActor):
             self._send(client, step, now)
 
     def _send(self, client: mqtt.Client, read: Read, now: float) -> None:
-        rows = uplink_repo.read_lane(read.table, read.first, read.last, self.batch_rows)
+        page = self.backlog_rows if read.lane == BACKLOG else self.batch_rows
+        rows = uplink_repo.read_lane(read.table, read.first, read.last, page)
         if not rows:
             self.plan.sent(0, read, read.last, rows=0, size=0, now=now)
             return
         # A full page covers up to its last row; a short one covers the whole
         # range (the ids it lacks were pruned: there is nothing more to send).
-        covered = rows[-1]["id"] if len(rows) == self.batch_rows else read.last
+        covered = rows[-1]["id"] if len(rows) == page else read.last
         payload = encode_rows(self.vehicle, self.database_id, read.table, rows, now)
         info = client.publish(self.topic, payload, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
