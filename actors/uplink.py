@@ -144,13 +144,21 @@ class Uplink(GatewayActor):
             if lane in self.plan.acked:
                 self.plan.acked[lane] = AckedRanges.from_pairs(pairs)
         self.newest = uplink_repo.newest_ids()
-        self.client = self._make_client()
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = int(self.settings.uplink_session_expiry_s)
-        props.ReceiveMaximum = MQTT_RECEIVE_MAXIMUM
-        self.client.connect_async(self.host, self.port, keepalive=int(self.settings.uplink_keepalive_s),
-                                  clean_start=False, properties=props)
-        self.client.loop_start()
+        try:
+            client = self._make_client()
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = int(self.settings.uplink_session_expiry_s)
+            props.ReceiveMaximum = MQTT_RECEIVE_MAXIMUM
+            client.connect_async(self.host, self.port, keepalive=int(self.settings.uplink_keepalive_s),
+                                 clean_start=False, properties=props)
+            client.loop_start()
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            # A CA or key file that cannot be read: the uplink stays off and
+            # says why; the vehicle's own work goes on (no restart loop).
+            self.last_error = f"cannot start: {exc}"
+            logger.error("the uplink cannot start (%s); it stays off until the gateway is restarted", exc)
+            return
+        self.client = client
         logger.info("uplink to %s as vehicle %s (database %s), topic %s", redact_url(self.settings.uplink_url),
                     self.vehicle, self.database_id, self.topic)
         self.scheduler.tell(Schedule(TICK, self.clock() + self.poll_s, self.actor_ref))
@@ -239,6 +247,17 @@ class Uplink(GatewayActor):
     # -- messages --------------------------------------------------------------
 
     def handle(self, message: Any) -> Any:
+        try:
+            return self._handle(message)
+        except DB_ERRORS as exc:
+            # Busy, or the database went away for a moment: counted, logged;
+            # the next tick tries again (an unacknowledged fleet command is
+            # redelivered by the broker on the next connection).
+            self.counters["db_errors"] += 1
+            logger.error("uplink: %s: %s", type(exc).__name__, exc)
+            return None
+
+    def _handle(self, message: Any) -> Any:
         now = self.clock()
         if isinstance(message, UplinkPuback):
             self._on_puback(message, now)

@@ -246,3 +246,29 @@ def test_two_fleet_ingesters_store_every_row_once_in_postgresql_across_a_kill_9(
             except subprocess.TimeoutExpired:
                 p.kill()
     gateways.allow_tracebacks = False
+
+
+def test_over_a_slow_link_that_keeps_dropping_nothing_is_lost_or_doubled(gateways, broker, fleet, collector, db):
+    """netem is missing from this machine's kernel (README, Known limits):
+    the same promise over a user-space link with 10-60 ms per chunk and a
+    cut every 0.4-1.5 s."""
+    from tests.support.lossy_link import LossyLink
+
+    link = LossyLink(fleet.port).start()
+    try:
+        total = 4000
+        gw = gateways(**{**uplink_settings(fleet), "uplink_url": f"mqtt://127.0.0.1:{link.port}",
+                         "uplink_batch_rows": 100, "uplink_keepalive_s": 2})
+        Stream(broker.port, "dev-lossy", total, pause_every=250, pause_s=0.05).start().wait(60)
+        wait_until(lambda: len(stored_ids(db)) == total, 30, what="every message stored")
+        ids = stored_ids(db)
+        wait_until(lambda: link.cuts >= 5, 30, what="five cuts of the link")
+        link.cutting.clear()  # the link holds still at last, so the end is not left to chance
+        wait_until(lambda: collector.ids("telemetry") >= ids, 60, what="every row at the fleet",
+                   progress=lambda: f"{len(collector.ids('telemetry'))} of {len(ids)}, {link.cuts} cuts")
+        assert collector.ids("telemetry") == ids
+        assert sorted(r["seq"] for r in collector.lane_rows("telemetry")) == list(range(1, total + 1))
+        counters = inspect(gw.socket_path, "uplink")["uplink"]["counters"]
+        assert counters.get("disconnects", 0) >= 3, counters  # the cuts did hit the uplink
+    finally:
+        link.stop()
