@@ -69,8 +69,8 @@ class Retention(GatewayActor):
         settings: Any,
         scheduler: Any,
         *,
-        first_delay_s: float = 5.0,
-        interval_s: float = 60.0,
+        first_delay_s: float | None = None,
+        interval_s: float | None = None,
         batch: int = 500,
         pause_s: float = 0.05,
         reserve_check_s: float = 1.0,
@@ -84,8 +84,10 @@ class Retention(GatewayActor):
         self.days = float(settings.retention_days)
         self.max_bytes = int(float(settings.db_max_mb) * MB)
         self.scheduler = scheduler
-        self.first_delay_s = first_delay_s
-        self.interval_s = interval_s
+        # AUTOCORE_RETENTION_INTERVAL_S (the arguments win: tests)
+        self.interval_s = float(interval_s if interval_s is not None
+                                else getattr(settings, "retention_interval_s", 60.0))
+        self.first_delay_s = float(first_delay_s if first_delay_s is not None else min(5.0, self.interval_s))
         self.batch = batch
         self.pause_s = pause_s
         # the run in progress: phase "age" then "size"; None between runs

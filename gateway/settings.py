@@ -216,6 +216,7 @@ class Settings:
     # Retention
     retention_days: float = setting(30.0, "telemetry older than this is pruned (0 keeps everything)", _non_negative)
     db_max_mb: float = setting(0.0, "oldest telemetry is pruned while the database is larger (0: no limit)", _non_negative)
+    retention_interval_s: float = setting(60.0, "seconds between two retention runs", _positive)
     db_reserve_mb: float = setting(
         64.0, "free space kept on the database's file system: below it the oldest telemetry is pruned so that "
               "the database stops growing, leaving room for the Config App (0: off)", _non_negative)

@@ -272,3 +272,43 @@ def test_over_a_slow_link_that_keeps_dropping_nothing_is_lost_or_doubled(gateway
         assert counters.get("disconnects", 0) >= 3, counters  # the cuts did hit the uplink
     finally:
         link.stop()
+
+
+def test_past_db_max_mb_while_the_fleet_is_away_uplinked_rows_go_first_then_the_oldest_unsent(
+        gateways, broker, fleet, collector, db):
+    gw = gateways(**uplink_settings(fleet), db_max_mb=1, retention_days=0, retention_interval_s=0.5,
+                  db_reserve_mb=0)
+    Stream(broker.port, "dev-sent", 2000).start().wait(60)
+    wait_until(lambda: len(collector.ids("telemetry")) == 2000, 30, what="the first rows at the fleet")
+    sent = stored_ids(db)
+    wait_until(lambda: inspect(gw.socket_path, "uplink")["uplink"]["lanes"]["telemetry"]["acked_upto"] == max(sent),
+               10, what="the cursor past them")
+    fleet.stop()
+    total = 12_000
+    started = time.monotonic()
+    # two devices: one device's 12k at once would pass its rate limit (AUTOCORE_DEVICE_BURST)
+    streams = [Stream(broker.port, f"dev-unsent-{k}", total // 2).start() for k in (1, 2)]
+    for stream in streams:
+        stream.wait(60)
+    # The local path never stops: every message is stored (acknowledged
+    # only after commit), whatever retention deletes meanwhile.
+    wait_until(lambda: inspect(gw.socket_path, "stats")["stats"]["writer"]["rows_inserted"] >= 2000 + total, 30,
+               what="every message stored",
+               progress=lambda: inspect(gw.socket_path, "stats")["stats"]["writer"]["rows_inserted"])
+    local_s = time.monotonic() - started
+
+    def settled():
+        u = inspect(gw.socket_path, "uplink")["uplink"]
+        return u if u["dropped_unsent"] > 0 and inspect(gw.socket_path, "stats")["stats"]["retention"][
+            "db_used_mb"] is not None and not inspect(gw.socket_path, "stats")["stats"]["retention"]["running"] \
+            else None
+
+    u = wait_until(settled, 30, what="retention done, some unsent rows dropped")
+    left = stored_ids(db)
+    assert not left & sent  # every uplinked row went before any unsent one
+    dropped = u["dropped_unsent"]
+    assert left and min(left) > max(sent) + dropped - 1  # then the oldest unsent went
+    assert db.rows("SELECT id FROM device_events WHERE event = 'uplink_dropped_unsent'")
+    fleet.start()
+    wait_until(lambda: collector.ids("telemetry") >= left, 30, what="the kept rows at the fleet after all")
+    print(f"12k rows stored in {local_s:.1f} s under pruning; {dropped} unsent rows dropped, {len(left)} kept")
