@@ -9,6 +9,7 @@ under a minute); the bench's "uplink" scenario runs the issue's full sizes.
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -23,9 +24,11 @@ from tests.integration.uplink_support import FleetCollector, FreshPublisher, sen
 from tests.support.broker import Broker, wait_until
 from tests.support.gateway import ROOT
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(600 if os.environ.get("AUTOCORE_TEST_UPLINK_FULL") == "1" else 120)
 
 VEHICLE = "car-1"
+# `make test` sizes; the full ones: AUTOCORE_TEST_UPLINK_FULL=1 (50k rows and 20 kills, a 20k pile-up).
+FULL = os.environ.get("AUTOCORE_TEST_UPLINK_FULL") == "1"
 
 
 @pytest.fixture
@@ -74,26 +77,32 @@ def test_committed_rows_reach_the_fleet_once_with_events_and_the_inspection(gate
 
 
 def test_kill_9_during_the_uplink_loses_and_doubles_nothing_at_the_fleet(gateways, broker, fleet, collector, db):
-    total, kills = 10_000, 6
+    total, kills = (50_000, 20) if FULL else (10_000, 6)
+    slack = 5 if FULL else 1
     settings = uplink_settings(fleet, uplink_batch_rows=200)
     gw = gateways(**settings)
-    stream = Stream(broker.port, "dev-k9", total, pause_every=500, pause_s=0.05).start()
+    # 10k per device at most: one device's whole burst allowance (AUTOCORE_DEVICE_BURST)
+    streams = [Stream(broker.port, f"dev-k9-{k}", total // (total // 10_000 or 1), pause_every=500, pause_s=0.05)
+               .start() for k in range(total // 10_000 or 1)]
     rng = random.Random(14)
     for _ in range(kills):
         time.sleep(rng.uniform(0.3, 1.2))  # let it run a random while, then cut it anywhere
         gw.kill()
         gw.start()
-    stream.wait(60)
-    wait_until(lambda: len(stored_ids(db)) == total, 40, what="every message stored",
+    for stream in streams:
+        stream.wait(60 * slack)
+    wait_until(lambda: len(stored_ids(db)) == total, 40 * slack, what="every message stored",
                progress=lambda: len(stored_ids(db)))
     ids = stored_ids(db)
-    wait_until(lambda: collector.ids("telemetry") >= ids, 40, what="every row at the fleet",
+    wait_until(lambda: collector.ids("telemetry") >= ids, 40 * slack, what="every row at the fleet",
                progress=lambda: f"{len(collector.ids('telemetry'))} of {len(ids)}")
     # The fleet side keeps one of each: what a restart sent again is a
     # repeat of a row (same vehicle, db, lane, id), never a new row.
     assert collector.ids("telemetry") == ids
-    seqs = [r["seq"] for r in collector.lane_rows("telemetry")]
-    assert sorted(seqs) == list(range(1, total + 1))
+    keys = [(r["device_uuid"], r["seq"]) for r in collector.lane_rows("telemetry")]
+    assert len(set(keys)) == len(keys) == total
+    repeats = sum(n - 1 for k, n in collector.copies.items() if k[2] == "telemetry")
+    print(f"{total} rows, {kills} kills: every row at the fleet once; {repeats} repeated deliveries dropped")
     gateways.allow_tracebacks = True  # a killed store may log a broken channel
 
 
@@ -133,12 +142,15 @@ def p99(values: list[float]) -> float:
 
 def test_after_an_outage_the_backlog_replays_at_its_pace_and_fresh_rows_pass_it(
         gateways, broker, fleet, collector, db):
-    backlog, rate = 6000, 1500.0
+    backlog, rate = (20_000, 2000.0) if FULL else (6000, 1500.0)
     gw = gateways(**uplink_settings(fleet, uplink_rate=rate, uplink_batch_rows=50))
     wait_until(lambda: inspect(gw.socket_path, "uplink")["uplink"].get("connected"), 10, what="uplink connected")
     fleet.stop()
-    Stream(broker.port, "dev-pile", backlog).start().wait()
-    wait_until(lambda: len(stored_ids(db)) == backlog, 30, what="the backlog stored")
+    piles = [Stream(broker.port, f"dev-pile-{k}", backlog // (backlog // 10_000 or 1)).start()
+             for k in range(backlog // 10_000 or 1)]
+    for pile in piles:
+        pile.wait()
+    wait_until(lambda: len(stored_ids(db)) == backlog, 60, what="the backlog stored")
     u = wait_until(lambda: (lambda u: u if u["rows_pending"] >= backlog else None)(
         inspect(gw.socket_path, "uplink")["uplink"]), 5, what="the backlog pending")
     assert not u["connected"] and u["oldest_pending_age_s"] is not None
@@ -147,7 +159,7 @@ def test_after_an_outage_the_backlog_replays_at_its_pace_and_fresh_rows_pass_it(
     wait_until(lambda: collector.count("telemetry") >= backlog // 10, 20, what="the replay under way")
     fresh = FreshPublisher(broker.port, "dev-fresh", rate=20).start()
     try:
-        wait_until(lambda: collector.count("telemetry") >= backlog, 30, what="the backlog at the fleet",
+        wait_until(lambda: collector.count("telemetry") >= backlog, 60, what="the backlog at the fleet",
                    progress=lambda: collector.count("telemetry"))
     finally:
         sent = fresh.stop()
@@ -156,7 +168,7 @@ def test_after_an_outage_the_backlog_replays_at_its_pace_and_fresh_rows_pass_it(
     assert collector.ids("telemetry") == stored_ids(db) and len(ids) >= backlog
     with collector.lock:
         rows = {k: (r, collector.first_seen[k]) for k, r in collector.rows.items() if k[2] == "telemetry"}
-    pile = sorted(t for r, t in rows.values() if r["device_uuid"] == "dev-pile")
+    pile = sorted(t for r, t in rows.values() if r["device_uuid"].startswith("dev-pile"))
     fresh_lat = [t - r["ts"] for r, t in rows.values() if r["device_uuid"] == "dev-fresh"]
     # The pace, from the fleet's side: rows 10 %..100 % of the replay over their time.
     start = len(pile) // 10
