@@ -182,7 +182,13 @@ def ingest_main() -> None:
 
 @click.group("fleet-command")
 def fleet_command() -> None:
-    """Commands from the fleet to a vehicle."""
+    """Commands from the fleet to a vehicle.
+
+    \b
+    Example:
+      gateway fleet-command send car-17 esp32-relay-01 relay_control --param relay_id=1 --param state=true \\
+          --fleet-url mqtts://fleet.example:8883 --db-url postgresql://fleet@db/fleet
+    """
 
 
 @fleet_command.command("send")
