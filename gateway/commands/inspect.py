@@ -425,6 +425,7 @@ def render_stats(s: dict) -> str:
         ]),
         ("can", render_can(s.get("can") or {})),
         ("retention", render_retention(retention)),
+        ("uplink", _uplink_line(s.get("uplink") or {})),
         ("memory", f"core {tables.number(memory.get('core_rss_mb'))} MB, store {tables.number(memory.get('store_rss_mb'))} MB"),
         ("channel", f"{channel.get('frames_sent', '-')} frames sent, {channel.get('frames_received', '-')} received"),
     ]
@@ -447,6 +448,16 @@ def uplink(loaded: LoadedSettings, as_json: bool, watch: float | None, count: in
       gateway inspect uplink --watch 2
     """
     run_view(loaded, "uplink", render_uplink, as_json, watch, count)
+
+
+def _uplink_line(u: dict) -> str:
+    if not u.get("enabled"):
+        return "off"
+    if u.get("error"):
+        return f"no answer: {u['error']}"
+    return (f"{'connected' if u.get('connected') else 'DOWN'}, {u.get('rows_pending', '-')} rows pending "
+            f"(oldest {tables.seconds(u.get('oldest_pending_age_s'))}), {u.get('acked_rows_per_s', '-')} rows/s, "
+            f"{u.get('dropped_unsent', 0)} dropped unsent (gateway inspect uplink)")
 
 
 def render_uplink(u: dict) -> str:
