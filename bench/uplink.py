@@ -1,4 +1,4 @@
-"""Scenario 8, the fleet uplink (issue 14): a vehicle's Mosquitto and
+"""Scenario 9, the fleet uplink (issue 14): a vehicle's Mosquitto and
 gateway, a second Mosquitto as the fleet broker, and a collector on the
 fleet side (this process) that keeps every row once by (db, lane, id).
 
@@ -196,11 +196,11 @@ def uplink(ctx: Any) -> Any:
     fresh_p99 = percentile(b["fresh_latencies"], 99)
     note = f"{stored} rows, local ingest {local_rate:.0f} rows/s"
     return Outcome([
-        Metric("8 uplink", "replay rows/s, unpaced", round(replay_rate), "rows/s", better="higher", note=note),
-        Metric("8 uplink", "replay / local ingest", round(replay_rate / local_rate, 3), "x", better="higher"),
-        Metric("8 uplink", "paced replay, off the rate by", round(error_pct, 1), "%", 10.0, 5.0,
+        Metric("9 uplink", "replay rows/s, unpaced", round(replay_rate), "rows/s", better="higher", note=note),
+        Metric("9 uplink", "replay / local ingest", round(replay_rate / local_rate, 3), "x", better="higher"),
+        Metric("9 uplink", "paced replay, off the rate by", round(error_pct, 1), "%", 10.0, 5.0,
                note=f"{measured:.0f} rows/s measured, {rate:.0f} configured, {stored2} rows"),
-        Metric("8 uplink", "fresh -> fleet during a paced replay, p99", ms(fresh_p99), "ms", 1000.0, 250.0,
+        Metric("9 uplink", "fresh -> fleet during a paced replay, p99", ms(fresh_p99), "ms", 1000.0, 250.0,
                note=f"{len(b['fresh_latencies'])} fresh rows"),
     ], {"unpaced": {"rows": stored, "seconds": round(replay_s, 3), "rows_per_s": round(replay_rate),
                     "local_ingest_rows_per_s": local_rate, "row_copies_received": a["row_copies_received"]},
