@@ -220,6 +220,9 @@ def uplink_tables() -> None:
     the database's own uuid, the cursor, fleet commands' `origin_id`
     (unique: a redelivery inserts nothing) and the outbox of command state
     changes (triggers, so every writer's changes are caught)."""
+    # A database an older gateway left half made (its steps recorded, some
+    # tables never created) gets them now: nothing below works without them.
+    create_contract_tables()
     if database.engine == SQLITE:
         for table in UPLINK_ID_TABLES:
             _sqlite_autoincrement(table)
