@@ -324,3 +324,32 @@ def test_past_db_max_mb_while_the_fleet_is_away_uplinked_rows_go_first_then_the_
     fleet.start()
     wait_until(lambda: collector.ids("telemetry") >= left, 30, what="the kept rows at the fleet after all")
     print(f"12k rows stored in {local_s:.1f} s under pruning; {dropped} unsent rows dropped, {len(left)} kept")
+
+
+def test_a_fleet_command_committed_but_not_acknowledged_before_a_kill_is_inserted_once(
+        gateways, broker, fleet, collector, db):
+    """The state a `kill -9` between the commit and the PUBACK leaves: the
+    row is in `commands`, the message still queued for the uplink's session."""
+    gw = gateways(**uplink_settings(fleet))
+    wait_until(lambda: inspect(gw.socket_path, "uplink")["uplink"].get("connected"), 10, what="uplink connected")
+    gw.kill()
+    gateways.allow_tracebacks = True  # a killed store may log a broken channel
+    db.rows("INSERT INTO commands (device_uuid, command_type, status, created_at, expires_at, max_attempts, attempts, "
+            "origin_id) VALUES ('relay-k', 'relay_control', 'pending', 1e9, 9e9, 3, 0, 'killed-1') RETURNING id")
+    send_fleet_command(fleet.port, VEHICLE, FleetCommand("killed-1", "relay-k", "relay_control", {"relay_id": 1}))
+    gw.start()
+
+    def counters():
+        return inspect(gw.socket_path, "uplink")["uplink"].get("counters", {})
+
+    wait_until(lambda: counters().get("commands_repeated") == 1, 10, what="the redelivery seen as a repeat",
+               progress=counters)
+    assert counters().get("commands_inserted", 0) == 0
+    assert db.one("SELECT COUNT(*) FROM commands WHERE origin_id = 'killed-1'") == 1
+    # It was acknowledged this time: after another start, a new command (which
+    # the broker delivers after anything still queued) comes alone.
+    gw.stop()
+    gw.start()
+    send_fleet_command(fleet.port, VEHICLE, FleetCommand("marker-1", "relay-k", "relay_control", {"relay_id": 2}))
+    wait_until(lambda: counters().get("commands_inserted") == 1, 10, what="the next command", progress=counters)
+    assert not counters().get("commands_repeated")
