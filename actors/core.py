@@ -82,10 +82,21 @@ class Core:
         self.rules = device_rules(settings)
         self.encoder = CommandEncoder(settings)
         self.metrics: MetricsServer | None = None
+        # What the store sends between StoreReady and the end of start():
+        # the actors it is for may not exist yet (a command pending at start,
+        # a fleet command the uplink inserted, is claimed and sent at once).
+        # Held here, handed on in order once they do. None: started.
+        self._held: list[Any] | None = []
+        self._held_lock = threading.Lock()
 
     # -- messages from the store (channel reader thread) ----------------------
 
     def on_store_message(self, message: Any) -> None:
+        if not isinstance(message, (StoreReady, ChannelClosed)):
+            with self._held_lock:
+                if self._held is not None:
+                    self._held.append(message)
+                    return
         try:
             self._dispatch(message)
         except pykka.ActorDeadError:
@@ -158,6 +169,13 @@ class Core:
         supervisor.proxy().start_offline_checks().get()
         if ready.commands:
             supervisor.tell(CommandsRequested(ready.commands))
+        with self._held_lock:  # the reader waits meanwhile: the order is kept
+            for message in self._held or []:
+                try:
+                    self._dispatch(message)
+                except pykka.ActorDeadError:
+                    pass
+            self._held = None
         mqtt.proxy().start_network(router).get()
         logger.info("started; connecting to %s:%s", s.mqtt_host, s.mqtt_port)
 
