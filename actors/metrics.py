@@ -43,7 +43,7 @@ class GatewayCollector(Collector):
         # as a reset to Prometheus (rate() and increase() would jump).
         sections = ((_mqtt, "mqtt", "received"), (_router, "router", "rejections"),
                     (_devices, "devices", "online"), (_writer, "writer", "batches"),
-                    (_commands, "commands", "by_status"))
+                    (_commands, "commands", "by_status"), (_uplink, "uplink", "connected"))
         for family, key, present in sections:
             section = s.get(key) or {}
             if present in section:
@@ -131,6 +131,26 @@ def _commands(c: dict) -> Iterator[Any]:
     for status, n in sorted((c.get("by_status") or {}).items()):
         by_status.add_metric([status], float(n))
     yield by_status
+
+
+def _uplink(u: dict) -> Iterator[Any]:
+    """The fleet uplink (issue 14), when it is on."""
+    yield _gauge("uplink_connected", "1 while connected to the fleet broker", 1 if u.get("connected") else 0)
+    yield _gauge("uplink_rows_pending", "committed rows not yet acknowledged by the fleet broker",
+                 u.get("rows_pending"))
+    yield _gauge("uplink_oldest_pending_age_seconds", "age of the oldest telemetry row not yet acknowledged",
+                 u.get("oldest_pending_age_s"))
+    yield _gauge("uplink_in_flight", "uplink batches awaiting the fleet broker's PUBACK", u.get("in_flight"))
+    yield _counter("uplink_dropped_unsent", "rows retention deleted before the fleet had them", u.get("dropped_unsent"))
+    acked = CounterMetricFamily(f"{NS}_uplink_rows_acknowledged", "rows the fleet broker acknowledged, by lane",
+                                labels=["lane"])
+    cursor = GaugeMetricFamily(f"{NS}_uplink_cursor", "every id up to this one is acknowledged, by lane",
+                               labels=["lane"])
+    for lane, v in sorted((u.get("lanes") or {}).items()):
+        acked.add_metric([lane], float(v.get("rows_acked") or 0))
+        cursor.add_metric([lane], float(v.get("acked_upto") or 0))
+    yield acked
+    yield cursor
 
 
 def _le(seconds: float) -> str:

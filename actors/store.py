@@ -108,8 +108,15 @@ class Store:
         host.add("CommandFeed", CommandFeed.start(s, writer, scheduler, self.channel))
         host.add("Retention", Retention.start(s, scheduler))
         host.add("Checkpointer", Checkpointer.start(s, scheduler))
+        # -- fleet uplink (issue 14): its own actor, only when AUTOCORE_UPLINK_URL is set --
+        if s.uplink_url:
+            from actors.uplink import Uplink
+
+            host.add("Uplink", Uplink.start(s, scheduler))
+        # -- end of fleet uplink --
         ready = StoreReady(os.getpid(), devices, commands_in_flight(s))
         close_database_connection_of_this_thread()
+        host.started()  # every actor runs before the reader does: nothing to hold
         self.channel.start_reader(host.on_message)
         self.channel.send(ready)
         logger.info("database %s open: %d devices known, %d commands in flight", describe_location(s.database)[1],
