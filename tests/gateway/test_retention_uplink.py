@@ -8,6 +8,7 @@ import time
 from actors.retention import DAY_S, MB, Retention
 from gateway.settings import Settings
 from storage import events as event_repo
+from storage import prune
 from storage import telemetry as telemetry_repo
 from storage import uplink as uplink_repo
 from storage.db import database
@@ -27,7 +28,7 @@ def test_under_size_pressure_uplinked_rows_go_first_and_unsent_ones_stay(db):
     third = len(before) // 3
     acked = (before[third], before[2 * third - 1])  # the middle third is at the fleet
     uplink_repo.save_cursor({"telemetry": [acked]}, time.time())
-    limit_mb = telemetry_repo.used_bytes() / MB * 0.8
+    limit_mb = prune.used_bytes() / MB * 0.8
     retention = Retention(Settings(retention_days=0, db_max_mb=limit_mb, uplink_url=UPLINK), FakeScheduler(),
                           batch=1000, pause_s=0)
     run_to_end(retention)
@@ -41,7 +42,7 @@ def test_past_the_uplinked_rows_the_oldest_unsent_go_counted_with_an_event(db):
     before = fill(time.time())
     acked = (before[-1000], before[-1])  # only the newest 1000 are at the fleet
     uplink_repo.save_cursor({"telemetry": [acked]}, time.time())
-    limit_mb = telemetry_repo.used_bytes() / MB / 2
+    limit_mb = prune.used_bytes() / MB / 2
     retention = Retention(Settings(retention_days=0, db_max_mb=limit_mb, uplink_url=UPLINK, gateway_id="gw"),
                           FakeScheduler(), batch=1000, pause_s=0)
     run_to_end(retention)
