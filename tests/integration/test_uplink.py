@@ -353,3 +353,71 @@ def test_a_fleet_command_committed_but_not_acknowledged_before_a_kill_is_inserte
     send_fleet_command(fleet.port, VEHICLE, FleetCommand("marker-1", "relay-k", "relay_control", {"relay_id": 2}))
     wait_until(lambda: counters().get("commands_inserted") == 1, 10, what="the next command", progress=counters)
     assert not counters().get("commands_repeated")
+
+
+# -- TLS with a client certificate ---------------------------------------------------
+
+
+def make_pki(directory) -> dict:
+    """A throw-away CA, a server certificate for `localhost` (with the SAN
+    Python's TLS checks) and a client certificate, all signed by the CA."""
+    d = directory
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test fleet CA",
+        "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
+    (d / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name, subject, ext in (("server", "/CN=localhost", ["-extfile", str(d / "server.ext")]),
+                               ("client", f"/CN={VEHICLE}", [])):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", str(d / f"{name}.key"),
+            "-out", str(d / f"{name}.csr"))
+        run("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
+            "-CAcreateserial", "-days", "1", "-out", str(d / f"{name}.pem"), *ext)
+    for f in d.iterdir():
+        f.chmod(0o644)  # Mosquitto drops root and must read them
+    return {name: d / name for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+@pytest.fixture
+def tls_fleet(tmp_path):
+    """The fleet broker with a second listener: TLS, a client certificate
+    required (the collector stays on the plain one)."""
+    from tests.support.broker import free_port
+
+    pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    b = Broker(tmp_path / "tls-fleet-broker", extra_config=(
+        f"listener {port} 127.0.0.1\n"
+        f"cafile {pki['ca.pem']}\ncertfile {pki['server.pem']}\nkeyfile {pki['server.key']}\n"
+        "require_certificate true\n")).start()
+    b.tls_port = port  # type: ignore[attr-defined]
+    b.pki = pki  # type: ignore[attr-defined]
+    yield b
+    b.stop()
+
+
+def test_mqtts_with_a_client_certificate_carries_the_rows_and_without_one_it_says_why(gateways, broker, tls_fleet, db):
+    collector = FleetCollector(tls_fleet.port).start()
+    try:
+        pki = tls_fleet.pki
+        url = f"mqtts://localhost:{tls_fleet.tls_port}"
+        gw = gateways(**uplink_settings(tls_fleet, uplink_url=url, uplink_tls_ca=str(pki["ca.pem"]),
+                                        uplink_tls_cert=str(pki["client.pem"]), uplink_tls_key=str(pki["client.key"])))
+        Stream(broker.port, "dev-tls", 300).start().wait()
+        wait_until(lambda: len(stored_ids(db)) == 300, 30, what="300 rows stored")
+        ids = stored_ids(db)
+        wait_until(lambda: collector.ids("telemetry") >= ids, 30, what="every row at the fleet over TLS",
+                   progress=lambda: f"{len(collector.ids('telemetry'))} of {len(ids)}")
+        u = inspect(gw.socket_path, "uplink")["uplink"]
+        assert u["connected"] and u["url"].startswith("mqtts://localhost:")
+        gw.stop()
+        # The same broker without the client certificate: refused, never connected, and the view says so.
+        other = gateways(**uplink_settings(tls_fleet, uplink_url=url, uplink_tls_ca=str(pki["ca.pem"])))
+        down = wait_until(lambda: (lambda v: v if v["last_error"] else None)(inspect(other.socket_path, "uplink")["uplink"]),
+                          20, what="the refused TLS connection reported")
+        assert not down["connected"]
+    finally:
+        collector.stop()
