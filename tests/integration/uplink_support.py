@@ -19,8 +19,10 @@ from protocol.uplink import commands_topic, decode_batch, encode_command, FleetC
 class FleetCollector:
     """Subscribes (QoS 1, persistent session) to `{prefix}/+/data`."""
 
-    def __init__(self, port: int, prefix: str = "fleet", client_id: str = "fleet-collector") -> None:
+    def __init__(self, port: int, prefix: str = "fleet", client_id: str = "fleet-collector",
+                 host: str = "127.0.0.1") -> None:
         self.port = port
+        self.host = host
         self.prefix = prefix
         self.lock = threading.Lock()
         self.rows: dict[tuple[str, str, str, int], dict] = {}
@@ -51,7 +53,7 @@ class FleetCollector:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         props.ReceiveMaximum = 65535
-        self.client.connect("127.0.0.1", self.port, clean_start=False, properties=props)
+        self.client.connect(self.host, self.port, clean_start=False, properties=props)
         self.client.loop_start()
         return self
 
