@@ -138,7 +138,7 @@ class Core:
         host = self.host
         scheduler = host.add("Scheduler", Scheduler.start("core"))
         will = outbound.gateway_status_publication(s.topic_prefix, "offline", s.gateway_id, time.time(), 0, 0, 0, 0, "")
-        mqtt = host.add("MqttIO", MqttIO.start(s, subscriptions(s.topic_prefix), will, router=host.peer("Router"),
+        mqtt = host.add("MqttIO", MqttIO.start(s, subscriptions(s.topic_prefix, s.share_group), will, router=host.peer("Router"),
                                                listener=host.peer("Heartbeat")))
         heartbeat = host.add("Heartbeat", Heartbeat.start(s, mqtt, scheduler))
         supervisor = host.add("DeviceSupervisor", DeviceSupervisor.start(s, self.make_device, mqtt, self.store,
@@ -237,7 +237,7 @@ def run_core(settings: GatewaySettings, channel_fd: int) -> int:
         return 1
     while not stop.is_set() and not core.fatal.is_set():
         if core.wait_subscribed(0.05):
-            logger.info("ready: subscribed to %d topics on %s:%s", len(subscriptions(settings.topic_prefix)),
+            logger.info("ready: subscribed to %d topics on %s:%s", len(subscriptions(settings.topic_prefix, settings.share_group)),
                         settings.mqtt_host, settings.mqtt_port)
             break
         stop.wait(0.05)
