@@ -124,6 +124,15 @@ def fenced(bucket: int, owner: str, epoch: int):
                             & (BucketLease.epoch == epoch)))
 
 
+def holds(bucket: int, owner: str, epoch: int) -> bool:
+    """Whether `owner` holds `bucket` at `epoch` now (read inside the
+    writer's transaction, before the writes it guards: the same test as
+    `fenced`, once for all of one device's statements)."""
+    return (BucketLease.select(BucketLease.bucket)
+            .where((BucketLease.bucket == bucket) & (BucketLease.owner == owner) & (BucketLease.epoch == epoch))
+            .exists())
+
+
 def heartbeat(instance_id: str, now: float, detail: dict | None = None) -> None:
     with write_transaction():
         updated = (GatewayInstance.update(heartbeat_at=now, detail=detail)

@@ -155,6 +155,14 @@ def commands_change_signal() -> None:
         database.execute_sql(statement)
 
 
+def lease_tables() -> None:
+    """Several instances (issue 13): the bucket leases and the instances'
+    heartbeats (storage/leases.py). Empty and unread with one instance."""
+    from storage import leases
+
+    leases.create_tables()
+
+
 Step = tuple[int, str, Callable[[], None]]
 
 STEPS: list[Step] = [
@@ -163,6 +171,8 @@ STEPS: list[Step] = [
     (3, "message identity as a partial unique index (rows with a seq)", partial_identity_index),
     (4, "the registry is gateway_devices; the Config App's devices is left as it made it", move_registry),
     (5, "a change signal on commands (PostgreSQL: NOTIFY from a trigger)", commands_change_signal),
+    # 7, not 6: the fleet uplink's migration, built beside this one, is 6.
+    (7, "lease tables of several instances (gateway_leases, gateway_instances)", lease_tables),
 ]
 
 
