@@ -17,17 +17,20 @@ full size is 30k messages from 100 devices with 10 kills, which
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from protocol.buckets import bucket_of
-from tests.integration.helpers import FAST_SETTINGS, PgDb, Stream
+from tests.integration.helpers import FAST_SETTINGS, PgDb, Stream, inspect
 from tests.support.broker import wait_until
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import ROOT, GatewayProcess
 
 FULL = bool(os.environ.get("AUTOCORE_INSTANCES_FULL"))
 DEVICES = 100 if FULL else 12
@@ -183,3 +186,25 @@ def test_a_dead_owners_devices_are_taken_over(cluster, pg, devices):
     ids = [c["command_id"] for c in talker.commands]
     stop.set()
     assert len(ids) == len(set(ids)) == wanted, ids
+
+
+def test_inspection_shows_each_instances_leases_and_the_cluster(cluster, pg, pg_url):
+    for name in ("i1", "i2"):
+        cluster.start(name)
+    wait_until(lambda: every_bucket_owned(pg, 2), 30, what="the buckets shared by two instances")
+    stats = inspect(cluster.gws["i1"].socket_path, "stats")["stats"]["instance"]
+    assert stats["instance_id"] == "i1" and stats["share_group"] == "depot"
+    held = stats["leases"]["held"]
+    assert 0 < held < BUCKETS and stats["leases"]["lost"] >= 0 and stats["leases"]["lease_s"] == LEASE_S
+    assert 0 < stats["leases"]["expires_in_s"] <= LEASE_S
+    out = subprocess.run([sys.executable, str(ROOT / "bin" / "gateway"), "inspect", "cluster", "--json"],
+                         cwd=str(ROOT), env={"PATH": "/usr/bin:/bin", "AUTOCORE_DB_URL": pg_url},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    instances = {i["instance_id"]: i for i in json.loads(out.stdout)["instances"]}
+    assert set(instances) == {"i1", "i2"}
+    assert sum(i["buckets"] for i in instances.values()) == BUCKETS
+    text = subprocess.run([sys.executable, str(ROOT / "bin" / "gateway"), "inspect", "cluster"], cwd=str(ROOT),
+                          env={"PATH": "/usr/bin:/bin", "AUTOCORE_DB_URL": pg_url}, capture_output=True, text=True,
+                          timeout=60)
+    assert text.returncode == 0 and "i1" in text.stdout and "i2" in text.stdout, text.stderr
