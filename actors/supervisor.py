@@ -181,7 +181,12 @@ class DeviceSupervisor(GatewayActor):
     # -- routing ---------------------------------------------------------
 
     def handle(self, message: Any) -> Any:
-        if isinstance(message, Route):
+        if isinstance(message, Route) and self.owned is None:
+            for uuid, seen in message.seen:
+                self._tell(uuid, DeviceInput(seen=seen))
+            for uuid, msgs in message.messages:
+                self._tell(uuid, DeviceInput(messages=msgs))
+        elif isinstance(message, Route):
             for uuid, seen in message.seen:
                 if self._acts_for(uuid):
                     self._tell(uuid, DeviceInput(seen=seen))
