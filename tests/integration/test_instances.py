@@ -119,6 +119,7 @@ def test_telemetry_is_stored_exactly_once_while_instances_are_killed(cluster, pg
     wait_until(lambda: counted() >= total, 90, what=f"{total} messages stored",
                progress=lambda: f"{counted()} stored")
     assert counted() == total
+    print(f"{total} messages from {DEVICES} devices, {KILLS} kill -9 and restarts: stored exactly once")
     assert pg.rows("SELECT device_uuid, seq FROM telemetry WHERE device_uuid LIKE ? "
                    "GROUP BY device_uuid, seq HAVING COUNT(*) > 1", "tdev-%") == []
     per_device = dict(pg.rows("SELECT device_uuid, COUNT(DISTINCT seq) FROM telemetry "
@@ -167,6 +168,7 @@ def test_a_dead_owners_devices_are_taken_over(cluster, pg, devices):
     new_owner = wait_until(lambda: (o := owner_of(pg, silent.uuid)) not in (None, owner) and o, LEASE_S * 3,
                            what="another instance owning the silent device")
     took_over = time.time() - killed_at
+    print(f"take-over of a kill -9'ed owner's device after {took_over:.2f} s (lease {LEASE_S} s)")
     assert new_owner in names and new_owner != owner
     assert took_over <= LEASE_S + LEASE_S / 3 + 1.0, took_over  # one lease, a round, and slack for this machine
     # offline within its timeout plus a lease (the new owner judges it from the database's last_seen)
