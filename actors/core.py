@@ -128,6 +128,8 @@ class Core:
                 self._early_owned.append(message)
                 return
         self.refs["DeviceSupervisor"].tell(message)
+        if 0 in message.gained and "Heartbeat" in self.refs:
+            self.refs["Heartbeat"].tell(message)
 
     def _store_gone(self, message: ChannelClosed) -> None:
         if not self.stop_requested.is_set():
@@ -157,16 +159,19 @@ class Core:
             self.metrics = MetricsServer(s.metrics_host, s.metrics_port).start()  # a taken port stops us here
         host = self.host
         scheduler = host.add("Scheduler", Scheduler.start("core"))
-        will = outbound.gateway_status_publication(s.topic_prefix, "offline", s.gateway_id, time.time(), 0, 0, 0, 0, "")
+        will = outbound.gateway_status_publication(s.topic_prefix, "offline", s.gateway_id, time.time(), 0, 0, 0, 0, "",
+                                                   instance_id=s.instance_id if s.share_group else None)
         mqtt = host.add("MqttIO", MqttIO.start(s, subscriptions(s.topic_prefix, s.share_group), will, router=host.peer("Router"),
                                                listener=host.peer("Heartbeat")))
-        heartbeat = host.add("Heartbeat", Heartbeat.start(s, mqtt, scheduler))
+        heartbeat = host.add("Heartbeat", Heartbeat.start(s, mqtt, scheduler, self.owned))
         supervisor = host.add("DeviceSupervisor", DeviceSupervisor.start(s, self.make_device, mqtt, self.store,
                                                                          heartbeat, self.owned, s.lease_s / 3))
         supervisor.proxy().load(ready.devices).get()
         with self._owned_lock:
             for early in self._early_owned:
                 supervisor.tell(early)
+                if 0 in early.gained:
+                    heartbeat.tell(early)
             self._early_owned.clear()
             self._supervisor_loaded = True
         router = host.add("Router", Router.start(s, mqtt, supervisor, self.store))

@@ -56,6 +56,10 @@ class OwnedBuckets:
             return None
         return view.epochs.get(bucket_of(uuid, self.buckets))
 
+    def acts_for_bucket(self, bucket: int, now: float) -> bool:
+        view = self.view
+        return now < view.act_until and bucket in view.epochs
+
     def owns(self, uuid: str, now: float) -> bool:
         return self.epoch_of(uuid, now) is not None
 

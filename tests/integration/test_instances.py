@@ -28,6 +28,7 @@ import time
 import pytest
 
 from protocol.buckets import bucket_of
+from tests.integration.devices import retained
 from tests.integration.helpers import FAST_SETTINGS, PgDb, Stream, inspect
 from tests.support.broker import wait_until
 from tests.support.gateway import ROOT, GatewayProcess
@@ -171,6 +172,10 @@ def test_a_dead_owners_devices_are_taken_over(cluster, pg, devices):
     print(f"take-over of a kill -9'ed owner's device after {took_over:.2f} s (lease {LEASE_S} s)")
     assert new_owner in names and new_owner != owner
     assert took_over <= LEASE_S + LEASE_S / 3 + 1.0, took_over  # one lease, a round, and slack for this machine
+    # the dead instance's Will is on its own status topic; the devices' topic stays online
+    wait_until(lambda: json.loads(retained(cluster.broker.port, f"autocore/gateway/{owner}/status") or b"{}")
+               .get("status") == "offline", 10, what="the killed instance's Last Will")
+    assert json.loads(retained(cluster.broker.port, "autocore/gateway/status") or b"{}").get("status") == "online"
     # offline within its timeout plus a lease (the new owner judges it from the database's last_seen)
     wait_until(lambda: pg.one("SELECT status FROM gateway_devices WHERE uuid = ?", silent.uuid) == "offline",
                4 + LEASE_S + 3.0, what="the silent device offline after the take-over")
