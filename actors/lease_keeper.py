@@ -33,6 +33,8 @@ from storage.db import database, database_errors
 
 logger = logging.getLogger("autocore.leases")
 
+PASSED_MAX = 100_000  # devices whose last passed-on sign of life is remembered
+
 Loader = Callable[[], tuple[tuple[KnownDevice, ...], tuple[CommandState, ...]]]
 
 
@@ -53,6 +55,7 @@ class LeaseKeeper(GatewayActor):
         self.detail = {"share_group": settings.share_group, "host": socket.gethostname(), "pid": os.getpid()}
         self.sent: tuple[tuple[int, int], ...] | None = None
         self.seen_since = 0.0  # last_seen high-water mark of what was passed on
+        self.passed: dict[str, float] = {}  # uuid -> the last_seen last passed on (each time once)
         self.rounds = 0
         self.failed_rounds = 0
         self.last_error = ""
@@ -84,7 +87,7 @@ class LeaseKeeper(GatewayActor):
 
     def visit(self) -> None:
         now = self.clock()
-        before = set(self.rules.held)
+        before = {b: h.epoch for b, h in self.rules.held.items()}
         try:
             self._round(now)
             self.rounds += 1
@@ -97,7 +100,8 @@ class LeaseKeeper(GatewayActor):
             logger.warning("lease round failed: %s", self.last_error)
             self._rollback()
             self.rules.expire(now)
-        gained = sorted(set(self.rules.held) - before)
+        # Gained: held now and not before, or at another epoch (lost and taken again).
+        gained = sorted(b for b, h in self.rules.held.items() if before.get(b) != h.epoch)
         self._tell_core(now, gained)
 
     def _round(self, now: float) -> None:
@@ -168,7 +172,14 @@ class LeaseKeeper(GatewayActor):
         if rows:
             self.seen_since = max(self.seen_since, max(at for _, at in rows))
         n = self.rules.buckets
-        return tuple((u, at) for u, at in rows if bucket_of(u, n) in held)
+        if len(self.passed) > PASSED_MAX:
+            self.passed.clear()  # bounded; at worst some times are told twice
+        out = []
+        for uuid, at in rows:
+            if at > self.passed.get(uuid, 0.0) and bucket_of(uuid, n) in held:
+                self.passed[uuid] = at
+                out.append((uuid, at))
+        return tuple(out)
 
     def summary(self) -> str:
         st = self.rules.state(self.clock())

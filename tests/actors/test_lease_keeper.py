@@ -6,6 +6,8 @@ Driven round by round with a clock of the test's (no threads, no sleeps)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from actors.lease_keeper import LeaseKeeper
@@ -116,3 +118,19 @@ def test_a_stalled_instance_stops_acting_before_another_may_take_over(pg):
     assert taken_at >= act_until + 3.0  # a's margin (a third of the lease) before the expiry
     a.visit()  # a comes back: its renewals fail, the buckets are counted lost
     assert a.rules.lost == BUCKETS and len(a_chan.owned()[-1].epochs) == 0
+
+
+def test_what_other_instances_saw_of_owned_devices_is_passed_on_once(pg):
+    from storage import devices as device_repo
+
+    clock = Clock(time.time())
+    a, a_chan, _ = keeper(pg, "a", clock)
+    a.visit()  # a holds every bucket
+    device_repo.ensure_device("dev-7", clock.now, "v1")
+    device_repo.touch_last_seen([("dev-7", clock.now + 1)])  # another instance's write
+    clock.now += a.rules.round_s
+    a.visit()
+    assert a_chan.owned()[-1].seen == (("dev-7", clock.now - a.rules.round_s + 1),)
+    clock.now += a.rules.round_s
+    a.visit()
+    assert a_chan.owned()[-1].seen == ()  # told once
