@@ -105,9 +105,10 @@ class Core:
         host.route(SnapshotReply, "Inspector")
         host.route(StoreHealth, "Heartbeat")
         host.route(Flushed, self._flushed)
-        host.route(StoreReady, self._store_ready)
+        # (start-up waits for StoreReady; the store going away ends it)
+        host.route(StoreReady, self._store_ready, at_once=True)
+        host.route(ChannelClosed, self._store_gone, at_once=True)
         host.route(Owned, self._owned)
-        host.route(ChannelClosed, self._store_gone)
 
     # -- messages from the store (channel reader thread) ----------------------
 
@@ -181,6 +182,9 @@ class Core:
         supervisor.proxy().start_offline_checks().get()
         if ready.commands:
             supervisor.tell(CommandsRequested(ready.commands))
+        # What the store sent meanwhile (a command claimed at start) is for
+        # actors that exist now: handed on before the network starts.
+        self.host.started()
         mqtt.proxy().start_network().get()
         logger.info("started; connecting to %s:%s", s.mqtt_host, s.mqtt_port)
 

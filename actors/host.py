@@ -54,6 +54,13 @@ class Host:
         self.process = process
         self.refs: dict[str, Any] = {}  # name -> ActorRef, in start order
         self._routes: dict[type, Callable[[Any], None]] = {}
+        # What the other process sends before this one has started all its
+        # actors (a command pending at start is claimed and sent at once;
+        # the actor it is for may not exist yet): held, and handed on in
+        # order by `started()`. Types routed with `at_once` never wait.
+        self._held: list[Any] | None = []
+        self._held_lock = threading.Lock()
+        self._at_once: set[type] = set()
 
     # -- start -----------------------------------------------------------------
 
@@ -67,15 +74,35 @@ class Host:
 
     # -- the other process's messages ------------------------------------------
 
-    def route(self, types: type | tuple[type, ...], to: str | Callable[[Any], None]) -> None:
+    def route(self, types: type | tuple[type, ...], to: str | Callable[[Any], None], at_once: bool = False) -> None:
         """Messages of `types` go to the actor named `to`, or to a function
-        of the process description (those that are not a plain hand-on)."""
+        of the process description (those that are not a plain hand-on).
+        Until `started()` they wait, unless `at_once` (what start-up itself
+        waits for)."""
         handler = (lambda message, name=to: self.refs[name].tell(message)) if isinstance(to, str) else to
         for t in types if isinstance(types, tuple) else (types,):
             self._routes[t] = handler
+            if at_once:
+                self._at_once.add(t)
+
+    def started(self) -> None:
+        """Every actor runs: hand on what was held, in the order it came
+        (the reader thread waits meanwhile, so nothing overtakes it)."""
+        with self._held_lock:
+            held, self._held = self._held or [], None
+            for message in held:
+                self._deliver(message)
 
     def on_message(self, message: Any) -> None:
         """The channel's reader thread hands every message here."""
+        if type(message) not in self._at_once:
+            with self._held_lock:
+                if self._held is not None:
+                    self._held.append(message)
+                    return
+        self._deliver(message)
+
+    def _deliver(self, message: Any) -> None:
         handler = self._routes.get(type(message))
         if handler is None:
             logger.error("%s: no route for %s from the other process; dropped", self.process, type(message).__name__)

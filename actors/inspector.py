@@ -181,6 +181,8 @@ class Inspector(GatewayActor):
             body = self.commands_answer()
         elif what == "stats":
             body = self.stats_answer()
+        elif what == "uplink":
+            body = uplink_section({s["name"]: s for s in self.store_snapshots()})
         elif what in ("set_dialect", "forget"):
             uuid = str(request.get("uuid", ""))
             if not is_valid_uuid(uuid):
@@ -193,7 +195,7 @@ class Inspector(GatewayActor):
                     return {"error": f"dialect must be v1 or fw22, got {dialect!r}"}
                 body = self.set_dialect_answer(uuid, dialect)
         else:
-            return {"error": f"unknown request {what!r}; ask for actors, devices, device, commands, stats, "
+            return {"error": f"unknown request {what!r}; ask for actors, devices, device, commands, stats, uplink, "
                              "set_dialect or forget"}
         return {"version": ANSWER_VERSION, what: body}
 
@@ -358,6 +360,7 @@ class Inspector(GatewayActor):
             "retention": state(store, "Retention"),
             "instance": self._instance(state(store, "LeaseKeeper"), state(core, "DeviceSupervisor"),
                                        counters(core, "DeviceSupervisor")),
+            "uplink": uplink_section(store),
             "memory": {"core_rss_mb": state(core, "Heartbeat").get("rss_mb"),
                        "store_rss_mb": state(store, "DbWriter").get("rss_mb")},
             "errors": [f"{s.get('name')}: {s['error']}" for s in (*core.values(), *store.values()) if s.get("error")],
@@ -447,6 +450,19 @@ class Inspector(GatewayActor):
 
 
 # -- the shape of the answers (documented in docs/cli.md) -----------------------
+
+def uplink_section(store: dict) -> dict:
+    """The fleet uplink's state (issue 14) from the store's snapshots:
+    {"enabled": False} when AUTOCORE_UPLINK_URL is unset."""
+    snap = store.get("Uplink")
+    retention = dict(store.get("Retention", {}).get("state") or {})
+    dropped = {"dropped_unsent": int(retention.get("dropped_unsent") or 0)}
+    if snap is None:
+        return {"enabled": False} | dropped
+    if snap.get("error"):
+        return {"enabled": True, "error": snap["error"]} | dropped
+    return dict(snap.get("state") or {}) | {"counters": dict(snap.get("counters") or {})} | dropped
+
 
 def _int(value: Any) -> int:
     """A count; an actor whose `restarts` is something else (the supervisor

@@ -553,3 +553,39 @@ class SeenElsewhere:
     this device at `at` (its telemetry went to that instance's share)."""
 
     at: float
+# -- the fleet uplink (issue 14): inside the store process, never on the wire --
+
+
+@dataclass(frozen=True)
+class UplinkLinkUp:
+    """paho's thread -> Uplink: the fleet broker accepted the connection."""
+
+    receive_maximum: int  # the broker's, from CONNACK (65535 when it names none)
+    session_present: bool
+
+
+@dataclass(frozen=True)
+class UplinkLinkDown:
+    """paho's thread -> Uplink: the connection is gone (or never came)."""
+
+    reason: str
+    retry_in_s: float
+
+
+@dataclass(frozen=True)
+class UplinkPuback:
+    """paho's thread -> Uplink: the fleet broker answered publish `mid`."""
+
+    mid: int
+    failed: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class FleetCommandIn:
+    """paho's thread -> Uplink: a command from the fleet, acknowledged only
+    once it is committed."""
+
+    mid: int
+    qos: int
+    payload: bytes

@@ -43,7 +43,8 @@ class GatewayCollector(Collector):
         # as a reset to Prometheus (rate() and increase() would jump).
         sections = ((_mqtt, "mqtt", "received"), (_router, "router", "rejections"),
                     (_devices, "devices", "online"), (_writer, "writer", "batches"),
-                    (_commands, "commands", "by_status"), (_leases, "instance", "leases"))
+                    (_commands, "commands", "by_status"), (_uplink, "uplink", "connected"),
+                    (_leases, "instance", "leases"))
         for family, key, present in sections:
             section = s.get(key) or {}
             if present in section:
@@ -141,6 +142,26 @@ def _leases(i: dict) -> Iterator[Any]:
     yield _gauge("lease_expires_in_seconds", "time left on the soonest lease held", leases.get("expires_in_s"))
     yield _counter("lease_buckets_lost", "buckets that went to another instance while held", leases.get("lost"))
     yield _counter("lease_rounds_failed", "lease rounds that could not reach the table", leases.get("failed_rounds"))
+
+
+def _uplink(u: dict) -> Iterator[Any]:
+    """The fleet uplink (issue 14), when it is on."""
+    yield _gauge("uplink_connected", "1 while connected to the fleet broker", 1 if u.get("connected") else 0)
+    yield _gauge("uplink_rows_pending", "committed rows not yet acknowledged by the fleet broker",
+                 u.get("rows_pending"))
+    yield _gauge("uplink_oldest_pending_age_seconds", "age of the oldest telemetry row not yet acknowledged",
+                 u.get("oldest_pending_age_s"))
+    yield _gauge("uplink_in_flight", "uplink batches awaiting the fleet broker's PUBACK", u.get("in_flight"))
+    yield _counter("uplink_dropped_unsent", "rows retention deleted before the fleet had them", u.get("dropped_unsent"))
+    acked = CounterMetricFamily(f"{NS}_uplink_rows_acknowledged", "rows the fleet broker acknowledged, by lane",
+                                labels=["lane"])
+    cursor = GaugeMetricFamily(f"{NS}_uplink_cursor", "every id up to this one is acknowledged, by lane",
+                               labels=["lane"])
+    for lane, v in sorted((u.get("lanes") or {}).items()):
+        acked.add_metric([lane], float(v.get("rows_acked") or 0))
+        cursor.add_metric([lane], float(v.get("acked_upto") or 0))
+    yield acked
+    yield cursor
 
 
 def _le(seconds: float) -> str:

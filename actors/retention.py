@@ -20,6 +20,12 @@ for a full card) thus drains at several thousand rows a second without
 holding up ingest. Finding the rows is
 done by plain reads, which in WAL mode take no lock.
 
+With the fleet uplink on (issue 14), rows the fleet broker has not yet
+acknowledged are kept: age pruning skips them, and size and reserve
+pruning take acknowledged rows first (oldest first) and unsent ones only
+when nothing else is left, oldest first, counted as `dropped_unsent`, logged
+and recorded as an `uplink_dropped_unsent` event of the gateway once per run.
+
 Finding old rows without an index on `ts` (one would slow every insert):
 rows are stored in id order, and `received_at` grows with the id, so the
 rows received before the cutoff are a prefix of the table. A run walks that
@@ -37,11 +43,13 @@ import time
 from typing import Any
 
 from actors.base import GatewayActor
+from actors.rules.acked import AckedRanges
 from actors.messages import Deadline, Schedule
 from actors.rules.reserve import Reserve
 from actors.settings import GatewaySettings
 from storage import events as event_repo
 from storage import prune
+from storage import uplink as uplink_repo
 from storage.db import DatabaseBusy, database, database_errors, free_disk_bytes
 
 logger = logging.getLogger("autocore.retention")
@@ -61,8 +69,8 @@ class Retention(GatewayActor):
         settings: GatewaySettings,
         scheduler: Any,
         *,
-        first_delay_s: float = 5.0,
-        interval_s: float = 60.0,
+        first_delay_s: float | None = None,
+        interval_s: float | None = None,
         batch: int = 500,
         pause_s: float = 0.05,
         reserve_check_s: float = 1.0,
@@ -76,8 +84,10 @@ class Retention(GatewayActor):
         self.days = float(settings.retention_days)
         self.max_bytes = int(float(settings.db_max_mb) * MB)
         self.scheduler = scheduler
-        self.first_delay_s = first_delay_s
-        self.interval_s = interval_s
+        # AUTOCORE_RETENTION_INTERVAL_S (the arguments win: tests)
+        self.interval_s = float(interval_s if interval_s is not None
+                                else getattr(settings, "retention_interval_s", 60.0))
+        self.first_delay_s = float(first_delay_s if first_delay_s is not None else min(5.0, self.interval_s))
         self.batch = batch
         self.pause_s = pause_s
         # the run in progress: phase "age" then "size"; None between runs
@@ -98,6 +108,10 @@ class Retention(GatewayActor):
         self.last_run: dict | None = None
         self.used_bytes: int | None = None
         self.over_limit_without_telemetry = False
+        # the fleet uplink: what it has not sent is kept as long as possible
+        self.uplink = bool(getattr(settings, "uplink_url", None))
+        self.dropped_unsent = 0
+        self.run_dropped = 0
 
     @property
     def enabled(self) -> bool:
@@ -147,16 +161,18 @@ class Retention(GatewayActor):
                                disk_free / MB, self.reserve.reserve_bytes / MB)
                 self._reserve_event(now, "short", disk_free)
             if check.ended:
+                self._report_dropped(now)
                 logger.info("free space is back above the reserve (%d telemetry rows pruned for it)",
                             self.reserve.pruned_this_shortage)
                 self._reserve_event(now, "restored", disk_free)
             if not check.deficit:
                 return now + self.reserve_check_s
-            ids = prune.oldest_ids(self.reserve_batch)
+            ids, unsent = self._oldest(self.reserve_batch)
             if not ids:
                 self.counters["reserve_nothing_to_prune"] += 1
                 return now + self.reserve_check_s
             removed = self._delete(ids)
+            self._count_unsent(unsent, removed, now)
             self.reserve.pruned_rows(removed)
             self.counters["pruned_for_reserve"] += removed
         except DatabaseBusy:
@@ -213,6 +229,48 @@ class Retention(GatewayActor):
         busy handler in growing steps, and must find it free when it wakes."""
         return max(self.pause_s, 2.0 * self.last_batch_s)
 
+    # -- the fleet uplink's rows ----------------------------------------------
+
+    def _acked(self) -> AckedRanges | None:
+        """The telemetry ids the fleet broker has acknowledged (None: the
+        uplink is off, every row may go)."""
+        if not self.uplink:
+            return None
+        return AckedRanges.from_pairs(uplink_repo.load_cursor().get("telemetry", []))
+
+    def _oldest(self, limit: int) -> tuple[list[int], bool]:
+        """Up to `limit` ids to delete for size: acknowledged rows first;
+        the oldest unsent only when none is left. (ids, unsent?)"""
+        acked = self._acked()
+        if acked is not None:
+            ids = uplink_repo.prunable_telemetry(acked.to_pairs(), limit)
+            if ids:
+                return ids, False
+        ids = prune.oldest_ids(limit)
+        return ids, acked is not None
+
+    def _count_unsent(self, unsent: bool, removed: int, now: float) -> None:
+        if not unsent or not removed:
+            return
+        if self.run_dropped == 0:
+            logger.warning("the database is over its size bounds with every uplinked row gone: deleting the oldest "
+                           "rows the fleet does not have yet")
+        self.dropped_unsent += removed
+        self.run_dropped += removed
+        self.counters["dropped_unsent"] += removed
+
+    def _report_dropped(self, now: float) -> None:
+        if not self.run_dropped:
+            return
+        logger.warning("%d telemetry rows were deleted before the fleet had them (%d since start)",
+                       self.run_dropped, self.dropped_unsent)
+        try:
+            event_repo.append_events([(self.settings.gateway_id, now, "uplink_dropped_unsent",
+                                       {"rows": self.run_dropped, "since_start": self.dropped_unsent})])
+        except DB_ERRORS as exc:
+            logger.error("could not record the uplink_dropped_unsent event: %s", exc)
+        self.run_dropped = 0
+
     def _begin(self, now: float) -> None:
         self.phase = "age"
         self.cutoff = now - self.days * DAY_S if self.days > 0 else None
@@ -221,6 +279,7 @@ class Retention(GatewayActor):
         self.run_pruned = 0
 
     def _finish(self, now: float) -> None:
+        self._report_dropped(now)
         try:
             self.used_bytes = prune.used_bytes()
         except DatabaseBusy:
@@ -253,10 +312,14 @@ class Retention(GatewayActor):
         window = prune.age_window(self.after_id, self.cutoff, self.batch)
         if window is None:
             return False
-        if window.old_ids:
+        old = window.old_ids
+        acked = self._acked() if old else None
+        if acked is not None:
+            old = [i for i in old if i in acked]  # age alone never drops what the fleet lacks
+        if old:
             # The Config App's copies go with them, up to a batch of its
             # rows older than the cutoff per delete.
-            self.pruned_age += self._delete(window.old_ids, self.cutoff)
+            self.pruned_age += self._delete(old, self.cutoff)
         self.after_id = window.last_id
         return window.more
 
@@ -268,14 +331,16 @@ class Retention(GatewayActor):
         if used <= self.max_bytes:
             self.over_limit_without_telemetry = False
             return False
-        ids = prune.oldest_ids(self.batch)
+        ids, unsent = self._oldest(self.batch)
         if not ids:
             if not self.over_limit_without_telemetry:
                 logger.warning("the database uses %.1f MB, over AUTOCORE_DB_MAX_MB (%g), with no telemetry left to prune",
                                used / MB, self.max_bytes / MB)
             self.over_limit_without_telemetry = True
             return False
-        self.pruned_size += self._delete(ids)
+        removed = self._delete(ids)
+        self.pruned_size += removed
+        self._count_unsent(unsent, removed, time.time())
         return True
 
     # -- inspection ----------------------------------------------------------
@@ -304,4 +369,6 @@ class Retention(GatewayActor):
             "db_used_mb": None if self.used_bytes is None else round(self.used_bytes / MB, 2),
             "over_limit_without_telemetry": self.over_limit_without_telemetry,
             "reserve": self.reserve.snapshot(now),
+            "uplink_first": self.uplink,
+            "dropped_unsent": self.dropped_unsent,
         }

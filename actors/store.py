@@ -117,8 +117,15 @@ class Store:
             host.add("LeaseKeeper", LeaseKeeper.start(s, scheduler, self.channel,
                                                       lambda: (known_devices(), commands_in_flight(s)),
                                                       host.refs["CommandFeed"]))
+        # -- fleet uplink (issue 14): its own actor, only when AUTOCORE_UPLINK_URL is set --
+        if s.uplink_url:
+            from actors.uplink import Uplink
+
+            host.add("Uplink", Uplink.start(s, scheduler))
+        # -- end of fleet uplink --
         ready = StoreReady(os.getpid(), devices, () if s.share_group else commands_in_flight(s))
         close_database_connection_of_this_thread()
+        host.started()  # every actor runs before the reader does: nothing to hold
         self.channel.start_reader(host.on_message)
         self.channel.send(ready)
         if "LeaseKeeper" in self.refs:

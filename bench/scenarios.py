@@ -53,17 +53,21 @@ class Sizes:
     restarts: int = 5
     restart_devices: int = 1000
     redelivery_check: bool = True
+    uplink_rows: int = 100_000  # scenario 8: the backlog replayed unpaced
+    uplink_paced_rows: int = 20_000
+    uplink_rate: float = 2000.0  # rows/s of the paced replay
 
 
 FULL = Sizes()
 QUICK = Sizes(backlog=10_000, live_warmup_s=1.0, live_seconds=3.0, flood_seconds=3.0, malformed=10_000,
               commands=100, command_rate=50.0,
               offline_devices=20, scale=(50, 200), scale_seconds=5.0, restarts=2, restart_devices=100,
-              redelivery_check=False)
+              redelivery_check=False, uplink_rows=15_000, uplink_paced_rows=4_500, uplink_rate=1500.0)
 SMOKE = Sizes(backlog=2_000, backlog_devices=20, publishers=4, live_rates=(200, 500), live_devices=20,
-              live_warmup_s=0.5, live_seconds=1.0, flood_seconds=1.0, malformed=1_000, commands=20, command_devices=5, command_rate=50.0,
+              live_warmup_s=0.5, live_seconds=1.0, flood_seconds=1.0, malformed=1_000, commands=20, command_devices=5,
+              command_rate=50.0,
               offline_devices=5, scale=(20,), scale_seconds=2.0, restarts=1, restart_devices=20,
-              redelivery_check=False)
+              redelivery_check=False, uplink_rows=1_500, uplink_paced_rows=900, uplink_rate=600.0)
 
 
 @dataclass
@@ -962,6 +966,12 @@ def malformed(ctx: Context) -> Outcome:
         "rss_peak": peak, "publisher_errors": errors, "restarted": restarted})
 
 
+def _uplink(ctx: Context) -> Outcome:
+    from bench.uplink import uplink
+
+    return uplink(ctx)
+
+
 SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "backlog": backlog,
     "backlog_config_app": backlog_config_app,
@@ -973,4 +983,5 @@ SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "mixed": mixed,
     "flood": flood,
     "malformed": malformed,
+    "uplink": _uplink,
 }

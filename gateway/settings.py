@@ -63,6 +63,31 @@ def _instance_id(v: str) -> str | None:
     return None
 
 
+def _uplink_url(v: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(v)
+        u.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+        return "must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+    return None
+
+
+def _vehicle_id(v: str) -> str | None:
+    if not v or any(c in v for c in "/+#\0"):
+        return "must be a non-empty topic level without '/', '+' or '#'"
+    return None
+
+
+def _uplink_prefix(v: str) -> str | None:
+    if v.startswith("$"):
+        return "must not start with '$'"
+    return _prefix(v)
+
+
 def _db_url(v: str) -> str | None:
     from storage.url import parse_location
 
@@ -222,9 +247,42 @@ class Settings:
     # Retention
     retention_days: float = setting(30.0, "telemetry older than this is pruned (0 keeps everything)", _non_negative)
     db_max_mb: float = setting(0.0, "oldest telemetry is pruned while the database is larger (0: no limit)", _non_negative)
+    retention_interval_s: float = setting(60.0, "seconds between two retention runs", _positive)
     db_reserve_mb: float = setting(
         64.0, "free space kept on the database's file system: below it the oldest telemetry is pruned so that "
               "the database stops growing, leaving room for the Config App (0: off)", _non_negative)
+
+    # Fleet uplink (issue 14; PROTOCOL.md, "Fleet uplink")
+    uplink_url: str | None = setting(
+        None, "the fleet broker, mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS); unset: no uplink", _uplink_url)
+    uplink_username: str | None = setting(None, "fleet broker user name")
+    uplink_password: str | None = setting(None, "fleet broker password", secret=True)
+    uplink_tls_ca: str | None = setting(None, "CA certificate of the fleet broker (mqtts; default: the system's)")
+    uplink_tls_cert: str | None = setting(None, "client certificate for the fleet broker")
+    uplink_tls_key: str | None = setting(None, "client certificate key for the fleet broker")
+    uplink_prefix: str = setting("fleet", "topic prefix on the fleet broker", _uplink_prefix)
+    vehicle_id: str | None = setting(None, "this vehicle's id on the fleet broker (default: the gateway id)",
+                                     _vehicle_id)
+    uplink_rate: float = setting(2000.0, "backlog rows a second sent to the fleet broker (0: no limit)",
+                                 _non_negative)
+    uplink_bytes_rate: float = setting(0.0, "backlog bytes a second sent to the fleet broker (0: no limit)",
+                                       _non_negative)
+    uplink_batch_rows: int = setting(500, "rows per uplink message at most", _positive)
+    uplink_window: int = setting(
+        64, "uplink messages awaiting the fleet broker's PUBACK at most (and never more than its Receive Maximum)",
+        _positive)
+    uplink_poll_ms: int = setting(100, "how often the uplink looks for newly committed rows", _positive)
+    uplink_keepalive_s: int = setting(30, "MQTT keep-alive towards the fleet broker", _positive)
+    uplink_session_expiry_s: int = setting(
+        7 * 86400, "how long the fleet broker keeps the uplink's session (commands queued) while it is away",
+        _positive)
+    uplink_reconnect_max_s: float = setting(60.0, "longest pause between two connection attempts", _positive)
+    uplink_command_ttl_s: float = setting(
+        3600.0, "expiry of a fleet command that names no ttl_s (it may wait for the link and the device)", _positive)
+
+    @property
+    def uplink_vehicle(self) -> str:
+        return self.vehicle_id or self.gateway_id
 
     @property
     def fw22_period_map(self) -> dict[str, float]:

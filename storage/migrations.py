@@ -17,14 +17,25 @@ trigger that signals changes to `commands`) is a recorded no-op on SQLite.
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from peewee import Entity, Model
 
-from storage.db import POSTGRESQL, SQLITE, database, write_transaction
-from storage.models import CONTRACT_MODELS, GATEWAY_DEVICE_COLUMNS, Device, SchemaVersion, Telemetry
+from storage.db import POSTGRESQL, SQLITE, SQLITE_NOW_SQL, database, write_transaction
+from storage.models import (
+    CONTRACT_MODELS,
+    GATEWAY_DEVICE_COLUMNS,
+    CommandChange,
+    Device,
+    GatewayMeta,
+    SchemaVersion,
+    Telemetry,
+    UplinkCursor,
+)
 
 
 def _existing_columns(table: str) -> set[str]:
@@ -155,6 +166,85 @@ def commands_change_signal() -> None:
         database.execute_sql(statement)
 
 
+# -- the fleet uplink (issue 14) ------------------------------------------------
+
+# Tables whose ids the uplink sends: an id must never be handed out twice.
+UPLINK_ID_TABLES = ("telemetry", "device_events", "commands")
+ORIGIN_INDEX = "commands_origin_id"
+
+
+def _sqlite_autoincrement(table: str) -> None:
+    """Rebuild `table` with `id INTEGER PRIMARY KEY AUTOINCREMENT`.
+
+    Without AUTOINCREMENT SQLite hands out max(id) + 1, so once retention
+    deletes the newest rows (a table pruned empty) their ids come back, and
+    the uplink's cursor, which already holds them as sent, would skip the
+    new rows. SQLite cannot add the keyword in place: the table is renamed,
+    made again from its own CREATE statement plus the keyword, its rows
+    copied (ids kept: sqlite_sequence starts at their max), the old one
+    dropped and its indexes and triggers made again from their own
+    statements. `migrate()` has legacy_alter_table on, so the rename
+    rewrites nothing else. One-time cost: the copy of the table."""
+    row = database.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    if row is None or "AUTOINCREMENT" in row[0].upper():
+        return
+    create, n = re.subn(r'^(.*?("id"|\bid\b)\s+INTEGER\s+(NOT\s+NULL\s+)?PRIMARY\s+KEY)', r"\1 AUTOINCREMENT",
+                        row[0], count=1, flags=re.IGNORECASE | re.DOTALL)
+    if n != 1:
+        raise RuntimeError(f"cannot make {table}.id AUTOINCREMENT: its id is not an INTEGER PRIMARY KEY ({row[0]!r})")
+    others = [sql for (sql,) in database.execute_sql(
+        "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = ? AND sql IS NOT NULL "
+        "ORDER BY type", (table,)).fetchall()]
+    columns = ", ".join(f'"{c}"' for c in (r[1] for r in database.execute_sql(f'PRAGMA table_info("{table}")')))
+    old = f"{table}__before_autoincrement"
+    database.execute_sql(f'ALTER TABLE "{table}" RENAME TO "{old}"')
+    database.execute_sql(create)
+    database.execute_sql(f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM "{old}" ORDER BY id')
+    database.execute_sql(f'DROP TABLE "{old}"')
+    for sql in others:
+        database.execute_sql(sql)
+
+
+_SQLITE_CHANGE_TRIGGERS = (
+    f"""CREATE TRIGGER IF NOT EXISTS uplink_command_inserted AFTER INSERT ON commands
+BEGIN INSERT INTO uplink_command_changes (command_id, status, at) VALUES (NEW.id, NEW.status, {SQLITE_NOW_SQL}); END""",
+    f"""CREATE TRIGGER IF NOT EXISTS uplink_command_changed AFTER UPDATE OF status ON commands
+WHEN NEW.status IS NOT OLD.status
+BEGIN INSERT INTO uplink_command_changes (command_id, status, at) VALUES (NEW.id, NEW.status, {SQLITE_NOW_SQL}); END""",
+)
+
+
+def uplink_tables() -> None:
+    """What the fleet uplink keeps in the database: ids never reused
+    (SQLite AUTOINCREMENT; PostgreSQL's sequences never go back anyway),
+    the database's own uuid, the cursor, fleet commands' `origin_id`
+    (unique: a redelivery inserts nothing) and the outbox of command state
+    changes (triggers, so every writer's changes are caught)."""
+    # A database an older gateway left half made (its steps recorded, some
+    # tables never created) gets them now: nothing below works without them.
+    create_contract_tables()
+    if database.engine == SQLITE:
+        for table in UPLINK_ID_TABLES:
+            _sqlite_autoincrement(table)
+    for model in (GatewayMeta, UplinkCursor, CommandChange):
+        model._schema.create_table(safe=True)
+    if database.engine == SQLITE:
+        _sqlite_autoincrement(CommandChange._meta.table_name)  # made by peewee without the keyword
+    GatewayMeta.insert(key="database_id", value=str(uuid.uuid4())).on_conflict_ignore().execute()
+    if "origin_id" not in _existing_columns("commands"):
+        database.execute_sql("ALTER TABLE commands ADD COLUMN origin_id TEXT")
+    # NULLs are distinct on both engines: local commands have none.
+    database.execute_sql(f"CREATE UNIQUE INDEX IF NOT EXISTS {ORIGIN_INDEX} ON commands (origin_id)")
+    if database.engine == POSTGRESQL:
+        from storage.postgres import COMMAND_CHANGES_TRIGGER_SQL
+
+        statements: tuple[str, ...] = COMMAND_CHANGES_TRIGGER_SQL
+    else:
+        statements = _SQLITE_CHANGE_TRIGGERS
+    for statement in statements:
+        database.execute_sql(statement)
+
+
 def lease_tables() -> None:
     """Several instances (issue 13): the bucket leases and the instances'
     heartbeats (storage/leases.py). Empty and unread with one instance."""
@@ -171,7 +261,7 @@ STEPS: list[Step] = [
     (3, "message identity as a partial unique index (rows with a seq)", partial_identity_index),
     (4, "the registry is gateway_devices; the Config App's devices is left as it made it", move_registry),
     (5, "a change signal on commands (PostgreSQL: NOTIFY from a trigger)", commands_change_signal),
-    # 7, not 6: the fleet uplink's migration, built beside this one, is 6.
+    (6, "fleet uplink: ids never reused, database id, cursor, origin_id, command change outbox", uplink_tables),
     (7, "lease tables of several instances (gateway_leases, gateway_instances)", lease_tables),
 ]
 

@@ -157,3 +157,45 @@ class SchemaVersion(BaseModel):
 
 
 CONTRACT_MODELS = (Device, DeviceEvent, Telemetry, Command)
+
+
+# -- the fleet uplink (issue 14; migration 6) ---------------------------------
+
+
+class GatewayMeta(BaseModel):
+    """Facts about this database itself: `database_id`, a uuid made once
+    by migration 6 and kept for life (the fleet side tells a restored or
+    replaced file apart by it)."""
+
+    key = TextField(primary_key=True)
+    value = TextField()
+
+    class Meta:
+        table_name = "gateway_meta"
+
+
+class UplinkCursor(BaseModel):
+    """Per wire lane, the row ids the fleet broker has acknowledged: JSON
+    pairs [[first, last], ...] (actors/rules/acked.py)."""
+
+    lane = TextField(primary_key=True)
+    acked = TextField()
+    updated_at = FloatField()
+
+    class Meta:
+        table_name = "uplink_cursor"
+
+
+class CommandChange(BaseModel):
+    """The uplink's outbox of command state changes: one row per insert of
+    a command and per change of its status, written by triggers on
+    `commands` (so a change by any writer, the Config App's cancel
+    included, is caught), ids never reused."""
+
+    id = AutoField()
+    command_id = IntegerField()
+    status = TextField()
+    at = FloatField(constraints=NOW_DEFAULT)
+
+    class Meta:
+        table_name = "uplink_command_changes"

@@ -204,6 +204,22 @@ END $$""",
     " FOR EACH STATEMENT EXECUTE FUNCTION autocore_commands_changed()",
 )
 
+# The fleet uplink's outbox of command state changes (migration 6): a row
+# per insert and per change of status, whoever writes.
+COMMAND_CHANGES_TRIGGER_SQL = (
+    """CREATE OR REPLACE FUNCTION autocore_command_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status THEN
+    INSERT INTO uplink_command_changes (command_id, status, at)
+      VALUES (NEW.id, NEW.status, extract(epoch from clock_timestamp())::double precision);
+  END IF;
+  RETURN NULL;
+END $$""",
+    "DROP TRIGGER IF EXISTS uplink_command_change ON commands",
+    "CREATE TRIGGER uplink_command_change AFTER INSERT OR UPDATE OF status ON commands"
+    " FOR EACH ROW EXECUTE FUNCTION autocore_command_change()",
+)
+
 # One key for every gateway's migrations: two starting at once take turns.
 MIGRATION_LOCK_KEY = 0x6175746F636F7265 & 0x7FFFFFFFFFFFFFFF  # "autocore"
 

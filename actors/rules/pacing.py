@@ -38,7 +38,10 @@ class TokenBucket:
 
 
 class Pacer:
-    """Messages a second and bytes a second at once (either may be None: no limit)."""
+    """Items (rows, or messages) a second and bytes a second at once (either
+    may be None: no limit). A send may take many items at once: it goes when
+    one is there and leaves the rest as a debt, so the average keeps to the
+    rate whatever the batch size."""
 
     def __init__(self, messages_per_s: float | None, bytes_per_s: float | None, now: float,
                  burst_s: float = 1.0) -> None:
@@ -49,9 +52,9 @@ class Pacer:
         return max(self.messages.wait(now) if self.messages else 0.0,
                    self.bytes.wait(now, size) if self.bytes else 0.0)
 
-    def take(self, now: float, size: int) -> None:
+    def take(self, now: float, size: int, items: int = 1) -> None:
         if self.messages:
-            self.messages.take(now)
+            self.messages.take(now, items)
         if self.bytes:
             self.bytes.take(now, size)
 

@@ -2,7 +2,8 @@
 committed ids and the broker's acknowledgements are arguments.
 
 Three lanes, in priority order (protocol/uplink.py):
-  events   device_events and command_outcomes rows not yet acknowledged;
+  events   device_events rows and command state changes (the wire lanes
+           `events` and `commands`) not yet acknowledged;
   fresh    telemetry committed after the (re)connection, so the fleet sees
            the present at once after an outage;
   backlog  the telemetry from before it, paced (messages/s and bytes/s).
@@ -10,7 +11,8 @@ At most `window` batches are in flight (no more than the broker's Receive
 Maximum). A range is "handed out" when a batch of it is published; it is
 done only when acknowledged (AckedRanges, persisted by the caller). A lost
 connection forgets what was in flight: it is sent again on the next one.
-The caller reads rows first..last of the table the plan names (at most its
+The backlog is paced in rows and bytes a second (AUTOCORE_UPLINK_RATE,
+_BYTES_RATE; PROTOCOL.md). The caller reads rows first..last of the table the plan names (at most its
 batch size, ascending) and reports what the batch covered with `sent`;
 rows that no longer exist (pruned) are covered all the same, and a covered
 range with no rows at all is simply acknowledged at once (`sent` with
@@ -23,10 +25,11 @@ from dataclasses import dataclass, field
 
 from actors.rules.acked import AckedRanges
 from actors.rules.pacing import Pacer
-from protocol.uplink import BACKLOG, EVENTS, FRESH
+from protocol.uplink import BACKLOG, COMMANDS_LANE, EVENTS, EVENTS_LANE, FRESH, TELEMETRY_LANE
 
-EVENT_TABLES = ("device_events", "command_outcomes")
-TELEMETRY = "telemetry"
+# The plan's "tables" are the wire lanes (protocol/uplink.py): one id space each.
+EVENT_TABLES = (EVENTS_LANE, COMMANDS_LANE)
+TELEMETRY = TELEMETRY_LANE
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class _Flight:
     table: str
     first: int
     last: int
+    lane: str = ""
 
 
 @dataclass
@@ -121,9 +125,9 @@ class UplinkPlan:
         if rows == 0:
             self.acked[read.table].add(read.first, last_covered)
             return
-        self._flights[key] = _Flight(read.table, read.first, last_covered)
+        self._flights[key] = _Flight(read.table, read.first, last_covered, read.lane)
         if read.lane == BACKLOG:
-            self.pacer.take(now, size)
+            self.pacer.take(now, size, rows)
 
     def on_ack(self, key: int) -> tuple[str, int, int] | None:
         """The broker acknowledged batch `key`: (table, first, last) now
@@ -134,6 +138,24 @@ class UplinkPlan:
             return None
         self.acked[flight.table].add(flight.first, flight.last)
         return flight.table, flight.first, flight.last
+
+    def on_refused(self, key: int) -> bool:
+        """The broker refused batch `key` (a PUBACK with a failure reason):
+        nothing is done, and its lane goes back to send it again (what was
+        handed out after it in that lane may go twice; the receiver keeps
+        one). False for an unknown key."""
+        flight = self._flights.pop(key, None)
+        if flight is None:
+            return False
+        handed = (flight.lane, flight.table)
+        if handed in self._handed:
+            self._handed[handed] = min(self._handed[handed], flight.first - 1)
+        return True
+
+    def set_window(self, window: int) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.window = window
 
     def pending(self, newest: dict[str, int]) -> dict[str, int]:
         """Rows (ids) not yet acknowledged, per table, up to the newest."""

@@ -24,3 +24,8 @@ def register(main: click.Group) -> None:
 
     for cmd in (inspect, devices, command, telemetry, db, config, can):
         main.add_command(cmd)
+    # The fleet side of the uplink (issue 14).
+    from gateway.fleet import fleet_command, fleet_ingest
+
+    main.add_command(fleet_ingest)
+    main.add_command(fleet_command)

@@ -426,6 +426,7 @@ def render_stats(s: dict) -> str:
         ("can", render_can(s.get("can") or {})),
         ("retention", render_retention(retention)),
         *_instance_items(s.get("instance") or {}),
+        ("uplink", _uplink_line(s.get("uplink") or {})),
         ("memory", f"core {tables.number(memory.get('core_rss_mb'))} MB, store {tables.number(memory.get('store_rss_mb'))} MB"),
         ("channel", f"{channel.get('frames_sent', '-')} frames sent, {channel.get('frames_received', '-')} received"),
     ]
@@ -483,6 +484,60 @@ def cluster(loaded: LoadedSettings, as_json: bool) -> None:
              tables.seconds(i["heartbeat_age_s"]), tables.timestamp(i["started_at"])] for i in instances]
     click.echo(tables.table(["instance", "host", "buckets", "expires in", "heartbeat age", "started"], rows,
                             right=[2]))
+# -- uplink ----------------------------------------------------------------------
+
+
+@inspect.command()
+@_view_options
+def uplink(loaded: LoadedSettings, as_json: bool, watch: float | None, count: int | None) -> None:
+    """The fleet uplink: connected or not, the cursor of each lane, rows
+    pending, the age of the oldest one, the rate, rows dropped unsent.
+
+    \b
+    Example:
+      gateway inspect uplink --watch 2
+    """
+    run_view(loaded, "uplink", render_uplink, as_json, watch, count)
+
+
+def _uplink_line(u: dict) -> str:
+    if not u.get("enabled"):
+        return "off"
+    if u.get("error"):
+        return f"no answer: {u['error']}"
+    return (f"{'connected' if u.get('connected') else 'DOWN'}, {u.get('rows_pending', '-')} rows pending "
+            f"(oldest {tables.seconds(u.get('oldest_pending_age_s'))}), {u.get('acked_rows_per_s', '-')} rows/s, "
+            f"{u.get('dropped_unsent', 0)} dropped unsent (gateway inspect uplink)")
+
+
+def render_uplink(u: dict) -> str:
+    if not u.get("enabled"):
+        return tables.pairs([("uplink", "off (AUTOCORE_UPLINK_URL is not set)"),
+                             ("dropped unsent", u.get("dropped_unsent", 0))])
+    if u.get("error"):
+        return tables.pairs([("uplink", f"no answer: {u['error']}")])
+    if u.get("connected"):
+        link = f"connected to {u.get('url')} for {tables.seconds(u.get('connected_for_s'))}"
+    else:
+        link = f"DOWN ({u.get('last_error') or 'not connected yet'}), next try in {tables.seconds(u.get('retry_in_s'))}"
+    lanes = [(lane, f"acknowledged up to {v.get('acked_upto')} of {v.get('newest')} ({v.get('acked_ranges')} "
+                    f"ranges), {v.get('pending')} pending, {v.get('rows_acked')} rows acknowledged here")
+             for lane, v in sorted((u.get("lanes") or {}).items())]
+    rate = u.get("rate_rows_per_s")
+    items: list[tuple[str, Any]] = [
+        ("uplink", link),
+        ("vehicle", f"{u.get('vehicle')} (database {u.get('database_id')}), topic {u.get('topic')}"),
+        ("window", f"{u.get('in_flight')} in flight of {u.get('window')} (broker's receive maximum "
+                   f"{u.get('receive_maximum', '-')})"),
+        ("pending", f"{u.get('rows_pending')} rows, oldest {tables.seconds(u.get('oldest_pending_age_s'))} old"),
+        ("rate", f"{u.get('acked_rows_per_s')} rows/s acknowledged; backlog paced at "
+                 f"{'no limit' if not rate else str(rate) + ' rows/s'}"
+                 + (f", {u['rate_bytes_per_s']} bytes/s" if u.get("rate_bytes_per_s") else "")),
+        ("lanes", lanes),
+        ("dropped unsent", u.get("dropped_unsent", 0)),
+        ("counters", tables.counts(u.get("counters"))),
+    ]
+    return tables.pairs(items)
 
 
 def render_can(c: dict) -> Any:

@@ -66,10 +66,32 @@ def test_messages_are_routed_by_type_to_an_actor_or_a_function(host):
     seen = []
     host.route(Ping, "a")
     host.route((int, str), seen.append)
+    host.started()
     host.on_message(Ping(1))
     host.on_message(7)
     host.on_message(b"no route")  # logged and dropped
     assert host.refs["a"].ask("got") == [Ping(1)] and seen == [7]
+
+
+def test_what_comes_before_start_waits_and_keeps_its_order(host):
+    """A message for an actor not started yet (a command the store claimed
+    at start, before core built its supervisor) is held, not lost and not
+    a KeyError on the reader thread; what start-up waits for passes at once."""
+    seen = []
+    host.route(Ping, "late")
+    host.route(int, seen.append)
+    host.route(str, seen.append, at_once=True)
+    host.on_message(Ping(1))
+    host.on_message(7)
+    host.on_message("ready")
+    assert seen == ["ready"]
+    host.add("late", Named.start("late"))
+    host.on_message(Ping(2))
+    assert seen == ["ready"]
+    host.started()
+    assert host.refs["late"].ask("got") == [Ping(1), Ping(2)] and seen == ["ready", 7]
+    host.on_message(8)
+    assert seen == ["ready", 7, 8]
 
 
 def test_the_watchdog_names_a_dead_actor_or_returns_when_done(host):

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # `make test` installs mosquitto and mosquitto_pub; without them this fails (it does not skip).
 
-SCENARIO_KEYS = ("1 backlog", "2 live", "3 commands", "4 offline", "5 scale", "6 restart", "7 mixed")
+SCENARIO_KEYS = ("1 backlog", "2 live", "3 commands", "4 offline", "5 scale", "6 restart", "7 mixed", "9 uplink")
 
 
 @pytest.mark.timeout(240)

@@ -30,11 +30,11 @@ def drive(p, newest, now=0.0, batch=10, acks=True):
 def test_events_then_fresh_then_backlog():
     p = plan()
     p.on_connect(newest_telemetry=25)
-    reads = drive(p, {"device_events": 12, "telemetry": 40})
+    reads = drive(p, {"events": 12, "telemetry": 40})
     assert [r.lane for r in reads] == [EVENTS, EVENTS, FRESH, FRESH, BACKLOG, BACKLOG, BACKLOG]
     assert [(r.first, r.last) for r in reads if r.lane == FRESH] == [(26, 35), (36, 40)]
     assert [(r.first, r.last) for r in reads if r.lane == BACKLOG] == [(1, 10), (11, 20), (21, 25)]
-    assert p.pending({"device_events": 12, "telemetry": 40}) == {"device_events": 0, "command_outcomes": 0,
+    assert p.pending({"events": 12, "telemetry": 40}) == {"events": 0, "commands": 0,
                                                                  "telemetry": 0}
 
 
@@ -60,7 +60,7 @@ def test_the_window_bounds_batches_in_flight_and_a_reconnect_resends_them():
 
 
 def test_the_backlog_is_paced_and_fresh_rows_are_not():
-    p = plan(rate=2.0)  # 2 backlog batches a second, burst 2
+    p = plan(rate=20.0)  # 20 backlog rows a second, a burst of 20 rows
     p.on_connect(newest_telemetry=1000)
     now, times = 0.0, []
     for key in range(1, 7):
@@ -72,7 +72,9 @@ def test_the_backlog_is_paced_and_fresh_rows_are_not():
         p.sent(key, r, r.first + 9, rows=10, size=1, now=now)
         p.on_ack(key)
         times.append(now)
-    assert times[:2] == [0.0, 0.0] and times[-1] == pytest.approx(2.0)
+    # the burst's 20 rows at once, then a 10-row batch every 0.5 s (20 rows/s)
+    assert times[:2] == [0.0, 0.0]
+    assert [b - a for a, b in zip(times[2:], times[3:])] == pytest.approx([0.5, 0.5, 0.5])
     # a fresh row is sent at once, whatever the pace
     r = p.next(now, {"telemetry": 1001})
     assert isinstance(r, Read) and r.lane == FRESH and (r.first, r.last) == (1001, 1001)
@@ -102,3 +104,15 @@ def test_sent_must_stay_inside_the_read():
     r = p.next(0.0, {"telemetry": 5})
     with pytest.raises(ValueError):
         p.sent(1, r, 6, rows=1, size=1, now=0.0)
+
+
+def test_a_refused_batch_is_sent_again_and_not_counted_done():
+    p = plan(window=4)
+    p.on_connect(newest_telemetry=0)
+    newest = {"telemetry": 30}
+    first = p.next(0.0, newest)
+    p.sent(1, first, 10, rows=10, size=1, now=0.0)
+    assert p.on_refused(1) is True and p.on_refused(1) is False
+    again = p.next(0.0, newest)
+    assert (again.first, again.last) == (1, 30)
+    assert p.acked["telemetry"].low_watermark() == 0
