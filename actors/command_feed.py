@@ -21,10 +21,12 @@ from actors.messages import (
     ClaimDeferred,
     CommandsRequested,
     Deadline,
+    FeedOwnership,
     ReloadCommands,
     Schedule,
 )
 from actors.settings import GatewaySettings
+from protocol.buckets import bucket_of
 from storage import commands as command_repo
 from storage.db import ChangeWatch, DatabaseBusy, open_reader
 
@@ -49,6 +51,9 @@ class CommandFeed(GatewayActor):
         self._count_watch: ChangeWatch | None = None
         self.polls = 0
         self.queries = 0
+        # Several instances: bucket -> epoch of the leases held (from the
+        # LeaseKeeper); None with one instance (every command is ours).
+        self.owned: dict[int, int] | None = {} if settings.share_group else None
 
     def on_start(self) -> None:
         self.reader = open_reader(self.settings.database, busy_timeout_ms=self.settings.db_busy_timeout_ms)
@@ -74,6 +79,10 @@ class CommandFeed(GatewayActor):
         elif isinstance(message, ClaimDeferred):
             if self.watch is not None:
                 self.watch.again()
+        elif isinstance(message, FeedOwnership):
+            self.owned = dict(message.epochs)
+            if message.gained and self.watch is not None:
+                self.watch.again()  # pending rows of devices just gained are ours to claim
         elif isinstance(message, ReloadCommands):
             self._reload(message.device_uuid)
         else:
@@ -87,7 +96,16 @@ class CommandFeed(GatewayActor):
             return
         self.queries += 1
         pending = command_repo.pending_commands(CLAIM_LIMIT, db=self.reader)
-        if pending:
+        if pending and self.owned is not None:
+            # Several instances: the owner of the device claims it (the
+            # claim is compare-and-set on `pending`, and fenced by the lease).
+            n = self.settings.lease_buckets
+            fences = tuple((r.id, b, self.owned[b]) for r in pending
+                           if (b := bucket_of(r.device_uuid, n)) in self.owned)
+            self.counters["pending_not_owned"] += len(pending) - len(fences)
+            if fences:
+                self.writer.tell(ClaimCommands(tuple(f[0] for f in fences), feed=self.actor_ref, fences=fences))
+        elif pending:
             self.writer.tell(ClaimCommands(tuple(r.id for r in pending), feed=self.actor_ref))
         if len(pending) >= CLAIM_LIMIT:
             self.watch.again()  # more to take: look again next time

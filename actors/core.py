@@ -31,6 +31,7 @@ from actors.messages import (
     Flush,
     Flushed,
     KnownDevice,
+    Owned,
     SnapshotReply,
     Stop,
     StopReading,
@@ -39,10 +40,12 @@ from actors.messages import (
     TransitionRefused,
 )
 from actors.encoders import CommandEncoder
+from actors.fencing import FencingStoreLink
 from actors.mqtt_io import MqttIO
 from actors.metrics import MetricsServer
 from actors.router import Router
 from actors.rules.device import DeviceLogic, DeviceRules
+from actors.rules.owned import OwnedBuckets
 from actors.scheduler import Scheduler
 from actors.settings import GatewaySettings
 from actors.supervisor import DeviceSupervisor
@@ -77,7 +80,14 @@ class Core:
     def __init__(self, settings: GatewaySettings, channel: Channel) -> None:
         self.settings = settings
         self.channel = channel
-        self.store = StoreLink(channel)  # what the actors send through
+        # Several instances (issue 13): the buckets this instance may act for
+        # (from the store's LeaseKeeper), and device writes stamped with
+        # their lease's epoch. None with one instance: nothing changes.
+        self.owned = OwnedBuckets(settings.lease_buckets) if settings.share_group else None
+        self.store = StoreLink(channel) if self.owned is None else FencingStoreLink(channel, self.owned)
+        self._early_owned: list[Owned] = []
+        self._owned_lock = threading.Lock()
+        self._supervisor_loaded = False
         self.host = Host("core")
         self.refs = self.host.refs  # name -> ActorRef, in start order
         self.store_ready = threading.Event()
@@ -98,6 +108,7 @@ class Core:
         # (start-up waits for StoreReady; the store going away ends it)
         host.route(StoreReady, self._store_ready, at_once=True)
         host.route(ChannelClosed, self._store_gone, at_once=True)
+        host.route(Owned, self._owned)
 
     # -- messages from the store (channel reader thread) ----------------------
 
@@ -110,6 +121,16 @@ class Core:
     def _store_ready(self, message: StoreReady) -> None:
         self.ready_message = message
         self.store_ready.set()
+
+    def _owned(self, message: Owned) -> None:
+        # The LeaseKeeper may speak before the supervisor exists: held until then, in order.
+        with self._owned_lock:
+            if not self._supervisor_loaded:
+                self._early_owned.append(message)
+                return
+        self.refs["DeviceSupervisor"].tell(message)
+        if 0 in message.gained and "Heartbeat" in self.refs:
+            self.refs["Heartbeat"].tell(message)
 
     def _store_gone(self, message: ChannelClosed) -> None:
         if not self.stop_requested.is_set():
@@ -126,6 +147,7 @@ class Core:
             scheduler=self.refs["Scheduler"], store=self.store,
             availability=lambda u, online: outbound.availability_publication(prefix, u, online),
             encode_command=self.encoder, restarts=restarts, deadlines_via=self.refs.get("Router"),
+            acting=None if self.owned is None else self.owned.owns,
         )
 
     def start(self, ready_timeout: float = 60.0) -> None:
@@ -138,13 +160,21 @@ class Core:
             self.metrics = MetricsServer(s.metrics_host, s.metrics_port).start()  # a taken port stops us here
         host = self.host
         scheduler = host.add("Scheduler", Scheduler.start("core"))
-        will = outbound.gateway_status_publication(s.topic_prefix, "offline", s.gateway_id, time.time(), 0, 0, 0, 0, "")
-        mqtt = host.add("MqttIO", MqttIO.start(s, subscriptions(s.topic_prefix), will, router=host.peer("Router"),
+        will = outbound.gateway_status_publication(s.topic_prefix, "offline", s.gateway_id, time.time(), 0, 0, 0, 0, "",
+                                                   instance_id=s.instance_id if s.share_group else None)
+        mqtt = host.add("MqttIO", MqttIO.start(s, subscriptions(s.topic_prefix, s.share_group), will, router=host.peer("Router"),
                                                listener=host.peer("Heartbeat")))
-        heartbeat = host.add("Heartbeat", Heartbeat.start(s, mqtt, scheduler))
+        heartbeat = host.add("Heartbeat", Heartbeat.start(s, mqtt, scheduler, self.owned))
         supervisor = host.add("DeviceSupervisor", DeviceSupervisor.start(s, self.make_device, mqtt, self.store,
-                                                                         heartbeat))
+                                                                         heartbeat, self.owned, s.lease_s / 3))
         supervisor.proxy().load(ready.devices).get()
+        with self._owned_lock:
+            for early in self._early_owned:
+                supervisor.tell(early)
+                if 0 in early.gained:
+                    heartbeat.tell(early)
+            self._early_owned.clear()
+            self._supervisor_loaded = True
         router = host.add("Router", Router.start(s, mqtt, supervisor, self.store))
         router.proxy().load(ready.devices).get()
         host.add("Inspector", Inspector.start(s, lambda: dict(self.refs), supervisor, router, self.channel,
@@ -241,7 +271,7 @@ def run_core(settings: GatewaySettings, channel_fd: int) -> int:
         return 1
     while not stop.is_set() and not core.fatal.is_set():
         if core.wait_subscribed(0.05):
-            logger.info("ready: subscribed to %d topics on %s:%s", len(subscriptions(settings.topic_prefix)),
+            logger.info("ready: subscribed to %d topics on %s:%s", len(subscriptions(settings.topic_prefix, settings.share_group)),
                         settings.mqtt_host, settings.mqtt_port)
             break
         stop.wait(0.05)

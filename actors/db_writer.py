@@ -22,6 +22,7 @@ from collections import deque
 from typing import Any
 
 from actors.base import GatewayActor
+from actors.fencing import NOT_OWNED
 from actors.messages import (
     ClaimCommands,
     ClaimDeferred,
@@ -39,11 +40,13 @@ from actors.messages import (
 from actors.rules.histogram import Histogram
 from actors.rules.stall import Stall
 from actors.settings import GatewaySettings
+from protocol.buckets import bucket_of
 from protocol.dialects import parse_dialect, parse_encoding
 from protocol.lifecycle import Owner, owned_by
 from storage import commands as command_repo
 from storage import devices as device_repo
 from storage import events as event_repo
+from storage import leases
 from storage import telemetry as telemetry_repo
 from storage.db import (
     DatabaseBusy,
@@ -96,6 +99,7 @@ class DbWriter(GatewayActor):
         self.batches = 0
         self.rows_inserted = 0
         self.rows_repeated = 0
+        self._fences: dict[tuple[int, int], bool] = {}  # (bucket, epoch) -> held, within one transaction
 
     def on_stop(self) -> None:
         if not database.is_closed():
@@ -109,7 +113,7 @@ class DbWriter(GatewayActor):
         elif isinstance(message, Deadline):
             self._write_waiting()
         elif isinstance(message, ClaimCommands):
-            self._claim(message.ids, message.feed)
+            self._claim(message.ids, message.feed, message.fences)
         else:
             return super().handle(message)
         return None
@@ -152,6 +156,7 @@ class DbWriter(GatewayActor):
         while True:
             try:
                 refused.clear()
+                self._fences.clear()
                 with write_transaction():
                     if salvage:
                         inserted = self._write_item_by_item(batch, refused)
@@ -222,6 +227,21 @@ class DbWriter(GatewayActor):
         """One device's changes. Given `seen` and `rows`, its bare last_seen
         refresh and its telemetry rows join the batch's (written at once)."""
         uuid, at = w.uuid, w.at
+        if w.epoch is not None and not self._holds(uuid, w.epoch):
+            # Several instances: decided by an instance that no longer holds
+            # the device's lease (or never did). Its state changes and
+            # command transitions are the owner's to make; its rows and its
+            # last sign of life are facts any instance stores.
+            if w.last_seen is not None:
+                if seen is not None:
+                    seen.append((uuid, w.last_seen))
+                else:
+                    device_repo.touch_last_seen([(uuid, w.last_seen)])
+            if w.rows and rows is not None:
+                rows.extend(w.rows)
+            elif w.rows:
+                telemetry_repo.insert_rows(database, w.rows)
+            return
         # A device's first announce is the writes of thousands of devices at
         # once after a restart; each statement costs the store about a
         # millisecond (most of it peewee building the SQL), so none is
@@ -269,12 +289,42 @@ class DbWriter(GatewayActor):
         elif w.rows:
             telemetry_repo.insert_rows(database, w.rows)
 
+    def _holds(self, uuid: str, epoch: int) -> bool:
+        """Whether this instance still holds the lease the write was decided
+        under; asked once per bucket and epoch per transaction."""
+        if epoch == NOT_OWNED:
+            self.counters["writes_not_owned"] += 1
+            return False
+        key = (bucket_of(uuid, self.settings.lease_buckets), epoch)
+        held = self._fences.get(key)
+        if held is None:
+            held = self._fences[key] = leases.holds(key[0], self.settings.instance_id, epoch)
+        if not held:
+            self.counters["writes_fenced"] += 1
+        return held
+
     # -- commands --------------------------------------------------------
 
-    def _claim(self, ids: tuple[int, ...], feed: Any = None) -> None:
+    def _claim(self, ids: tuple[int, ...], feed: Any = None,
+               fences: tuple[tuple[int, int, int], ...] | None = None) -> None:
         s = self.settings
         try:
-            records = command_repo.claim(ids, time.time(), default_ttl_s=s.command_ttl_s)
+            if fences is None:
+                records = command_repo.claim(ids, time.time(), default_ttl_s=s.command_ttl_s)
+            else:
+                # Several instances: only rows of devices whose lease this
+                # instance still holds, checked in the claim's transaction.
+                with write_transaction():
+                    held: dict[tuple[int, int], bool] = {}
+                    mine = []
+                    for command_id, bucket, epoch in fences:
+                        if (bucket, epoch) not in held:
+                            held[bucket, epoch] = leases.holds(bucket, s.instance_id, epoch)
+                        if held[bucket, epoch]:
+                            mine.append(command_id)
+                        else:
+                            self.counters["claims_fenced"] += 1
+                    records = command_repo.claim(mine, time.time(), default_ttl_s=s.command_ttl_s)
         except (DatabaseBusy, DatabaseFull):
             self.counters["claims_deferred"] += 1
             if feed is not None:

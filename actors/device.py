@@ -33,6 +33,7 @@ from actors.messages import (
     Retire,
     Retired,
     Schedule,
+    SeenElsewhere,
     SetDialect,
     TakeCommands,
     Token,
@@ -42,6 +43,9 @@ from actors.rules.device import DIALECT_CONFLICT, DeviceLogic, DeviceStep
 from protocol.values import Publication
 
 logger = logging.getLogger("autocore.device")
+
+
+NOT_ACTING_RETRY_S = 0.5  # a deadline met while the lease is not safe to act on is looked at again after this
 
 
 class Device(GatewayActor):
@@ -62,6 +66,7 @@ class Device(GatewayActor):
         encode_command: Any,  # actors.encoders.CommandEncoder
         restarts: int = 0,
         deadlines_via: Any = None,
+        acting: Callable[[str, float], bool] | None = None,
     ) -> None:
         super().__init__()
         self.logic = logic
@@ -79,6 +84,9 @@ class Device(GatewayActor):
         # Router when the core is behind, and a device that did report in
         # time is declared offline (5000 devices on a busy machine).
         self.deadlines_via = deadlines_via
+        # Several instances: whether this instance may act for the device
+        # now (its bucket's lease); None: one instance, always.
+        self.acting = acting
         self._wake_at: float | None = None
         self._current: Any = None
         # While a DeviceInput is handled: the messages not yet started, and
@@ -130,6 +138,13 @@ class Device(GatewayActor):
                 step = logic.message(now, m)
                 self._refused(step)
                 self._emit(step)
+        elif isinstance(message, Deadline) and self.acting is not None and not self.acting(self.uuid, now):
+            # The lease is between renewals past its safe margin (the store
+            # late): judge nothing now, look again shortly. A bucket lost for
+            # good stops this actor instead.
+            self.counters["deadlines_deferred"] += 1
+            self._wake_at = now + NOT_ACTING_RETRY_S
+            self.scheduler.tell(Schedule(("device", self.uuid), self._wake_at, self.deadlines_via or self.actor_ref))
         elif isinstance(message, Deadline):
             self._wake_at = None
             # Through the Router (deadlines_via), every message received
@@ -137,6 +152,8 @@ class Device(GatewayActor):
             # of that time, not of a later `now` the core's own lag made.
             as_of = message.at if self.deadlines_via is not None else None
             self._emit(logic.deadline(now, as_of=as_of))
+        elif isinstance(message, SeenElsewhere):
+            self._emit(logic.seen_elsewhere(now, message.at))
         elif isinstance(message, TakeCommands):
             self._emit(logic.take_commands(message.commands, now))
         elif isinstance(message, CancelCommand):

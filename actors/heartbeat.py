@@ -3,6 +3,11 @@
 Published as `online` on every (re)connection — devices re-announce when
 they see it — and every `AUTOCORE_HEARTBEAT_S`; its `offline` form is the
 MQTT Last Will and the last thing published on a clean stop.
+
+Several instances (a share group): each publishes its own status, Will and
+last word on `{prefix}/gateway/{instance_id}/status`, and the instance that
+acts for bucket 0 also keeps `{prefix}/gateway/status` online, so that a
+killed instance does not tell the devices the whole gateway is gone.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from importlib import metadata
 from typing import Any
 
 from actors.base import GatewayActor, rss_mb
-from actors.messages import Connected, Deadline, OnlineCount, Publish, Schedule, StoreHealth
+from actors.messages import Connected, Deadline, OnlineCount, Owned, Publish, Schedule, StoreHealth
 from actors.settings import GatewaySettings
 from protocol.outbound import gateway_status_publication
 from protocol.values import Publication
@@ -32,8 +37,9 @@ VERSION = _version()
 class Heartbeat(GatewayActor):
     name = "Heartbeat"
 
-    def __init__(self, settings: GatewaySettings, mqtt: Any, scheduler: Any) -> None:
+    def __init__(self, settings: GatewaySettings, mqtt: Any, scheduler: Any, owned: Any = None) -> None:
         super().__init__()
+        self.owned = owned  # several instances: actors.rules.owned.OwnedBuckets; None: one instance
         self.settings = settings
         self.mqtt = mqtt
         self.scheduler = scheduler
@@ -42,7 +48,9 @@ class Heartbeat(GatewayActor):
         self.started = time.time()
         self._cpu_mark = (time.time(), time.process_time())
 
-    def status(self, status: str) -> Publication:
+    def status(self, status: str, shared: bool = False) -> Publication:
+        """This gateway's status publication; with several instances this
+        instance's own, unless `shared` (the topic the devices watch)."""
         now = time.time()
         wall, cpu = self._cpu_mark
         cpu_now = time.process_time()
@@ -52,6 +60,7 @@ class Heartbeat(GatewayActor):
         return gateway_status_publication(
             s.topic_prefix, status, s.gateway_id, now, round(now - self.started, 1), self.devices_online,
             round(rss_mb(), 1), round(cpu_percent, 1), VERSION, self._storage(),
+            instance_id=s.instance_id if s.share_group and not shared else None,
         )
 
     def _storage(self) -> dict:
@@ -69,6 +78,11 @@ class Heartbeat(GatewayActor):
             self._publish()
         elif isinstance(message, Deadline):
             self._publish()
+        elif isinstance(message, Owned):
+            # Bucket 0 just came to this instance: the shared status is its
+            # to keep from now on (its previous keeper may be dead).
+            self.mqtt.tell(Publish(self.status("online", shared=True)))
+            self.counters["published_shared"] += 1
         elif isinstance(message, OnlineCount):
             self.devices_online = message.devices_online
         elif isinstance(message, StoreHealth):
@@ -84,6 +98,9 @@ class Heartbeat(GatewayActor):
     def _publish(self) -> None:
         self.mqtt.tell(Publish(self.status("online")))
         self.counters["published"] += 1
+        if self.owned is not None and self.owned.acts_for_bucket(0, time.time()):
+            self.mqtt.tell(Publish(self.status("online", shared=True)))
+            self.counters["published_shared"] += 1
         self.scheduler.tell(Schedule("heartbeat", time.time() + self.settings.heartbeat_s, self.actor_ref))
 
     def state(self) -> dict:

@@ -358,11 +358,23 @@ class Inspector(GatewayActor):
             "commands": state(store, "CommandFeed"),
             "can": dict(state(store, "TelemetryBatcher").get("can") or {}) | {"feed": state(store, "CanFeed")},
             "retention": state(store, "Retention"),
+            "instance": self._instance(state(store, "LeaseKeeper"), state(core, "DeviceSupervisor"),
+                                       counters(core, "DeviceSupervisor")),
             "uplink": uplink_section(store),
             "memory": {"core_rss_mb": state(core, "Heartbeat").get("rss_mb"),
                        "store_rss_mb": state(store, "DbWriter").get("rss_mb")},
             "errors": [f"{s.get('name')}: {s['error']}" for s in (*core.values(), *store.values()) if s.get("error")],
         }
+
+    def _instance(self, keeper: dict, supervisor: dict, supervisor_counters: dict) -> dict:
+        """Several instances (issue 13): this instance's leases as the store
+        holds them, what core acts for, and its share of the traffic."""
+        s = self.settings
+        if not s.share_group:
+            return {"instance_id": s.instance_id, "share_group": ""}
+        return {"instance_id": s.instance_id, "share_group": s.share_group, "leases": keeper,
+                "acting": supervisor.get("ownership") or {},
+                "not_owned": {k: supervisor_counters.get(k, 0) for k in ("seen_not_owned", "messages_not_owned")}}
 
     def _rejections(self, uuids: list[str]) -> dict[str, dict]:
         """Per-device rejection counts, asked of the Router all at once."""

@@ -184,6 +184,10 @@ class DeviceWrite:
     transitions: tuple[CommandTransition, ...] = ()
     rows: tuple[TelemetryRow, ...] = ()
     tokens: tuple[Token, ...] = ()
+    # Several instances: the lease epoch of the device's bucket it was
+    # decided under (None: one instance, nothing to fence). The store
+    # applies its state changes and transitions only while that lease holds.
+    epoch: int | None = None
 
     def changes_anything(self) -> bool:
         """Whether the device's state changes (rows aside)."""
@@ -318,6 +322,9 @@ class ClaimCommands:
 
     ids: tuple[int, ...]
     feed: Any = None  # told ClaimDeferred when the claim could not be written now
+    # Several instances: (id, bucket, epoch) of each id; a row is claimed
+    # only while this instance holds its device's bucket at that epoch.
+    fences: tuple[tuple[int, int, int], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -504,6 +511,48 @@ class DialectLock:
     after: int | None = None
 
 
+# ---------------------------------------------------------------- several instances (issue 13)
+
+
+@wire
+@dataclass(frozen=True)
+class Owned:
+    """store (LeaseKeeper) -> core: the buckets this instance may act for,
+    each with the epoch of its lease, until `act_until` (a margin before the
+    leases run out; the next round's message moves it). Sent every round
+    while anything is held, and whenever the holding changes. `devices` and
+    `commands` are what the database has of the buckets gained since the
+    last message (loaded as at start); `seen` is the latest sign of life of
+    owned devices that other instances received ((uuid, last_seen))."""
+
+    instance_id: str
+    epochs: tuple[tuple[int, int], ...]  # (bucket, epoch)
+    act_until: float
+    buckets: int
+    lease_s: float
+    expires_at: float | None = None
+    lost: int = 0
+    gained: tuple[int, ...] = ()
+    devices: tuple[KnownDevice, ...] = ()
+    commands: tuple[CommandState, ...] = ()
+    seen: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class FeedOwnership:
+    """LeaseKeeper -> CommandFeed (store): the buckets held now, with their
+    epochs; pending commands are claimed for those devices only."""
+
+    epochs: tuple[tuple[int, int], ...]
+    gained: bool = False  # look at pending commands again: some may be ours now
+
+
+@dataclass(frozen=True)
+class SeenElsewhere:
+    """DeviceSupervisor -> Device: another instance received a message of
+    this device at `at` (its telemetry went to that instance's share)."""
+
+    at: float
 # -- the fleet uplink (issue 14): inside the store process, never on the wire --
 
 

@@ -43,7 +43,8 @@ class GatewayCollector(Collector):
         # as a reset to Prometheus (rate() and increase() would jump).
         sections = ((_mqtt, "mqtt", "received"), (_router, "router", "rejections"),
                     (_devices, "devices", "online"), (_writer, "writer", "batches"),
-                    (_commands, "commands", "by_status"), (_uplink, "uplink", "connected"))
+                    (_commands, "commands", "by_status"), (_uplink, "uplink", "connected"),
+                    (_leases, "instance", "leases"))
         for family, key, present in sections:
             section = s.get(key) or {}
             if present in section:
@@ -131,6 +132,16 @@ def _commands(c: dict) -> Iterator[Any]:
     for status, n in sorted((c.get("by_status") or {}).items()):
         by_status.add_metric([status], float(n))
     yield by_status
+
+
+def _leases(i: dict) -> Iterator[Any]:
+    """Several instances: this instance's bucket leases."""
+    leases = i.get("leases") or {}
+    yield _gauge("lease_buckets_held", "ownership buckets this instance holds a lease on", leases.get("held"))
+    yield _gauge("lease_buckets_acting", "buckets held safely inside their expiry (acted for)", leases.get("acting"))
+    yield _gauge("lease_expires_in_seconds", "time left on the soonest lease held", leases.get("expires_in_s"))
+    yield _counter("lease_buckets_lost", "buckets that went to another instance while held", leases.get("lost"))
+    yield _counter("lease_rounds_failed", "lease rounds that could not reach the table", leases.get("failed_rounds"))
 
 
 def _uplink(u: dict) -> Iterator[Any]:

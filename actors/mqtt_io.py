@@ -49,6 +49,16 @@ class _Drain:
     """Network thread -> actor: paho has room again; publish the backlog."""
 
 
+
+def session_client_id(settings: GatewaySettings) -> str:
+    """The client id of this instance's persistent session: with a share
+    group each instance has its own (`AUTOCORE_MQTT_CLIENT_ID-INSTANCE_ID`),
+    so a restarted instance gets back the share the broker kept for it."""
+    if settings.share_group:
+        return f"{settings.mqtt_client_id}-{settings.instance_id}"
+    return settings.mqtt_client_id
+
+
 class MqttIO(GatewayActor):
     name = "MqttIO"
 
@@ -103,7 +113,7 @@ class MqttIO(GatewayActor):
         s = self.settings
         client = make_client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            client_id=s.mqtt_client_id,
+            client_id=session_client_id(s),
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 import pykka
@@ -25,6 +26,7 @@ from actors.command_feed import CommandFeed
 from actors.db_writer import DbWriter, command_state
 from actors.messages import (
     CommandState,
+    Deadline,
     DeviceWrite,
     Flush,
     GetSnapshot,
@@ -38,6 +40,7 @@ from actors.messages import (
 )
 from actors.checkpointer import Checkpointer
 from actors.host import Host
+from actors.lease_keeper import LeaseKeeper
 from actors.retention import Retention
 from actors.scheduler import Scheduler
 from actors.settings import GatewaySettings
@@ -108,17 +111,25 @@ class Store:
         host.add("CommandFeed", CommandFeed.start(s, writer, scheduler, self.channel))
         host.add("Retention", Retention.start(s, scheduler))
         host.add("Checkpointer", Checkpointer.start(s, scheduler))
+        if s.share_group:
+            # Several instances: commands in flight reach core per bucket
+            # this instance comes to own (Owned), not all at start.
+            host.add("LeaseKeeper", LeaseKeeper.start(s, scheduler, self.channel,
+                                                      lambda: (known_devices(), commands_in_flight(s)),
+                                                      host.refs["CommandFeed"]))
         # -- fleet uplink (issue 14): its own actor, only when AUTOCORE_UPLINK_URL is set --
         if s.uplink_url:
             from actors.uplink import Uplink
 
             host.add("Uplink", Uplink.start(s, scheduler))
         # -- end of fleet uplink --
-        ready = StoreReady(os.getpid(), devices, commands_in_flight(s))
+        ready = StoreReady(os.getpid(), devices, () if s.share_group else commands_in_flight(s))
         close_database_connection_of_this_thread()
         host.started()  # every actor runs before the reader does: nothing to hold
         self.channel.start_reader(host.on_message)
         self.channel.send(ready)
+        if "LeaseKeeper" in self.refs:
+            self.refs["LeaseKeeper"].tell(Deadline("lease-round", time.time()))
         logger.info("database %s open: %d devices known, %d commands in flight", describe_location(s.database)[1],
                     len(ready.devices), len(ready.commands))
 

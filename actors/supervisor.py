@@ -31,7 +31,9 @@ from actors.messages import (
     Deadline,
     DeviceFailed,
     DeviceInput,
+    DeviceMessage,
     DeviceStatus,
+    DeviceWrite,
     Drain,
     Drained,
     ForgetDevice,
@@ -39,14 +41,19 @@ from actors.messages import (
     GetSnapshot,
     KnownDevice,
     OnlineCount,
+    Owned,
     ReloadCommands,
     Retire,
     Retired,
     Route,
+    Seen,
+    SeenElsewhere,
     SetDialect,
     TakeCommands,
+    TelemetryRows,
     TransitionRefused,
 )
+from actors.rules.owned import OwnedBuckets
 from actors.settings import GatewaySettings
 from protocol import dialects
 from protocol.values import Dialect
@@ -61,8 +68,13 @@ class DeviceSupervisor(GatewayActor):
     name = "DeviceSupervisor"
 
     def __init__(self, settings: GatewaySettings, make_device: Callable[[str, KnownDevice | None, int], Any], mqtt: Any, store: Any,
-                 heartbeat: Any = None) -> None:
+                 heartbeat: Any = None, owned: OwnedBuckets | None = None, touch_every_s: float = 2.0) -> None:
         super().__init__()
+        # Several instances (issue 13): the buckets this instance may act
+        # for; None: one instance, every device is ours.
+        self.owned = owned
+        self.touch_every_s = touch_every_s  # last_seen of a device another instance owns, at most this often
+        self.touched: dict[str, float] = {}
         self.max_actors = settings.max_device_actors
         self.make_device = make_device  # (uuid, known, restarts) -> started ActorRef
         self.mqtt = mqtt
@@ -90,27 +102,118 @@ class DeviceSupervisor(GatewayActor):
             self.heartbeat.tell(OnlineCount(len(self.online)))
 
     def start_offline_checks(self) -> None:
-        """Devices the database calls online get an actor now, so their timeout runs."""
+        """Devices the database calls online get an actor now, so their timeout runs.
+        (Several instances: those of the buckets it owns, once it owns them.)"""
+        if self.owned is not None:
+            return
         for uuid in list(self.online):
             self._actor(uuid)
+
+    # -- several instances -------------------------------------------------
+
+    def _acts_for(self, uuid: str) -> bool:
+        return self.owned is None or self.owned.owns(uuid, time.time())
+
+    def _seen_not_owned(self, uuid: str, seen: Seen) -> None:
+        """Another instance owns the device: its rows went to the store
+        already; its sign of life goes to the database (at most every
+        `touch_every_s`), where the owner's LeaseKeeper finds it."""
+        self.counters["seen_not_owned"] += seen.count
+        at = seen.received_at
+        if at - self.touched.get(uuid, 0.0) < self.touch_every_s:
+            return
+        if len(self.touched) > 4 * self.max_actors:
+            self.touched.clear()
+        self.touched[uuid] = at
+        self.store.send(DeviceWrite(uuid, at, last_seen=at))
+
+    def _messages_not_owned(self, msgs: tuple[DeviceMessage, ...]) -> None:
+        """Acknowledged, not acted on: the owner (which got the same control
+        message) acts. Their rows, if any, are stored all the same."""
+        self.counters["messages_not_owned"] += len(msgs)
+        stored = [m for m in msgs if m.rows]
+        if stored:
+            self.store.send(TelemetryRows(tuple(r for m in stored for r in m.rows), tuple(m.token for m in stored)))
+        done = tuple(m.token for m in msgs if not m.rows)
+        if done:
+            self.mqtt.tell(Complete(done))
+
+    def _owned(self, m: Owned) -> None:
+        """The store's LeaseKeeper says what this instance may act for now.
+        Devices of buckets gained are (re)loaded as at start; the actors of
+        buckets lost stop (their state is the new owner's to keep)."""
+        assert self.owned is not None, "Owned without a share group"
+        change = self.owned.update(dict(m.epochs), m.act_until, m.expires_at)
+        if change.lost:
+            for uuid in [u for u in self.actors if self.owned.bucket(u) in change.lost]:
+                self._stop_actor(uuid)
+            for uuid in [u for u in self.online if self.owned.bucket(u) in change.lost]:
+                self.online.discard(uuid)
+            self.counters["buckets_lost"] += len(change.lost)
+        if change.gained:
+            self.counters["buckets_gained"] += len(change.gained)
+            for uuid in [u for u in self.actors if self.owned.bucket(u) in change.gained]:
+                self._stop_actor(uuid)  # from an earlier lease: rebuilt from what the database has now
+        for d in m.devices:
+            self.known[d.uuid] = d
+            if d.status == "online":
+                self.online.add(d.uuid)
+                self._actor(d.uuid)  # its timeout runs from now on
+            else:
+                self.online.discard(d.uuid)
+        if m.commands:
+            self.handle(CommandsRequested(m.commands))
+        now = time.time()
+        for uuid, at in m.seen:
+            if uuid in self.known and self.owned.owns(uuid, now):
+                self._tell(uuid, SeenElsewhere(at))
+        if self.heartbeat is not None and (change.lost or m.devices):
+            self.heartbeat.tell(OnlineCount(len(self.online)))
+
+    def _stop_actor(self, uuid: str) -> None:
+        ref = self.actors.pop(uuid, None)
+        self.held.pop(uuid, None)
+        self.retiring.discard(uuid)
+        if ref is not None:
+            ref.stop(block=False)
+            self.counters["stopped_not_owned"] += 1
 
     # -- routing ---------------------------------------------------------
 
     def handle(self, message: Any) -> Any:
-        if isinstance(message, Route):
+        if isinstance(message, Route) and self.owned is None:
             for uuid, seen in message.seen:
                 self._tell(uuid, DeviceInput(seen=seen))
             for uuid, msgs in message.messages:
                 self._tell(uuid, DeviceInput(messages=msgs))
+        elif isinstance(message, Route):
+            for uuid, seen in message.seen:
+                if self._acts_for(uuid):
+                    self._tell(uuid, DeviceInput(seen=seen))
+                else:
+                    self._seen_not_owned(uuid, seen)
+            for uuid, msgs in message.messages:
+                if self._acts_for(uuid):
+                    self._tell(uuid, DeviceInput(messages=msgs))
+                else:
+                    self._messages_not_owned(msgs)
+        elif isinstance(message, Owned):
+            self._owned(message)
         elif isinstance(message, CommandsRequested):
             by_device: dict[str, list] = {}
             for state in message.commands:
                 by_device.setdefault(state.spec.device_uuid, []).append(state)
             for uuid, states in by_device.items():
-                self._tell(uuid, TakeCommands(tuple(states)))
+                if self._acts_for(uuid):
+                    self._tell(uuid, TakeCommands(tuple(states)))
+                else:
+                    # Its bucket went elsewhere since the claim: the new
+                    # owner loads the commands in flight of what it gains.
+                    self.counters["commands_not_owned"] += len(states)
         elif isinstance(message, CancelsRequested):
             for uuid, command_id in message.commands:
-                self._tell(uuid, CancelCommand(command_id))
+                if self._acts_for(uuid):
+                    self._tell(uuid, CancelCommand(command_id))
         elif isinstance(message, TransitionRefused):
             if message.device_uuid in self.actors:
                 self._tell(message.device_uuid, message)
@@ -293,6 +396,7 @@ class DeviceSupervisor(GatewayActor):
             "online": len(self.online),
             "left_down": sorted(self.down_until),
             "replacing": sorted(self.replacing),
+            **({"ownership": self.owned.state(time.time())} if self.owned is not None else {}),
         }
 
 

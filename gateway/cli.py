@@ -53,6 +53,14 @@ def run(loaded: LoadedSettings) -> None:
 
     s = loaded.settings
     setup_logging(s.log_level, s.log_format, "launcher")
+    if s.share_group:
+        from storage.url import POSTGRESQL, parse_location
+
+        if parse_location(s.database).engine != POSTGRESQL:
+            # Several instances share one database: SQLite is one vehicle's.
+            click.echo(f"error: AUTOCORE_SHARE_GROUP={s.share_group} needs a PostgreSQL AUTOCORE_DB_URL (several "
+                       f"instances share one database), got {s.database_shown}", err=True)
+            sys.exit(EXIT_RUNTIME)
     try:
         # Before any process starts: an unreachable server is one line and
         # a non-zero exit (runit tries again), not two tracebacks.

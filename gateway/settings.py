@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -47,6 +48,18 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
 def _prefix(v: str) -> str | None:
     if not v or any(c in v for c in "+#") or v.startswith("/") or v.endswith("/"):
         return "must be a non-empty topic prefix without '+', '#' or a leading or trailing '/'"
+    return None
+
+
+def _share_group(v: str) -> str | None:
+    if any(c in v for c in "/+#"):
+        return "must be a share group name without '/', '+' or '#' (empty: a single instance)"
+    return None
+
+
+def _instance_id(v: str) -> str | None:
+    if not v or any(c in v for c in "/+#") or any(c.isspace() for c in v):
+        return "must be a non-empty name without '/', '+', '#' or spaces"
     return None
 
 
@@ -154,6 +167,17 @@ class Settings:
     mqtt_max_outgoing: int = setting(60000, "outgoing messages paho may hold before publishing is refused (<= 65535)", _positive)
     gateway_id: str = setting("autocore-gateway", "the gateway's id in payloads it sends")
     topic_prefix: str = setting("autocore", "topic prefix of the v1 protocol", _prefix)
+
+    # Several instances (issue 13)
+    instance_id: str = setting(socket.gethostname() or "gateway", "this instance's id among several (default: the host name)",
+                               _instance_id)
+    share_group: str = setting(
+        "", "MQTT shared subscription group of several instances on one broker and one PostgreSQL (empty: one instance)",
+        _share_group)
+    lease_s: float = setting(10.0, "lease period of a device bucket (several instances): a dead instance's devices "
+                                   "are taken over within it", _positive)
+    lease_buckets: int = setting(256, "ownership buckets the devices are spread over (several instances; the same "
+                                      "on every instance)", _positive)
 
     # Files
     db_url: str | None = setting(

@@ -61,6 +61,7 @@ def gateway_status_publication(
     cpu_percent: float,
     version: str,
     storage: dict | None = None,
+    instance_id: str | None = None,
 ) -> Publication:
     """GatewayStatus, retained (the heartbeat, and with status "offline" the
     Last Will). Always JSON: every device reads it, whatever it speaks.
@@ -79,7 +80,10 @@ def gateway_status_publication(
     }
     if storage is not None:
         payload["storage"] = storage
-    return Publication(gateway_status_topic(prefix), _encode(payload, Encoding.JSON, "gateway status"), qos=1, retain=True)
+    # Several instances: each its own `{prefix}/gateway/{instance_id}/status`
+    # (its Last Will included); the shared topic is kept online by one.
+    topic = gateway_status_topic(prefix) if instance_id is None else f"{prefix}/gateway/{instance_id}/status"
+    return Publication(topic, _encode(payload, Encoding.JSON, "gateway status"), qos=1, retain=True)
 
 
 def broadcast_publication(prefix: str, message_type: str, data: Any, now: float) -> Publication:

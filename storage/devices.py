@@ -263,3 +263,11 @@ def list_devices(status: str | None = None, *, db=None, owner_names: bool = True
     rows = list(bound(q.order_by(Device.uuid).dicts(), db))
     given = names(None, db=db) if owner_names and rows else {}
     return [_record(row, given.get(row["uuid"])) for row in rows]
+
+
+def seen_after(since: float, *, db=None) -> list[tuple[str, float]]:
+    """(uuid, last_seen) of the devices seen after `since` (several
+    instances: the owner of a device learns of its messages that another
+    instance received)."""
+    q = Device.select(Device.uuid, Device.last_seen).where(Device.last_seen > since)
+    return [(u, float(at)) for u, at in bound(q.tuples(), db)]

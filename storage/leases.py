@@ -23,7 +23,7 @@ from typing import Iterable
 
 from peewee import JOIN, FloatField, IntegerField, TextField, fn
 
-from storage.db import database, write_transaction
+from storage.db import bound, database, write_transaction
 from storage.models import BaseModel, JSONField
 
 
@@ -124,6 +124,15 @@ def fenced(bucket: int, owner: str, epoch: int):
                             & (BucketLease.epoch == epoch)))
 
 
+def holds(bucket: int, owner: str, epoch: int) -> bool:
+    """Whether `owner` holds `bucket` at `epoch` now (read inside the
+    writer's transaction, before the writes it guards: the same test as
+    `fenced`, once for all of one device's statements)."""
+    return (BucketLease.select(BucketLease.bucket)
+            .where((BucketLease.bucket == bucket) & (BucketLease.owner == owner) & (BucketLease.epoch == epoch))
+            .exists())
+
+
 def heartbeat(instance_id: str, now: float, detail: dict | None = None) -> None:
     with write_transaction():
         updated = (GatewayInstance.update(heartbeat_at=now, detail=detail)
@@ -137,7 +146,7 @@ def heartbeats() -> list[tuple[str, float]]:
     return list(GatewayInstance.select(GatewayInstance.instance_id, GatewayInstance.heartbeat_at).tuples())
 
 
-def cluster(now: float) -> list[dict]:
+def cluster(now: float, *, db=None) -> list[dict]:
     """Every instance of the table with the buckets it holds (leases not yet
     expired) and its soonest expiry: `gateway inspect cluster`."""
     held = (BucketLease.select(BucketLease.owner, fn.COUNT(BucketLease.bucket).alias("held"),
@@ -149,7 +158,7 @@ def cluster(now: float) -> list[dict]:
             .join(held, JOIN.LEFT_OUTER, on=(held.c.owner == GatewayInstance.instance_id))
             .order_by(GatewayInstance.instance_id).dicts())
     out = []
-    for r in rows:
+    for r in bound(rows, db):
         out.append({"instance_id": r["instance_id"], "started_at": r["started_at"],
                     "heartbeat_age_s": round(now - r["heartbeat_at"], 3), "buckets": r["held"] or 0,
                     "expires_in_s": None if r["soonest"] is None else round(r["soonest"] - now, 3),

@@ -245,6 +245,14 @@ def uplink_tables() -> None:
         database.execute_sql(statement)
 
 
+def lease_tables() -> None:
+    """Several instances (issue 13): the bucket leases and the instances'
+    heartbeats (storage/leases.py). Empty and unread with one instance."""
+    from storage import leases
+
+    leases.create_tables()
+
+
 Step = tuple[int, str, Callable[[], None]]
 
 STEPS: list[Step] = [
@@ -254,6 +262,7 @@ STEPS: list[Step] = [
     (4, "the registry is gateway_devices; the Config App's devices is left as it made it", move_registry),
     (5, "a change signal on commands (PostgreSQL: NOTIFY from a trigger)", commands_change_signal),
     (6, "fleet uplink: ids never reused, database id, cursor, origin_id, command change outbox", uplink_tables),
+    (7, "lease tables of several instances (gateway_leases, gateway_instances)", lease_tables),
 ]
 
 

@@ -252,6 +252,18 @@ class DeviceLogic:
         self._relays(step, relay_states, now, received_at)
         return self._after(step, now, was_online)
 
+    def seen_elsewhere(self, now: float, at: float) -> DeviceStep:
+        """Several instances: another instance received a message of this
+        device at `at` (its share of the telemetry). A sign of life when it
+        is newer than any this instance knows of; nothing else is learned."""
+        step = self._step(now)
+        last = self.liveness.last_seen
+        if self.liveness.status is None or (last is not None and at <= last):
+            return step
+        was_online = self.liveness.online
+        self._alive(step, at, None)
+        return self._after(step, now, was_online)
+
     def message(self, now: float, dm: DeviceMessage) -> DeviceStep:
         """A message through the actor. The step's write carries its rows
         (unless it is refused) and its token, whatever it changed."""

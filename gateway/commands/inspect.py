@@ -425,6 +425,7 @@ def render_stats(s: dict) -> str:
         ]),
         ("can", render_can(s.get("can") or {})),
         ("retention", render_retention(retention)),
+        *_instance_items(s.get("instance") or {}),
         ("uplink", _uplink_line(s.get("uplink") or {})),
         ("memory", f"core {tables.number(memory.get('core_rss_mb'))} MB, store {tables.number(memory.get('store_rss_mb'))} MB"),
         ("channel", f"{channel.get('frames_sent', '-')} frames sent, {channel.get('frames_received', '-')} received"),
@@ -434,6 +435,55 @@ def render_stats(s: dict) -> str:
     return tables.pairs(items)
 
 
+def _instance_items(i: dict) -> list[tuple[str, Any]]:
+    """Several instances: this one's leases (nothing with one instance)."""
+    if not i.get("share_group"):
+        return []
+    leases = i.get("leases") or {}
+    acting = i.get("acting") or {}
+    other = i.get("not_owned") or {}
+    return [("instance", [
+        ("id", f"{i.get('instance_id')} in share group {i.get('share_group')}"),
+        ("buckets", f"{leases.get('held', '-')} of {leases.get('buckets', '-')} held, {acting.get('acting', '-')} "
+                    f"acted for by core, {leases.get('lost', '-')} lost"),
+        ("lease", f"{tables.seconds(leases.get('lease_s'))}, soonest expiry in {tables.seconds(leases.get('expires_in_s'))}, "
+                  f"{leases.get('rounds', '-')} rounds ({leases.get('failed_rounds', 0)} failed)"),
+        ("others' devices", f"{other.get('seen_not_owned', 0)} telemetry messages, {other.get('messages_not_owned', 0)} "
+                            "control messages stored or acknowledged for their owners"),
+    ])]
+
+
+@inspect.command()
+@json_option
+@setting_options
+def cluster(loaded: LoadedSettings, as_json: bool) -> None:
+    """Every gateway instance of the lease table (several instances).
+
+    Each instance's heartbeat age, how many buckets it holds and when its
+    soonest lease runs out, read from the database (the gateways need not
+    be running).
+
+    \b
+    Example:
+      AUTOCORE_DB_URL=postgresql://gateway@db.depot/autocore gateway inspect cluster
+    """
+    from storage import leases
+
+    with reading(loaded.settings) as db:
+        if not db.table_exists(leases.BucketLease._meta.table_name):
+            instances: list[dict] = []
+        else:
+            instances = leases.cluster(time.time(), db=db)
+    if as_json:
+        echo_json({"instances": instances})
+        return
+    if not instances:
+        click.echo(f"no gateway instances in {loaded.settings.database_shown}")
+        return
+    rows = [[i["instance_id"], (i.get("detail") or {}).get("host", "-"), i["buckets"], tables.seconds(i["expires_in_s"]),
+             tables.seconds(i["heartbeat_age_s"]), tables.timestamp(i["started_at"])] for i in instances]
+    click.echo(tables.table(["instance", "host", "buckets", "expires in", "heartbeat age", "started"], rows,
+                            right=[2]))
 # -- uplink ----------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ class Settings:
     command_poll_ms = 100
     db_busy_timeout_ms = 100
     db_path = ""
+    share_group = ""  # one instance
 
     @property
     def database(self):

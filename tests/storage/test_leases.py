@@ -110,3 +110,11 @@ def test_two_connections_racing_for_one_bucket_only_one_wins(lease_db, db_url):
     assert sorted(wins["a"] + wins["b"]) == list(range(8))
     table = {b: owner for b, owner, _, _ in leases.read()}
     assert all(table[b] == name for name, won in wins.items() for b in won)
+
+
+def test_holds_is_the_fence_of_one_bucket_at_one_epoch(lease_db):
+    leases.take(2, "a", 0, 0.0, 10.0)
+    assert leases.holds(2, "a", 1)
+    assert not leases.holds(2, "a", 0) and not leases.holds(2, "b", 1) and not leases.holds(3, "a", 1)
+    leases.take(2, "b", 1, 20.0, 10.0)
+    assert not leases.holds(2, "a", 1) and leases.holds(2, "b", 2)
