@@ -1,6 +1,9 @@
-"""`python -m bench.run --smoke` end to end: every scenario runs (tiny) against
-a real Mosquitto and gateway, prints the table, and writes the JSON and the
-PNG. Judges no figure: only that the benchmark itself still works."""
+"""`python -m bench.run --smoke` end to end: three scenarios run (tiny)
+against a real Mosquitto and gateway, the run prints the table, and writes
+the JSON and the PNG. Judges no figure: only that the harness itself still
+works. Every scenario runs in CI right after the suite (`.ci/run`: `make
+bench QUICK=1`); running all eleven here too cost the suite two minutes on
+2 cores."""
 
 from __future__ import annotations
 
@@ -15,12 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # `make test` installs mosquitto and mosquitto_pub; without them this fails (it does not skip).
 
-SCENARIO_KEYS = ("1 backlog", "2 live", "3 commands", "4 offline", "5 scale", "6 restart", "7 mixed", "9 uplink")
+SCENARIO_KEYS = ("1 backlog", "2 live", "3 commands")
 
 
 @pytest.mark.timeout(240)
 def test_smoke_run_prints_the_table_and_writes_results(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--quiet", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--quiet", "--only", "backlog,live,commands",
+                           "--out", str(tmp_path)],
                           cwd=str(ROOT), capture_output=True, text=True, timeout=220)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
