@@ -37,6 +37,10 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import peewee
 from peewee import DatabaseProxy, Node, SqliteDatabase
@@ -214,6 +218,41 @@ def close_database() -> None:
 def write_transaction(db=None):
     """`db.atomic()` that takes the write lock at BEGIN (see module doc)."""
     return (database if db is None else db).atomic("IMMEDIATE")
+
+
+class WriteWaits:
+    """How long a `timed_write_transaction` waited: for the write lock at
+    BEGIN and in COMMIT. Together they are the transaction's stall (what a
+    checkpoint, another program's lock or the disk adds), as opposed to
+    the work of its statements, which grows with the batch."""
+
+    __slots__ = ("begin_s", "commit_s")
+
+    def __init__(self) -> None:
+        self.begin_s = 0.0
+        self.commit_s = 0.0
+
+    @property
+    def stall_s(self) -> float:
+        return self.begin_s + self.commit_s
+
+
+@contextmanager
+def timed_write_transaction(waits: WriteWaits, db=None) -> Iterator[None]:
+    """`write_transaction()` that records its BEGIN and COMMIT in `waits`."""
+    transaction = write_transaction(db)
+    started = time.perf_counter()
+    transaction.__enter__()
+    waits.begin_s = time.perf_counter() - started
+    try:
+        yield
+    except BaseException:
+        if not transaction.__exit__(*sys.exc_info()):
+            raise
+        return
+    started = time.perf_counter()
+    transaction.__exit__(None, None, None)
+    waits.commit_s = time.perf_counter() - started
 
 
 def data_version(db=None) -> int:
