@@ -339,11 +339,10 @@ def check_reachable(location: str, timeout_s: float = 5.0) -> None:
 def database_errors() -> tuple[type[BaseException], ...]:
     """The exceptions a database call may raise on either engine."""
     errors: tuple[type[BaseException], ...] = (peewee.PeeweeException, sqlite3.Error)
-    try:
-        import psycopg
-    except ImportError:
-        return errors
-    return errors + (psycopg.Error,)
+    # psycopg comes with peewee, unless this process is on SQLite alone and
+    # left it out (storage/imports.py): then none of its errors can occur.
+    psycopg = sys.modules.get("psycopg")
+    return errors + (psycopg.Error,) if psycopg is not None else errors
 
 
 def unstorable_errors() -> tuple[type[BaseException], ...]:
