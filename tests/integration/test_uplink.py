@@ -423,28 +423,46 @@ def test_mqtts_with_a_client_certificate_carries_the_rows_and_without_one_it_say
         collector.stop()
 
 
-def test_over_a_link_that_loses_packets_nothing_is_lost_or_doubled(gateways, broker, db, tmp_path):
-    """The fleet broker in a network namespace whose every packet in and out
-    is dropped at random (10 % each way, nf_tables `numgen`; netem itself is
-    missing from this kernel): TCP retransmits, connections stall and come
-    back, and the fleet still gets every row exactly once."""
+def test_over_a_slow_link_that_loses_packets_nothing_is_lost_or_doubled(gateways, broker, db, tmp_path):
+    """The issue's `tc netem` test, on a kernel without netem: the fleet
+    broker in a network namespace behind another that forwards every packet
+    after holding it 50-150 ms in the kernel (NFQUEUE, a verdict after the
+    delay) and drops 10 % of them each way (nf_tables `numgen`;
+    tests/support/netns.py). TCP retransmits over a round trip of 100-300 ms,
+    connections stall, and the fleet still gets every row exactly once."""
     from tests.support.netns import LossyNamespace, NamespaceBroker
 
-    with LossyNamespace(loss_percent=10) as ns:
+    with LossyNamespace(loss_percent=10, delay_ms=(50, 150)) as ns:
         fleet = NamespaceBroker(tmp_path / "lossy-fleet", ns).start()
-        collector = FleetCollector(fleet.port, host=ns.ns_ip).start()
+        # the link is slow: no connection to the broker takes less than two one-way delays
+        assert min(connect_s(ns.ns_ip, fleet.port) for _ in range(3)) >= 0.1
+        # the fleet's own side: past the lossy link, so every drop and delay counted is the uplink's
+        collector = FleetCollector(fleet.clear_port, host=ns.ns_ip).start()
         try:
-            total = 3000
+            total = 4000
             gateways(**{**uplink_settings(fleet), "uplink_url": f"mqtt://{ns.ns_ip}:{fleet.port}",
                         "uplink_batch_rows": 50, "uplink_keepalive_s": 5})
             Stream(broker.port, "dev-loss", total, pause_every=250, pause_s=0.05).start().wait(60)
             wait_until(lambda: len(stored_ids(db)) == total, 30, what="every message stored")
             ids = stored_ids(db)
+            started = time.monotonic()
             wait_until(lambda: collector.ids("telemetry") >= ids, 90, what="every row at the fleet",
                        progress=lambda: f"{len(collector.ids('telemetry'))} of {len(ids)}, {ns.dropped()} dropped")
             assert collector.ids("telemetry") == ids
             assert sorted(r["seq"] for r in collector.lane_rows("telemetry")) == list(range(1, total + 1))
-            assert ns.dropped() >= 20, "the link lost no packet: the test proved nothing"
+            dropped, delayed = ns.dropped(), ns.delayed()
+            assert dropped >= 20, "the link lost no packet: the test proved nothing"
+            assert delayed >= 200, "the delay held few packets: the test proved little"
+            print(f"{total} rows over the slow, lossy link: {dropped} packets dropped, {delayed} delayed; "
+                  f"{time.monotonic() - started:.1f} s after the last was stored")
         finally:
             collector.stop()
             fleet.stop()
+
+
+def connect_s(host: str, port: int) -> float:
+    import socket
+
+    started = time.monotonic()
+    with socket.create_connection((host, port), timeout=10):
+        return time.monotonic() - started
