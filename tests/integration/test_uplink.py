@@ -387,8 +387,8 @@ def test_over_a_slow_link_that_loses_packets_nothing_is_lost_or_doubled(gateways
 
     with LossyNamespace(loss_percent=10, delay_ms=(50, 150)) as ns:
         fleet = NamespaceBroker(tmp_path / "lossy-fleet", ns).start()
-        # the link is slow: no connection to the broker takes less than two one-way delays
-        assert min(connect_s(ns.ns_ip, fleet.port) for _ in range(3)) >= 0.1
+        # the link is slow: a connection to the broker takes two one-way delays at least (a loss only adds)
+        assert connect_s(ns.ns_ip, fleet.port) >= 0.1
         # the fleet's own side: past the lossy link, so every drop and delay counted is the uplink's
         collector = FleetCollector(fleet.clear_port, host=ns.ns_ip).start()
         try:
