@@ -214,9 +214,9 @@ def test_two_fleet_ingesters_store_every_row_once_in_postgresql_across_a_kill_9(
 
 
 def test_over_a_slow_link_that_keeps_dropping_nothing_is_lost_or_doubled(gateways, broker, fleet, collector, db):
-    """netem is missing from this machine's kernel (README, Known limits):
-    the same promise over a user-space link with 10-60 ms per chunk and a
-    cut every 0.4-1.5 s."""
+    """Connections cut again and again (what the packet-level link of
+    test_over_a_slow_link_that_loses_packets does not do): the same promise
+    over a user-space link with 10-60 ms per chunk and a cut every 0.4-1.5 s."""
     from tests.support.lossy_link import LossyLink
 
     link = LossyLink(fleet.port).start()

@@ -17,6 +17,7 @@ spoken here over a raw netlink socket so that nothing needs compiling.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import json
 import random
@@ -68,6 +69,7 @@ class Delayer:
         self.last_release: dict[int, float] = {}  # per interface in: order kept in each direction
         self.delayed = 0
         self.delay_sum = 0.0
+        self.overruns = 0
 
     def _config(self, attrs: bytes) -> None:
         self.seq += 1
@@ -135,10 +137,15 @@ class Delayer:
                     data = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     continue
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+                    self.overruns += 1  # the kernel could not tell us of some packets: it dropped them
+                    continue
                 self._take(data, time.monotonic())
 
     def figures(self) -> dict:
-        return {"delayed": self.delayed, "mean_delay_ms": round(1000.0 * self.delay_sum / self.delayed, 1)
+        return {"delayed": self.delayed, "overruns": self.overruns, "mean_delay_ms": round(1000.0 * self.delay_sum / self.delayed, 1)
                 if self.delayed else None}
 
 
