@@ -981,6 +981,12 @@ def _uplink(ctx: Context) -> Outcome:
     return uplink(ctx)
 
 
+def _uplink_kill(ctx: Context) -> Outcome:
+    from bench.uplink import uplink_kill
+
+    return uplink_kill(ctx)
+
+
 SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "backlog": backlog,
     "backlog_config_app": backlog_config_app,
@@ -993,4 +999,5 @@ SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "flood": flood,
     "malformed": malformed,
     "uplink": _uplink,
+    "uplink_kill": _uplink_kill,
 }
