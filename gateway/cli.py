@@ -86,6 +86,12 @@ def run(loaded: LoadedSettings) -> None:
             click.echo(f"error: AUTOCORE_SHARE_GROUP={s.share_group} needs a PostgreSQL AUTOCORE_DB_URL (several "
                        f"instances share one database), got {s.database_shown}", err=True)
             sys.exit(EXIT_RUNTIME)
+        if s.uplink_url:
+            # The uplink is one vehicle's: its cursor assumes ids that commit
+            # in order, which several writers on PostgreSQL do not keep.
+            click.echo(f"error: AUTOCORE_UPLINK_URL is for one instance (one vehicle); unset it or "
+                       f"AUTOCORE_SHARE_GROUP={s.share_group}", err=True)
+            sys.exit(EXIT_RUNTIME)
     try:
         # Before any process starts: an unreachable server is one line and
         # a non-zero exit (runit tries again), not two tracebacks.
