@@ -217,6 +217,10 @@ class Core:
                 while not drained and time.monotonic() < drain_until:
                     drained = io.drained().get(timeout=max(0.05, drain_until - time.monotonic()))
                     if not drained:
+                        if self.channel.closed:
+                            # The store died meanwhile (the launcher's SIGTERM
+                            # can come before this process has read the EOF).
+                            raise StoreGone
                         self.flushed.wait(0.02)
                 if not drained:
                     clean = False
