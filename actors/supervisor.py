@@ -91,6 +91,11 @@ class DeviceSupervisor(GatewayActor):
         self.held: dict[str, list[Any]] = {}
         # uuid -> what its failed actor handed back (before anything held).
         self.replacing: dict[str, list[Any]] = {}
+        # Several instances: uuid -> commands claimed for a device whose
+        # bucket is held but not acted for just now (the lease's renewal is
+        # late), handed on once it is acted for again, dropped if the bucket
+        # is lost (its new owner loads the commands in flight).
+        self.parked: dict[str, list[Any]] = {}
 
     def load(self, devices: tuple[KnownDevice, ...]) -> None:
         """Start-up: what the database knows (no actor is started for them yet)."""
@@ -161,6 +166,7 @@ class DeviceSupervisor(GatewayActor):
                 self._actor(d.uuid)  # its timeout runs from now on
             else:
                 self.online.discard(d.uuid)
+        self._unpark(change.lost)
         if m.commands:
             self.handle(CommandsRequested(m.commands))
         now = time.time()
@@ -169,6 +175,17 @@ class DeviceSupervisor(GatewayActor):
                 self._tell(uuid, SeenElsewhere(at))
         if self.heartbeat is not None and (change.lost or m.devices):
             self.heartbeat.tell(OnlineCount(len(self.online)))
+
+    def _unpark(self, lost: frozenset[int]) -> None:
+        """Parked commands: dropped when their bucket was lost (or is held
+        at another epoch now: loaded again with it), handed on when their
+        device is acted for again."""
+        assert self.owned is not None
+        for uuid in list(self.parked):
+            if self.owned.bucket(uuid) in lost or not self.owned.holds(uuid):
+                self.counters["commands_not_owned"] += len(self.parked.pop(uuid))
+            elif self._acts_for(uuid):
+                self._tell(uuid, TakeCommands(tuple(self.parked.pop(uuid))))
 
     def _stop_actor(self, uuid: str) -> None:
         ref = self.actors.pop(uuid, None)
@@ -206,6 +223,12 @@ class DeviceSupervisor(GatewayActor):
             for uuid, states in by_device.items():
                 if self._acts_for(uuid):
                     self._tell(uuid, TakeCommands(tuple(states)))
+                elif self.owned is not None and self.owned.holds(uuid):
+                    # Claimed under a lease this instance still holds, but
+                    # not acted for just now: kept for when it is again
+                    # (nobody else loads them while the epoch is ours).
+                    self.parked.setdefault(uuid, []).extend(states)
+                    self.counters["commands_parked"] += len(states)
                 else:
                     # Its bucket went elsewhere since the claim: the new
                     # owner loads the commands in flight of what it gains.
@@ -396,7 +419,8 @@ class DeviceSupervisor(GatewayActor):
             "online": len(self.online),
             "left_down": sorted(self.down_until),
             "replacing": sorted(self.replacing),
-            **({"ownership": self.owned.state(time.time())} if self.owned is not None else {}),
+            **({"ownership": self.owned.state(time.time()),
+                "commands_parked": sum(len(v) for v in self.parked.values())} if self.owned is not None else {}),
         }
 
 
