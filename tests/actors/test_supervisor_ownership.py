@@ -131,7 +131,7 @@ def test_commands_claimed_while_not_acting_wait_until_it_acts_again(system):
     lost = CommandSpec(id=8, device_uuid=other, command_type="relay_control", parameters=None, timeout=30.0)
     sup.tell(CommandsRequested((CommandState(spec, "queued"), CommandState(lost, "queued"))))
     snap = sup.ask(GetSnapshot())
-    assert snap["counters"]["commands_parked"] == 2 and snap["state"]["commands_parked"] == 2
+    assert snap["counters"]["commands_parked"] == 2 and snap["state"]["parked"] == 2
     # acting again at the same epochs, bucket 1 gone: the command of bucket 0 reaches its device's actor
     sup.tell(owned_message([(0, 5)]))
     wait_until(lambda: dev in sup.proxy().device_refs().get(), 5, what="the device's actor")
@@ -143,4 +143,25 @@ def test_commands_claimed_while_not_acting_wait_until_it_acts_again(system):
 
     wait_until(lambda: held_by_actor() == [7], 5, what="command 7 in the device's window")
     snap = sup.ask(GetSnapshot())
-    assert snap["state"]["commands_parked"] == 0 and snap["counters"]["commands_not_owned"] == 1
+    assert snap["state"]["parked"] == 0 and snap["counters"]["commands_not_owned"] == 1
+
+
+def test_messages_that_come_while_not_acting_wait_until_it_acts_again(system):
+    """A device's messages during such a pause (a command's response, say)
+    are not acknowledged as another owner's: they reach the device's actor
+    when acting resumes, or, if the bucket was lost, are acknowledged then."""
+    sup, mqtt, store = system
+    dev, other = uuid_in(0), uuid_in(1)
+    sup.tell(owned_message([(0, 5), (1, 2)], act_for=-0.5, gained=(0, 1)))
+    t_dev, t_other = Token(1, 11, 1), Token(1, 12, 1)
+    sup.tell(Route(messages=((dev, (announce(dev, t_dev),)), (other, (announce(other, t_other),)))))
+    snap = sup.ask(GetSnapshot())
+    assert snap["counters"]["messages_parked"] == 2 and snap["state"]["parked"] == 2
+    assert sup.proxy().device_refs().get() == {}
+    sup.tell(owned_message([(0, 5)]))  # acting again; bucket 1 went elsewhere
+    wait_until(lambda: any(isinstance(m, DeviceWrite) and m.uuid == dev and t_dev in m.tokens for m in store.sent), 5,
+               what="the parked announce handled by the device's actor")
+    wait_until(lambda: any(isinstance(m, Complete) and t_other in m.tokens for m in mqtt.ask(GetSnapshot())), 5,
+               what="the lost bucket's message acknowledged as another owner's")
+    assert set(sup.proxy().device_refs().get()) == {dev}
+    assert sup.ask(GetSnapshot())["state"]["parked"] == 0
