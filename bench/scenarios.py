@@ -972,6 +972,12 @@ def _uplink(ctx: Context) -> Outcome:
     return uplink(ctx)
 
 
+def _scaleout(ctx: Context) -> Outcome:
+    from bench.scaleout import scaleout
+
+    return scaleout(ctx)
+
+
 SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "backlog": backlog,
     "backlog_config_app": backlog_config_app,
@@ -984,4 +990,5 @@ SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "flood": flood,
     "malformed": malformed,
     "uplink": _uplink,
+    "scaleout": _scaleout,
 }
