@@ -116,15 +116,23 @@ def _writer(w: dict) -> Iterator[Any]:
     yield _counter("rows_inserted", "telemetry rows stored", w.get("rows_inserted"))
     yield _counter("rows_repeated", "telemetry rows refused as repeats of stored ones", w.get("rows_repeated"))
     yield _counter("commits", "store transactions committed", w.get("batches"))
-    hist = (w.get("commit_ms") or {}).get("histogram")
-    if hist:
-        family = HistogramMetricFamily(f"{NS}_commit_seconds", "time of each store transaction")
-        buckets, running = [], 0
-        for bound, n in zip([*hist["le"], float("inf")], hist["counts"], strict=True):
-            running += n
-            buckets.append(("+Inf" if bound == float("inf") else _le(bound / 1000.0), float(running)))
-        family.add_metric([], buckets, sum_value=float(hist.get("sum", 0.0)) / 1000.0)
-        yield family
+    for key, name, text in (("commit_ms", "commit_seconds", "time of each store transaction"),
+                            ("stall_ms", "commit_stall_seconds",
+                             "time each store transaction waited at BEGIN (the write lock) and in COMMIT")):
+        hist = (w.get(key) or {}).get("histogram")
+        if hist:
+            yield _histogram_ms(name, text, hist)
+
+
+def _histogram_ms(name: str, text: str, hist: dict) -> HistogramMetricFamily:
+    """A Histogram snapshot in milliseconds as a Prometheus histogram in seconds."""
+    family = HistogramMetricFamily(f"{NS}_{name}", text)
+    buckets, running = [], 0
+    for bound, n in zip([*hist["le"], float("inf")], hist["counts"], strict=True):
+        running += n
+        buckets.append(("+Inf" if bound == float("inf") else _le(bound / 1000.0), float(running)))
+    family.add_metric([], buckets, sum_value=float(hist.get("sum", 0.0)) / 1000.0)
+    return family
 
 
 def _commands(c: dict) -> Iterator[Any]:

@@ -197,16 +197,18 @@ def online_count(conn: sqlite3.Connection, stem: str) -> int:
     return one(conn, "SELECT COUNT(*) FROM gateway_devices WHERE status = 'online' AND uuid LIKE ?", stem + "-%")
 
 
-def commit_stall_p99(after: dict, before: dict) -> tuple[float | None, str]:
-    """The store's commit time p99 between two `inspect stats` writer
-    sections, as the bound of its histogram bucket (and a note saying so)."""
-    h1, h0 = after["commit_ms"].get("histogram"), before["commit_ms"].get("histogram")
+def writer_p99(after: dict, before: dict, key: str = "stall_ms") -> tuple[float | None, str]:
+    """The p99 of one of the store's histograms (`stall_ms`: the time each
+    transaction waited at BEGIN and in COMMIT; `commit_ms`: each whole
+    transaction) between two `inspect stats` writer sections, as the bound
+    of its histogram bucket (and a note saying so)."""
+    h1, h0 = (after.get(key) or {}).get("histogram"), (before.get(key) or {}).get("histogram")
     bound = quantile_bound(h1, 0.99, since=h0) if h1 and h0 else None
     if bound is None:
         return None, "no commits"
     if bound == float("inf"):
         return float(h1["le"][-1]), f"above the last bucket ({h1['le'][-1]:g} ms)"
-    return bound, "bucket bound (ms): the p99 commit is at most this"
+    return bound, "bucket bound (ms): the p99 is at most this"
 
 
 # -- 1. backlog drain ---------------------------------------------------------
@@ -463,7 +465,8 @@ def live(ctx: Context) -> Outcome:
         readings = writer1["rows_inserted"] - writer0["rows_inserted"]
         commits = writer1["batches"] - writer0["batches"]
         per_reading = (written_bytes(store_pid) - written0) / readings if readings else None
-        stall_p99, stall_note = commit_stall_p99(writer1, writer0)
+        stall_p99, stall_note = writer_p99(writer1, writer0)
+        transaction_p99, transaction_note = writer_p99(writer1, writer0, "commit_ms")
         window = [r for r in watcher.seen if r[0] >= measured_from]
         commit = [seen - ts for ts, _, seen in window]
         receive = [rec - ts for ts, rec, _ in window]  # publish -> the gateway read it
@@ -479,7 +482,7 @@ def live(ctx: Context) -> Outcome:
                           "fsync_probe_ms_before": fsync_ms,
                           "bytes_written_per_reading": None if per_reading is None else round(per_reading),
                           "readings_per_commit": round(readings / commits, 1) if commits else None,
-                          "store_commit_p99_ms": stall_p99}
+                          "store_commit_stall_p99_ms": stall_p99, "store_transaction_p99_ms": transaction_p99}
         note = f"{round(measured_rate)} msg/s measured"
         gate, aim = (250.0, 100.0) if rate == 5000 else (None, None)  # the issue's target is at 5k/s
         metrics.append(Metric("2 live", f"{label} publish->commit p50", ms(p50), "ms", note=note))
@@ -487,8 +490,14 @@ def live(ctx: Context) -> Outcome:
         metrics.append(Metric("2 live", f"{label} bytes written per reading",
                               None if per_reading is None else round(per_reading), "B",
                               note=f"{details[label]['readings_per_commit']} readings per commit"))
-        # Issue 11: checkpoints kept out of the commit path (p99 commit <= 20 ms).
-        metrics.append(Metric("2 live", f"{label} store commit p99", stall_p99, "ms", None, 20.0, note=stall_note))
+        # Issue 11: checkpoints kept out of the commit path (p99 commit stall
+        # <= 20 ms): what a transaction waited for the write lock and in
+        # COMMIT. The whole transaction (its statements' work, which grows
+        # with the batch) is shown beside it.
+        metrics.append(Metric("2 live", f"{label} store commit stall p99", stall_p99, "ms", None, 20.0,
+                              note=stall_note))
+        metrics.append(Metric("2 live", f"{label} store transaction p99", transaction_p99, "ms",
+                              note=f"{transaction_note}; {details[label]['readings_per_commit']} readings each"))
     gw.stop()
     return Outcome(metrics, details)
 
@@ -874,14 +883,14 @@ def flood_phase(ctx: Context, gw: BenchGateway, port: int, flooder: bool, label:
     wall = time.time() - t0
     after = gw.inspect("stats")["stats"]
     refused = (after["rejections"].get("rate_limited", 0) - before["rejections"].get("rate_limited", 0))
-    stall_p99, _ = commit_stall_p99(after["writer"], before["writer"])
+    stall_p99, _ = writer_p99(after["writer"], before["writer"])
     stored = after["writer"]["rows_inserted"] - before["writer"]["rows_inserted"]
     written = written_bytes(gw.children()["store"]) - wal0
     window = [seen - ts for ts, _, seen in watcher.seen if ts >= out["t0"] + 1.0]
     return {"quiet_sent": out["sent"], "flooder_sent": loud_out["sent"] if loud_out else 0, "refused": refused,
             "quiet_p50_ms": ms(percentile(window, 50)), "quiet_p99_ms": ms(percentile(window, 99)),
             "core_cpu_s": round(cpu, 3), "core_cpu_percent": round(100.0 * cpu / wall, 1),
-            "store_commit_p99_ms": stall_p99, "bytes_written_per_reading": round(written / stored) if stored else None}
+            "store_commit_stall_p99_ms": stall_p99, "bytes_written_per_reading": round(written / stored) if stored else None}
 
 
 def flood(ctx: Context) -> Outcome:
@@ -903,8 +912,8 @@ def flood(ctx: Context) -> Outcome:
         Metric("8 flood", "quiet p99 with / without", None if ratio is None else round(ratio, 2), "x"),
         Metric("8 flood", "core CPU per flooder message", None if extra_cpu_us is None else round(extra_cpu_us, 1),
                "us", note="extra core CPU over the calm run / refused"),
-        Metric("8 flood", "store commit p99 with the flooder", loud["store_commit_p99_ms"], "ms", None, 20.0,
-               note="bucket bound"),
+        Metric("8 flood", "store commit stall p99 with the flooder", loud["store_commit_stall_p99_ms"], "ms",
+               None, 20.0, note="bucket bound: BEGIN and COMMIT waits"),
         Metric("8 flood", "bytes written per reading with the flooder", loud["bytes_written_per_reading"], "B"),
     ], {"calm": calm, "loud": loud})
 
@@ -972,6 +981,12 @@ def _uplink(ctx: Context) -> Outcome:
     return uplink(ctx)
 
 
+def _uplink_kill(ctx: Context) -> Outcome:
+    from bench.uplink import uplink_kill
+
+    return uplink_kill(ctx)
+
+
 def _scaleout(ctx: Context) -> Outcome:
     from bench.scaleout import scaleout
 
@@ -990,5 +1005,6 @@ SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "flood": flood,
     "malformed": malformed,
     "uplink": _uplink,
+    "uplink_kill": _uplink_kill,
     "scaleout": _scaleout,
 }

@@ -1,108 +1,65 @@
-"""Scenario 9, the fleet uplink (issue 14): a vehicle's Mosquitto and
-gateway, a second Mosquitto as the fleet broker, and a collector on the
-fleet side (this process) that keeps every row once by (db, lane, id).
+"""Scenarios 9 and 9b, the fleet uplink (issue 14): a vehicle's Mosquitto
+and gateway, a second Mosquitto as the fleet broker, and a collector on
+the fleet side (this process; tests/integration/uplink_support.py) that
+keeps every row once by (vehicle, db, lane, id) and counts repeats.
 
+9, `uplink`:
 * Unpaced replay: the backlog (`uplink_rows`) is committed while the fleet
   broker is down; the gateway then starts with the fleet broker up and no
   pacing: rows/s from "uplink connected" to the last row at the fleet, and
   its ratio to the local ingest rate of the same rows (the gateway draining
   them from its broker into the database, as in scenario 1).
-* Paced replay: `uplink_paced_rows` committed while the fleet broker is
-  down, replayed at `uplink_rate` rows/s; the rate measured at the fleet
-  (rows 10 %..100 % over their time) and the latency of fresh telemetry
-  (20 messages/s stamped with their send time) reaching the fleet during it.
+* Paced replay after an outage, the issue's test at its size (20k rows;
+  `replay_after_outage` of tests/integration/uplink_runs.py, the code the
+  test runs): the gateway up and connected, the fleet broker stopped,
+  `uplink_paced_rows` pile up in the database, the broker back; the replay
+  at `uplink_rate` rows/s measured at the fleet (rows 10 %..100 % over
+  their time) and the latency of fresh telemetry (20 messages/s stamped
+  with their send time) reaching the fleet during it.
+
+9b, `uplink_kill`: the issue's `kill -9` test at its size
+(`kill_9_while_uplinking`): 50k rows stream in while the gateway is killed
+and restarted 20 times at random moments; the seconds from the first
+message to every row at the fleet, and the repeats the fleet's key dropped.
+
+Every part checks the fleet's rows against the database (none missing,
+none unknown, no message under two ids): a violation fails the scenario.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import threading
-import time
+import sqlite3
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from bench.procs import BenchBroker, wait_until
-from protocol.uplink import decode_batch
+from tests.integration.uplink_runs import FleetCheck, check_exactly_once, kill_9_while_uplinking, replay_after_outage
+from tests.integration.uplink_support import FleetCollector
+from tests.support.broker import Broker
 
 VEHICLE = "bench-car"
 
 
-class Collector:
-    def __init__(self, port: int) -> None:
-        self.lock = threading.Lock()
-        self.first_seen: dict[tuple[str, int], tuple[float, dict]] = {}
-        self.copies = 0
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-fleet-collector",
-                                  protocol=mqtt.MQTTv5)
-        self.client.on_connect = lambda c, u, f, r, p: c.subscribe("fleet/+/data", qos=1)
-        self.client.on_message = self._on_message
-        self.subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        props.ReceiveMaximum = 65535
-        self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
-        self.client.loop_start()
-        if not self.subscribed.wait(10):
-            raise RuntimeError("the fleet collector did not subscribe")
-
-    def _on_message(self, c: Any, u: Any, msg: Any) -> None:
-        now = time.time()
-        b = decode_batch(msg.payload)
-        with self.lock:
-            for row in b.rows:
-                self.copies += 1
-                self.first_seen.setdefault((b.lane, row["id"]), (now, row))
-
-    def telemetry(self) -> list[tuple[float, dict]]:
-        with self.lock:
-            return [v for (lane, _), v in self.first_seen.items() if lane == "telemetry"]
-
-    def count(self) -> int:
-        with self.lock:
-            return sum(1 for (lane, _) in self.first_seen if lane == "telemetry")
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-class FreshPublisher(threading.Thread):
-    def __init__(self, port: int, uuid: str, rate: float) -> None:
-        super().__init__(daemon=True)
-        self.uuid, self.interval = uuid, 1.0 / rate
-        self.halt = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{uuid}-pub", protocol=mqtt.MQTTv5)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def run(self) -> None:
-        seq = 0
-        while not self.halt.wait(self.interval):
-            seq += 1
-            self.client.publish(f"autocore/devices/{self.uuid}/telemetry", json.dumps(
-                {"seq": seq, "boot_id": 1, "timestamp": time.time(), "analog_sensors": {"speed": seq}}), qos=1)
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(5)
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def _fleet_broker(ctx: Any, name: str) -> BenchBroker:
-    b = BenchBroker(ctx.root / name)  # not started: its port is known, nothing listens yet
+def _fleet_broker(ctx: Any, name: str, keeps_sessions: bool = False) -> Broker:
+    """Not started. `keeps_sessions`: the suite's broker, whose sessions
+    outlive a stop (persistence on), for a fleet broker that goes away."""
+    b = Broker(ctx.root / name) if keeps_sessions else BenchBroker(ctx.root / name)
     ctx._brokers.append(b)
     return b
 
 
-def _uplink_settings(fleet: BenchBroker, rate: float) -> dict:
+def _uplink_settings(fleet: Broker, rate: float) -> dict:
     return {"uplink_url": f"mqtt://127.0.0.1:{fleet.port}", "vehicle_id": VEHICLE, "uplink_rate": rate,
             "uplink_reconnect_max_s": 1, "uplink_batch_rows": 500, "uplink_poll_ms": 50}
+
+
+def _query(conn: sqlite3.Connection):
+    return lambda sql: conn.execute(sql).fetchall()
+
+
+def _fail_unless_once(what: str, check: FleetCheck) -> None:
+    if check.violations:
+        raise RuntimeError(f"{what}: the fleet does not have every row exactly once: {check}")
 
 
 def _pile_up(ctx: Any, broker: Any, gw: Any, rows: int, stem: str) -> tuple[int, dict]:
@@ -117,48 +74,33 @@ def _pile_up(ctx: Any, broker: Any, gw: Any, rows: int, stem: str) -> tuple[int,
     return published * 3, drained
 
 
-def _replay(ctx: Any, gw: Any, fleet: BenchBroker, total: int, fresh_rate: float = 0.0,
-            vehicle_port: int | None = None) -> dict:
+def _unpaced_replay(ctx: Any, gw: Any, fleet: Broker, total: int) -> dict:
     """Start the fleet broker and the collector, then the gateway: the
     replay, timed at the fleet."""
+    from bench.scenarios import reader
+
     fleet.start()
-    collector = Collector(fleet.port)
-    fresh: FreshPublisher | None = None
+    collector = FleetCollector(fleet.port, client_id="bench-fleet-collector").start()
     try:
         gw.start()
         connected_at = gw.line_time("uplink connected", 60)
-        if fresh_rate and vehicle_port is not None:
-            wait_until(lambda: collector.count() >= total // 10, 120, interval=0.02, what="the replay under way")
-            fresh = FreshPublisher(vehicle_port, "bench-fresh", fresh_rate)
-            fresh.start()
-        wait_until(lambda: collector.count() >= total, 600, interval=0.02, what=f"{total} rows at the fleet",
-                   progress=collector.count)
-        if fresh is not None:
-            fresh.stop()
-            # the last fresh rows: wait until the fleet has as many as the database
-            from bench.scenarios import one, reader
-
-            conn = reader(gw.db_path)
-            try:
-                wait_until(lambda: collector.count() >= one(conn, "SELECT COUNT(*) FROM telemetry"), 30,
-                           interval=0.02, what="the fresh rows at the fleet")
-            finally:
-                conn.close()
-        rows = collector.telemetry()
-        copies = collector.copies
+        wait_until(lambda: collector.count("telemetry") >= total, 600, interval=0.02, what=f"{total} rows at the fleet",
+                   progress=lambda: collector.count("telemetry"))
+        conn = reader(gw.db_path)
+        try:
+            check = check_exactly_once(collector, _query(conn))
+        finally:
+            conn.close()
+        times = sorted(t for t, _ in collector.arrivals("telemetry"))
     finally:
-        if fresh is not None and fresh.is_alive():
-            fresh.stop()
-        collector.close()
+        collector.stop()
     gw.stop()
-    backlog_times = sorted(t for t, r in rows if r["device_uuid"] != "bench-fresh")
-    fresh_lat = sorted(t - r["ts"] for t, r in rows if r["device_uuid"] == "bench-fresh")
-    return {"connected_at": connected_at, "backlog_times": backlog_times, "fresh_latencies": fresh_lat,
-            "rows_at_fleet": len(rows), "row_copies_received": copies}
+    _fail_unless_once("uplink, unpaced replay", check)
+    return {"connected_at": connected_at, "times": times, "check": check}
 
 
 def uplink(ctx: Any) -> Any:
-    from bench.scenarios import Metric, Outcome, ms, percentile
+    from bench.scenarios import Metric, Outcome, ms, percentile, reader
 
     s = ctx.sizes
     broker = ctx.broker()
@@ -172,38 +114,75 @@ def uplink(ctx: Any) -> Any:
     stored, drained = _pile_up(ctx, broker, gw, s.uplink_rows, "bench-uplink")
     gw.stop()
     ctx.log("uplink: fleet broker up, unpaced replay")
-    a = _replay(ctx, gw, fleet, stored)
-    if len(a["backlog_times"]) != stored:
-        raise RuntimeError(f"uplink: {len(a['backlog_times'])} rows at the fleet, expected {stored}")
-    replay_s = a["backlog_times"][-1] - a["connected_at"]
+    a = _unpaced_replay(ctx, gw, fleet, stored)
+    replay_s = a["times"][-1] - a["connected_at"]
     replay_rate = stored / replay_s
     local_rate = drained["rows_per_s"]
 
-    # -- paced replay, fresh data through it -------------------------------------------
+    # -- the fleet broker away while rows pile up, then a paced replay ---------------------
     rate = float(s.uplink_rate)
-    fleet2 = _fleet_broker(ctx, "fleet2")
-    gw2 = ctx.gateway(broker, **_uplink_settings(fleet2, rate))
-    gw2.start()
+    fleet2 = _fleet_broker(ctx, "fleet2", keeps_sessions=True).start()
+    collector = FleetCollector(fleet2.port, client_id="bench-fleet-collector").start()
+    gw2 = ctx.gateway(broker, **_uplink_settings(fleet2, rate)).start()
+    ctx.log(f"uplink: fleet broker away while {s.uplink_paced_rows} rows pile up, then a replay paced at "
+            f"{rate:.0f} rows/s")
+    conn = reader(gw2.db_path)
+    try:
+        b = replay_after_outage(gw2, broker.port, fleet2, collector, _query(conn), s.uplink_paced_rows, rate,
+                                slack=3.0)
+    finally:
+        conn.close()
+        collector.stop()
     gw2.stop()
-    ctx.log(f"uplink: piling up {s.uplink_paced_rows} rows, then a replay paced at {rate:.0f} rows/s")
-    stored2, _ = _pile_up(ctx, broker, gw2, s.uplink_paced_rows, "bench-uplink-paced")
-    gw2.stop()
-    b = _replay(ctx, gw2, fleet2, stored2, fresh_rate=20.0, vehicle_port=broker.port)
-    times = b["backlog_times"]
-    start = len(times) // 10
-    measured = (len(times) - 1 - start) / (times[-1] - times[start])
-    error_pct = 100.0 * abs(measured - rate) / rate
-    fresh_p99 = percentile(b["fresh_latencies"], 99)
+    assert b.check is not None
+    _fail_unless_once("uplink, paced replay", b.check)
+    if not b.fresh_latencies or len(b.fresh_latencies) != b.fresh_stored:
+        raise RuntimeError(f"uplink: {len(b.fresh_latencies)} fresh rows at the fleet, {b.fresh_stored} stored")
     note = f"{stored} rows, local ingest {local_rate:.0f} rows/s"
     return Outcome([
         Metric("9 uplink", "replay rows/s, unpaced", round(replay_rate), "rows/s", better="higher", note=note),
         Metric("9 uplink", "replay / local ingest", round(replay_rate / local_rate, 3), "x", better="higher"),
-        Metric("9 uplink", "paced replay, off the rate by", round(error_pct, 1), "%", 10.0, 5.0,
-               note=f"{measured:.0f} rows/s measured, {rate:.0f} configured, {stored2} rows"),
-        Metric("9 uplink", "fresh -> fleet during a paced replay, p99", ms(fresh_p99), "ms", 1000.0, 250.0,
-               note=f"{len(b['fresh_latencies'])} fresh rows"),
+        Metric("9 uplink", "paced replay, off the rate by", round(b.off_rate_pct, 1), "%", 10.0, 5.0,
+               note=f"{b.measured:.0f} rows/s measured, {rate:.0f} configured, {b.rows} rows piled up"),
+        Metric("9 uplink", "fresh -> fleet during a paced replay, p99", ms(b.fresh_p99), "ms", 1000.0, 250.0,
+               note=f"{len(b.fresh_latencies)} fresh rows"),
+        Metric("9 uplink", "rows not exactly once at the fleet", a["check"].violations + b.check.violations, "rows",
+               0.0, 0.0, note=f"{a['check'].stored + b.check.stored} rows checked"),
     ], {"unpaced": {"rows": stored, "seconds": round(replay_s, 3), "rows_per_s": round(replay_rate),
-                    "local_ingest_rows_per_s": local_rate, "row_copies_received": a["row_copies_received"]},
-        "paced": {"rows": stored2, "configured_rows_per_s": rate, "measured_rows_per_s": round(measured),
-                  "fresh_rows": len(b["fresh_latencies"]), "fresh_p50_ms": ms(percentile(b["fresh_latencies"], 50)),
-                  "fresh_p99_ms": ms(fresh_p99), "row_copies_received": b["row_copies_received"]}})
+                    "local_ingest_rows_per_s": local_rate, "fleet": dataclasses.asdict(a["check"])},
+        "paced": {"rows": b.rows, "configured_rows_per_s": rate, "measured_rows_per_s": round(b.measured),
+                  "fresh_rows": len(b.fresh_latencies), "fresh_p50_ms": ms(percentile(b.fresh_latencies, 50)),
+                  "fresh_p99_ms": ms(b.fresh_p99), "fleet": dataclasses.asdict(b.check)}})
+
+
+def kill_sizes(sizes: Any) -> tuple[int, int]:
+    """(rows, kills): the issue's 50k and 20 in a full run; 8k and 4 with
+    --quick; 1.5k and 1 with --smoke."""
+    from bench.scenarios import QUICK, SMOKE
+
+    return (1_500, 1) if sizes == SMOKE else (8_000, 4) if sizes == QUICK else (50_000, 20)
+
+
+def uplink_kill(ctx: Any) -> Any:
+    from bench.scenarios import Metric, Outcome, reader
+
+    rows, kills = kill_sizes(ctx.sizes)
+    broker = ctx.broker()
+    fleet = _fleet_broker(ctx, "fleet").start()
+    collector = FleetCollector(fleet.port, client_id="bench-fleet-collector").start()
+    gw = ctx.gateway(broker, **{**_uplink_settings(fleet, 0), "uplink_batch_rows": 200}).start()
+    ctx.log(f"uplink_kill: {rows} rows through {kills} kill -9 of the gateway")
+    conn = reader(gw.db_path)
+    try:
+        run = kill_9_while_uplinking(gw, broker.port, collector, _query(conn), rows, kills, slack=5.0)
+    finally:
+        conn.close()
+        collector.stop()
+    gw.stop()
+    _fail_unless_once("uplink_kill", run.check)
+    return Outcome([
+        Metric("9b uplink kill -9", "rows not exactly once at the fleet", run.check.violations, "rows", 0.0, 0.0,
+               note=f"{rows} rows, {kills} kills"),
+        Metric("9b uplink kill -9", "first row published -> all at the fleet", round(run.seconds, 1), "s",
+               note=f"{run.check.repeats} repeated deliveries dropped by the fleet's key"),
+    ], {"rows": rows, "kills": kills, "seconds": round(run.seconds, 2), "fleet": dataclasses.asdict(run.check)})

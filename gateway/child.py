@@ -9,7 +9,7 @@ import signal
 import sys
 
 from actors.logs import setup_logging
-from gateway.launcher import LAUNCHER_PID_ENV, SETTINGS_ENV
+from gateway.launcher import LAUNCHER_PID_ENV, SETTINGS_ENV, exit_without_teardown
 from gateway.settings import Settings
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -40,6 +40,9 @@ def main(argv: list[str]) -> int:
     die_with_the_launcher(int(launcher_pid) if launcher_pid else None)
     settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
     setup_logging(settings.log_level, settings.log_format, role)
+    from storage.imports import import_peewee_for
+
+    import_peewee_for(settings.database)
     if role == "core":
         from actors.core import run_core
 
@@ -53,4 +56,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_without_teardown(main(sys.argv))

@@ -7,17 +7,39 @@ settings; flags beat the environment, which beats the `--config` file.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
 import click
 
-from gateway.commands import register
+from gateway.commands import LAZY_COMMANDS
 from gateway.commands.common import EXIT_RUNTIME, setting_options
 from gateway.settings import LoadedSettings
-from gateway.simulate import simulate
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when one is used (click's
+    documented lazy loading): `gateway run`, which runit starts and
+    restarts, does not pay for importing the operator commands and the
+    simulator."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def main() -> None:
     """AutoCore Gateway: the MQTT hub of a vehicle.
 
@@ -47,11 +69,14 @@ def run(loaded: LoadedSettings) -> None:
       AUTOCORE_DB_PATH=/data/autocore.db gateway run --mqtt-host 127.0.0.1
     """
     from actors.logs import setup_logging
+    from gateway.launcher import exit_without_teardown
     from gateway.launcher import run as launch
-
-    from storage.db import DatabaseUnreachable, check_reachable
+    from storage.imports import import_peewee_for
 
     s = loaded.settings
+    import_peewee_for(s.database)
+    from storage.db import DatabaseUnreachable, check_reachable
+
     setup_logging(s.log_level, s.log_format, "launcher")
     if s.share_group:
         from storage.url import POSTGRESQL, parse_location
@@ -60,6 +85,12 @@ def run(loaded: LoadedSettings) -> None:
             # Several instances share one database: SQLite is one vehicle's.
             click.echo(f"error: AUTOCORE_SHARE_GROUP={s.share_group} needs a PostgreSQL AUTOCORE_DB_URL (several "
                        f"instances share one database), got {s.database_shown}", err=True)
+            sys.exit(EXIT_RUNTIME)
+        if s.uplink_url:
+            # The uplink is one vehicle's: its cursor assumes ids that commit
+            # in order, which several writers on PostgreSQL do not keep.
+            click.echo(f"error: AUTOCORE_UPLINK_URL is for one instance (one vehicle); unset it or "
+                       f"AUTOCORE_SHARE_GROUP={s.share_group}", err=True)
             sys.exit(EXIT_RUNTIME)
     try:
         # Before any process starts: an unreachable server is one line and
@@ -70,11 +101,8 @@ def run(loaded: LoadedSettings) -> None:
         sys.exit(EXIT_RUNTIME)
     logging.getLogger("autocore.launcher").info("starting: broker %s:%s, database %s", s.mqtt_host, s.mqtt_port,
                                                 s.database_shown)
-    sys.exit(launch(s))
+    exit_without_teardown(launch(s))
 
-
-main.add_command(simulate)
-register(main)
 
 if __name__ == "__main__":
     main()

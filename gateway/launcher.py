@@ -16,7 +16,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from typing import NoReturn
 
 from gateway.settings import Settings
 
@@ -36,6 +38,35 @@ def _child(role: str, fd: int, settings: Settings) -> subprocess.Popen:
         pass_fds=(fd,),
         env=env,
     )
+
+
+def wait_for_a_child() -> None:
+    """Until one of this process's children exits (without reaping it, so
+    Popen.poll still sees its code) or a signal's handler has run (PEP 475
+    resumes the wait after it; the timeout makes the loop look again)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:  # none left to wait for: the caller's poll says which
+        pass
+    except AttributeError:  # no waitid on this platform
+        time.sleep(0.05)
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """Exit with `code` once a process has stopped, skipping the
+    interpreter's teardown (about 0.1 s of freeing modules at every stop
+    and restart). Only when nothing else runs: with a non-daemon thread
+    still alive this is the ordinary exit, which waits for it."""
+    main = threading.main_thread()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not main):
+        sys.exit(code)
+    logging.shutdown()  # flushes every handler
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _terminate(proc: subprocess.Popen, grace: float) -> None:
@@ -74,7 +105,7 @@ def run(settings: Settings) -> int:
         core_rc, store_rc = core.poll(), store.poll()
         if core_rc is not None or store_rc is not None:
             break
-        time.sleep(0.05)
+        wait_for_a_child()
 
     if stopping:
         # Stopping as asked. Core tells store to stop once everything is

@@ -9,15 +9,7 @@ differs on PostgreSQL; the repositories `storage.devices`, `storage.events`,
 (frozen dataclasses), never peewee model instances. Imports only protocol/.
 """
 
-from storage.db import (
-    DatabaseBusy,
-    close_database,
-    data_version,
-    database,
-    open_database,
-    open_reader,
-    write_transaction,
-)
+from typing import Any
 
 __all__ = [
     "DatabaseBusy",
@@ -28,3 +20,13 @@ __all__ = [
     "open_reader",
     "write_transaction",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # storage.db's names, imported when first asked for: importing
+    # storage.url alone must not import peewee (storage/imports.py).
+    if name in __all__:
+        from storage import db
+
+        return getattr(db, name)
+    raise AttributeError(f"module 'storage' has no attribute {name!r}")

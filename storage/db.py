@@ -37,6 +37,10 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import peewee
 from peewee import DatabaseProxy, Node, SqliteDatabase
@@ -216,6 +220,41 @@ def write_transaction(db=None):
     return (database if db is None else db).atomic("IMMEDIATE")
 
 
+class WriteWaits:
+    """How long a `timed_write_transaction` waited: for the write lock at
+    BEGIN and in COMMIT. Together they are the transaction's stall (what a
+    checkpoint, another program's lock or the disk adds), as opposed to
+    the work of its statements, which grows with the batch."""
+
+    __slots__ = ("begin_s", "commit_s")
+
+    def __init__(self) -> None:
+        self.begin_s = 0.0
+        self.commit_s = 0.0
+
+    @property
+    def stall_s(self) -> float:
+        return self.begin_s + self.commit_s
+
+
+@contextmanager
+def timed_write_transaction(waits: WriteWaits, db=None) -> Iterator[None]:
+    """`write_transaction()` that records its BEGIN and COMMIT in `waits`."""
+    transaction = write_transaction(db)
+    started = time.perf_counter()
+    transaction.__enter__()
+    waits.begin_s = time.perf_counter() - started
+    try:
+        yield
+    except BaseException:
+        if not transaction.__exit__(*sys.exc_info()):
+            raise
+        return
+    started = time.perf_counter()
+    transaction.__exit__(None, None, None)
+    waits.commit_s = time.perf_counter() - started
+
+
 def data_version(db=None) -> int:
     """A number that changes when the commands may have changed, as seen by
     the calling thread's connection to `db`: a poller that sees the same
@@ -300,11 +339,10 @@ def check_reachable(location: str, timeout_s: float = 5.0) -> None:
 def database_errors() -> tuple[type[BaseException], ...]:
     """The exceptions a database call may raise on either engine."""
     errors: tuple[type[BaseException], ...] = (peewee.PeeweeException, sqlite3.Error)
-    try:
-        import psycopg
-    except ImportError:
-        return errors
-    return errors + (psycopg.Error,)
+    # psycopg comes with peewee, unless this process is on SQLite alone and
+    # left it out (storage/imports.py): then none of its errors can occur.
+    psycopg = sys.modules.get("psycopg")
+    return errors + (psycopg.Error,) if psycopg is not None else errors
 
 
 def unstorable_errors() -> tuple[type[BaseException], ...]:

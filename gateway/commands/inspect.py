@@ -418,7 +418,8 @@ def render_stats(s: dict) -> str:
                         f"(flush at {batcher.get('batch_rows', '-')} rows or {batcher.get('max_age_ms', '-')} ms)"),
             ("rows", f"{writer.get('rows_inserted', '-')} inserted, {writer.get('rows_repeated', '-')} repeats ignored"),
             ("commit", f"last {tables.number(commit.get('last'))} ms, mean {tables.number(commit.get('mean'))} ms, "
-                       f"p99 {_p99(commit.get('histogram'))} ms, max {tables.number(commit.get('max'))} ms"),
+                       f"p99 {_p99(commit.get('histogram'))} ms, max {tables.number(commit.get('max'))} ms; "
+                       f"waiting in BEGIN/COMMIT p99 {_p99((writer.get('stall_ms') or {}).get('histogram'))} ms"),
             ("buffered", f"{batcher.get('buffered_rows', '-')} rows, {batcher.get('at_writer', '-')} batches at the writer"),
             ("command feed", f"{feed.get('polls', '-')} polls, {feed.get('queries', '-')} queries"),
             ("counters", tables.counts(writer.get("counters"))),

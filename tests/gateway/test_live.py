@@ -157,6 +157,7 @@ def test_inspect_every_view_of_a_live_gateway(live, devices):
     assert sum(s["rejections"].values()) >= 1
     assert s["writer"]["batches"] >= 1 and set(s["writer"]["commit_ms"]) == {"last", "max", "mean", "histogram"}
     assert sum(s["writer"]["commit_ms"]["histogram"]["counts"]) == s["writer"]["batches"]
+    assert sum(s["writer"]["stall_ms"]["histogram"]["counts"]) == s["writer"]["batches"]
     assert s["retention"]["enabled"] is True and s["retention"]["retention_days"] == 30
     assert s["memory"]["core_rss_mb"] > 0 and s["memory"]["store_rss_mb"] > 0
     # the documented keys (docs/cli.md), held to here: the sections are the actors' own state

@@ -12,7 +12,7 @@ from actors.retention import DAY_S, MB, Retention
 from gateway.settings import Settings
 from storage import migrations, prune
 from storage import telemetry as telemetry_repo
-from storage.db import close_database, database, open_database
+from storage.db import WriteWaits, close_database, database, open_database, timed_write_transaction
 from tests.support.broker import wait_until
 
 
@@ -144,7 +144,9 @@ def test_short_of_the_reserve_the_oldest_rows_go_until_there_is_room(db, monkeyp
 
 def test_ingest_is_never_held_up_for_long(db):
     """Writes go on while a large backlog of old rows is pruned: every
-    insert transaction waits at most about one small delete."""
+    insert transaction waits for the write lock at most about one small
+    delete. (The wait at BEGIN, not the insert's whole time: on a busy
+    machine that grows with the CPU it does not get, lock or no lock.)"""
     now = time.time()
     telemetry_repo.insert_rows(database, rows("old", 20000, now - 40 * DAY_S))
     latencies: list[float] = []
@@ -154,9 +156,10 @@ def test_ingest_is_never_held_up_for_long(db):
         seq = 0
         try:
             while not stop.is_set():
-                started = time.perf_counter()
-                telemetry_repo.insert_rows(database, rows("live", 50, time.time(), start_seq=seq))
-                latencies.append(time.perf_counter() - started)
+                waits = WriteWaits()
+                with timed_write_transaction(waits):
+                    telemetry_repo.insert_rows(database, rows("live", 50, time.time(), start_seq=seq))
+                latencies.append(waits.begin_s)
                 seq += 50
                 time.sleep(0.002)
         finally:
@@ -172,9 +175,10 @@ def test_ingest_is_never_held_up_for_long(db):
         writer.join(10)
     assert telemetry_repo.count("old") == 0
     assert len(latencies) > 20
-    batch_ms_max = retention.state()["batch_ms_max"]
-    assert batch_ms_max < 100
-    assert max(latencies) < 0.1 + 3 * batch_ms_max / 1000, (batch_ms_max, sorted(latencies)[-5:])
+    state = retention.state()
+    batch_ms_max = state["batch_ms_max"]
+    assert state["batches"] >= 20000 // 500  # small deletes, one transaction each
+    assert max(latencies) < 0.05 + 2 * batch_ms_max / 1000, (batch_ms_max, sorted(latencies)[-5:])
 
 
 def test_the_actor_runs_on_its_own_with_the_scheduler(db):

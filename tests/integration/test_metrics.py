@@ -55,6 +55,9 @@ def test_metrics_count_what_the_gateway_did(gateways, broker, db):
     # The commit histogram: as many observations as commits, cumulative buckets.
     assert m[("autocore_commit_seconds_count", ())] == m[("autocore_commits_total", ())] >= 1
     assert m[("autocore_commit_seconds_bucket", (("le", "+Inf"),))] == m[("autocore_commit_seconds_count", ())]
+    # Its waits at BEGIN and in COMMIT (issue 11's stall), one observation per commit too.
+    assert m[("autocore_commit_stall_seconds_count", ())] == m[("autocore_commits_total", ())]
+    assert m[("autocore_commit_stall_seconds_sum", ())] <= m[("autocore_commit_seconds_sum", ())]
     # Commands by state: the one sent is somewhere in its lifecycle.
     states = {dict(labels)["status"]: v for (name, labels), v in m.items() if name == "autocore_commands"}
     assert sum(states.values()) == 1 and command_id > 0

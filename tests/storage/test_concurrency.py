@@ -13,9 +13,11 @@ import pytest
 from storage import commands, devices, events, migrations, telemetry
 from storage.db import (
     DatabaseBusy,
+    WriteWaits,
     close_database,
     database,
     open_database,
+    timed_write_transaction,
     write_transaction,
 )
 from tests.support.broker import wait_until
@@ -40,6 +42,23 @@ def test_a_batch_waits_for_the_other_writer_then_succeeds(db, db_path):
     assert telemetry.count("d1") == 2000
     # The other connection's row is there too: nobody lost anything.
     assert [e.device_uuid for e in events.list_events()] == ["config-app"]
+
+
+def test_a_timed_transaction_counts_the_wait_for_the_lock_as_its_stall_not_its_work(db, db_path):
+    waits = WriteWaits()
+    with lock_held_by_other_connection(db_path, 0.3):
+        with timed_write_transaction(waits):
+            telemetry.insert_rows(db, batch(10))
+    assert waits.begin_s >= 0.2, waits.begin_s  # BEGIN IMMEDIATE waited for the other writer
+    assert waits.commit_s < waits.begin_s
+    assert waits.stall_s == waits.begin_s + waits.commit_s
+    # Unhindered, the stall is small; a failing block rolls back as write_transaction does.
+    calm = WriteWaits()
+    with pytest.raises(ZeroDivisionError):
+        with timed_write_transaction(calm):
+            telemetry.insert_rows(db, batch(5, start=100))
+            1 / 0
+    assert calm.begin_s < 0.2 and telemetry.count("d1") == 10
 
 
 def test_every_kind_of_write_waits_and_succeeds(db, db_path):

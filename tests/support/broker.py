@@ -34,6 +34,10 @@ def wait_until(predicate, timeout: float, interval: float = 0.02, what: str = "c
         time.sleep(interval)
 
 
+class PortTaken(RuntimeError):
+    """Mosquitto could not listen: its port was taken meanwhile."""
+
+
 @dataclass
 class Broker:
     directory: Path
@@ -70,19 +74,35 @@ log_type notice
         )
 
     def start(self) -> "Broker":
-        self.write_config()
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_until(self._accepting, 10, what=f"mosquitto on port {self.port}")
+        first = self.proc is None
+        for attempt in range(3):
+            self.write_config()
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config_path)], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE)
+            try:
+                wait_until(self._accepting, 10, what=f"mosquitto on port {self.port}")
+                return self
+            except PortTaken:
+                # free_port() gave a port that something else (another test
+                # worker's connection) took before Mosquitto could listen on
+                # it. A first start may move; a restart must keep its port.
+                if not first or attempt == 2:
+                    raise
+                self.port = free_port()
         return self
 
     def _accepting(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            if "Address already in use" in err:
+                raise PortTaken(err)
+            raise RuntimeError(f"mosquitto exited: {err}")
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                 return True
         except OSError:
             return False
+
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

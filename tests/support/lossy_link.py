@@ -1,9 +1,9 @@
 """A slow link that keeps dropping, in user space: a TCP proxy that holds
 each chunk a random delay before passing it on and cuts every connection
 through it at random moments (the loss a cellular link shows to TCP: a
-stall, then a reset). A stand-in for `tc netem`, which this machine's
-kernel lacks (README, Known limits): it cannot lose single packets, only
-delay them and break connections."""
+stall, then a reset). It cannot lose single packets, only delay chunks
+and break connections; tests/support/netns.py is the packet-level link
+(delay and loss in the kernel), which never breaks a connection itself."""
 
 from __future__ import annotations
 
