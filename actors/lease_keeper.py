@@ -70,7 +70,7 @@ class LeaseKeeper(GatewayActor):
         # Give the buckets back on a clean stop: the others take them at
         # once instead of after the lease runs out.
         try:
-            held = {b: h.epoch for b, h in self.rules.held.items()}
+            held = {b: h.epoch for b, h in (*self.rules.held.items(), *self.rules.leaving.items())}
             if held:
                 leases.release(self.settings.instance_id, held)
         except database_errors():

@@ -82,8 +82,13 @@ def test_two_instances_share_the_buckets_and_a_dead_ones_go_to_the_other(pg):
     b.visit()  # b is live now, but every bucket is a's
     assert b_chan.owned() == []
     clock.now += 1
-    a.visit()  # a sees two instances: gives back down to its fair share
+    a.visit()  # a sees two instances: stops acting for what is above its fair share
     assert len(a_chan.owned()[-1].epochs) == BUCKETS // 2
+    assert [owner for _, owner, _, _ in leases.read()] == ["a"] * BUCKETS  # not given back before core knows
+    clock.now += 1
+    a.visit()  # and gives it back a round later
+    assert sum(owner is None for _, owner, _, _ in leases.read()) == BUCKETS // 2
+    assert a.state()["leaving"] == 0
     clock.now += 1
     b.visit()
     b_owned = b_chan.owned()[-1]

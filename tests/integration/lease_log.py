@@ -17,9 +17,10 @@ times. If, bucket by bucket, epochs only grow, by one at each take, an owner
 never changes without a take, and every take comes after the previous
 epoch was given back or its last expiry had passed, then no two windows
 overlap. The changes of one row are logged under that row's lock, so the
-log's ids are in the order of the changes. A give-back is when its UPDATE
-ran; the old owner's core learns of it a message later, which only its
-fenced writes (the epoch checked in the write's own transaction) cover.
+log's ids are in the order of the changes. A give-back's UPDATE runs a
+round after the instance stopped acting for the bucket and told its core
+so; a late message of a core whose renewal failed is covered by the
+fenced writes (the epoch checked in the write's own transaction).
 """
 
 from __future__ import annotations
