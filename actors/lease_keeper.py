@@ -70,7 +70,7 @@ class LeaseKeeper(GatewayActor):
         # Give the buckets back on a clean stop: the others take them at
         # once instead of after the lease runs out.
         try:
-            held = {b: h.epoch for b, h in self.rules.held.items()}
+            held = {b: h.epoch for b, h in (*self.rules.held.items(), *self.rules.leaving.items())}
             if held:
                 leases.release(self.settings.instance_id, held)
         except database_errors():
@@ -80,8 +80,14 @@ class LeaseKeeper(GatewayActor):
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Deadline):
+            started = self.clock()
             self.visit()
-            self.scheduler.tell(Schedule("lease-round", self.clock() + self.rules.round_s, self.actor_ref))
+            # Every round_s from the last round's start, not from its end: a
+            # slow round (a loaded database or machine) must not stretch the
+            # period, or core's acting window (two rounds from a round's
+            # start) runs out before the next one, and core stops acting.
+            self.scheduler.tell(Schedule("lease-round", max(started + self.rules.round_s, self.clock()),
+                                         self.actor_ref))
             return None
         return super().handle(message)
 

@@ -91,6 +91,14 @@ class DeviceSupervisor(GatewayActor):
         self.held: dict[str, list[Any]] = {}
         # uuid -> what its failed actor handed back (before anything held).
         self.replacing: dict[str, list[Any]] = {}
+        # Several instances: uuid -> what came for a device whose bucket is
+        # held but not acted for just now (the lease's renewal is late):
+        # its messages (not yet acknowledged) and commands claimed for it,
+        # handed on in order once it is acted for again at the same epoch
+        # (nobody else acted meanwhile); if the bucket is lost, its messages
+        # are handled as another owner's and its commands dropped (the new
+        # owner loads the commands in flight).
+        self.parked: dict[str, list[DeviceInput | TakeCommands]] = {}
 
     def load(self, devices: tuple[KnownDevice, ...]) -> None:
         """Start-up: what the database knows (no actor is started for them yet)."""
@@ -161,6 +169,7 @@ class DeviceSupervisor(GatewayActor):
                 self._actor(d.uuid)  # its timeout runs from now on
             else:
                 self.online.discard(d.uuid)
+        self._unpark(change.lost)
         if m.commands:
             self.handle(CommandsRequested(m.commands))
         now = time.time()
@@ -169,6 +178,30 @@ class DeviceSupervisor(GatewayActor):
                 self._tell(uuid, SeenElsewhere(at))
         if self.heartbeat is not None and (change.lost or m.devices):
             self.heartbeat.tell(OnlineCount(len(self.online)))
+
+    def _park(self, uuid: str, message: DeviceInput | TakeCommands) -> None:
+        self.parked.setdefault(uuid, []).append(message)
+        if isinstance(message, TakeCommands):
+            self.counters["commands_parked"] += len(message.commands)
+        else:
+            self.counters["messages_parked"] += len(message.messages)
+
+    def _unpark(self, lost: frozenset[int]) -> None:
+        """What was parked: handed on when its device is acted for again;
+        when its bucket was lost (or is held at another epoch now, loaded
+        again with it) its messages are another owner's and its commands
+        are dropped."""
+        assert self.owned is not None
+        for uuid in list(self.parked):
+            if self.owned.bucket(uuid) in lost or not self.owned.holds(uuid):
+                for m in self.parked.pop(uuid):
+                    if isinstance(m, TakeCommands):
+                        self.counters["commands_not_owned"] += len(m.commands)
+                    else:
+                        self._messages_not_owned(m.messages)
+            elif self._acts_for(uuid):
+                for m in self.parked.pop(uuid):
+                    self._tell(uuid, m)
 
     def _stop_actor(self, uuid: str) -> None:
         ref = self.actors.pop(uuid, None)
@@ -195,6 +228,8 @@ class DeviceSupervisor(GatewayActor):
             for uuid, msgs in message.messages:
                 if self._acts_for(uuid):
                     self._tell(uuid, DeviceInput(messages=msgs))
+                elif self.owned is not None and self.owned.holds(uuid):
+                    self._park(uuid, DeviceInput(messages=msgs))
                 else:
                     self._messages_not_owned(msgs)
         elif isinstance(message, Owned):
@@ -206,6 +241,11 @@ class DeviceSupervisor(GatewayActor):
             for uuid, states in by_device.items():
                 if self._acts_for(uuid):
                     self._tell(uuid, TakeCommands(tuple(states)))
+                elif self.owned is not None and self.owned.holds(uuid):
+                    # Claimed under a lease this instance still holds, but
+                    # not acted for just now: kept for when it is again
+                    # (nobody else loads them while the epoch is ours).
+                    self._park(uuid, TakeCommands(tuple(states)))
                 else:
                     # Its bucket went elsewhere since the claim: the new
                     # owner loads the commands in flight of what it gains.
@@ -396,7 +436,8 @@ class DeviceSupervisor(GatewayActor):
             "online": len(self.online),
             "left_down": sorted(self.down_until),
             "replacing": sorted(self.replacing),
-            **({"ownership": self.owned.state(time.time())} if self.owned is not None else {}),
+            **({"ownership": self.owned.state(time.time()),
+                "parked": sum(len(v) for v in self.parked.values())} if self.owned is not None else {}),
         }
 
 

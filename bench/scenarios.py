@@ -987,6 +987,12 @@ def _uplink_kill(ctx: Context) -> Outcome:
     return uplink_kill(ctx)
 
 
+def _scaleout(ctx: Context) -> Outcome:
+    from bench.scaleout import scaleout
+
+    return scaleout(ctx)
+
+
 SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "backlog": backlog,
     "backlog_config_app": backlog_config_app,
@@ -1000,4 +1006,5 @@ SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "malformed": malformed,
     "uplink": _uplink,
     "uplink_kill": _uplink_kill,
+    "scaleout": _scaleout,
 }

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from peewee import JOIN, FloatField, IntegerField, TextField, fn
+from peewee import JOIN, FloatField, IntegerField, TextField, Tuple, fn
 
 from storage.db import bound, database, write_transaction
 from storage.models import BaseModel, JSONField
@@ -87,19 +87,25 @@ def take(bucket: int, owner: str, read_epoch: int, now: float, ttl_s: float) -> 
 def renew(owner: str, held: dict[int, int], now: float, ttl_s: float) -> tuple[list[int], list[int]]:
     """Move the expiry of the buckets `owner` holds (bucket -> epoch) to
     now + ttl_s, in one transaction; (renewed, lost): a bucket is lost when
-    its row no longer has this owner at this epoch."""
-    renewed: list[int] = []
-    lost: list[int] = []
+    its row no longer has this owner at this epoch.
+
+    One UPDATE ... WHERE (bucket, epoch) IN (...) RETURNING per 500 buckets,
+    not one statement per bucket: with 256 buckets that was a round trip
+    and a peewee query each, about a quarter of the store process's time
+    while it drained a backlog (bench/profile_scaleout.py)."""
     if not held:
-        return renewed, lost
+        return [], []
+    renewed: set[int] = set()
+    items = sorted(held.items())
     with write_transaction():
-        for bucket, epoch in held.items():
-            changed = (BucketLease.update(expires_at=now + ttl_s)
-                       .where((BucketLease.bucket == bucket) & (BucketLease.owner == owner)
-                              & (BucketLease.epoch == epoch))
-                       .execute())
-            (renewed if changed else lost).append(bucket)
-    return renewed, lost
+        for start in range(0, len(items), 500):
+            chunk = items[start:start + 500]
+            query = (BucketLease.update(expires_at=now + ttl_s)
+                     .where((BucketLease.owner == owner)
+                            & Tuple(BucketLease.bucket, BucketLease.epoch).in_([Tuple(b, e) for b, e in chunk]))
+                     .returning(BucketLease.bucket))
+            renewed.update(b for (b,) in query.tuples().execute())
+    return [b for b, _ in items if b in renewed], [b for b, _ in items if b not in renewed]
 
 
 def release(owner: str, held: dict[int, int]) -> list[int]:

@@ -63,6 +63,11 @@ class OwnedBuckets:
     def owns(self, uuid: str, now: float) -> bool:
         return self.epoch_of(uuid, now) is not None
 
+    def holds(self, uuid: str) -> bool:
+        """Whether the device's bucket is held, acted for now or not (a
+        renewal late past the margin stops acting, not holding)."""
+        return bucket_of(uuid, self.buckets) in self.view.epochs
+
     def state(self, now: float) -> dict:
         view = self.view
         acting = now < view.act_until

@@ -16,6 +16,10 @@ The rules:
   epoch moved: someone else took it) is dropped at once.
 * Above its fair share (a new instance joined) it gives back a few buckets
   a round (`release_per_round`), so shares even out without a stampede.
+  It stops acting for them first (`leaving`: no longer held, not renewed)
+  and releases them in the table only at its next round: core has been
+  told by then, so the next owner, which can take a bucket only once it
+  is released, never acts while this instance's core still does.
 * It acts for a bucket only while its lease is safely inside its expiry:
   `owns` says no from `expires_at - margin_s` on, so an instance whose
   renewals stall (a frozen process, a lost database) stops acting before
@@ -74,6 +78,7 @@ class Ownership:
         self.margin_s = ttl_s / 3 if margin_s is None else margin_s
         self.release_per_round = release_per_round
         self.held: dict[int, Held] = {}
+        self.leaving: dict[int, Held] = {}  # given up, not acted for; released at the next round
         self.lost = 0  # buckets that went to another instance while held
         self._order = sorted(range(buckets), key=self._rank)
 
@@ -97,14 +102,20 @@ class Ownership:
             row = table.get(bucket)
             if row is None or row.owner != self.instance_id or row.epoch != self.held[bucket].epoch:
                 self._drop(bucket)
+        # Given up last round (core has been told since): back to the table now.
+        for bucket, held in list(self.leaving.items()):
+            row = table.get(bucket)
+            if row is None or row.owner != self.instance_id or row.epoch != held.epoch:
+                del self.leaving[bucket]  # gone already (it ran out and was taken)
+            else:
+                plan.release[bucket] = held.epoch
         fair = self.fair_share(live_instances)
         excess = len(self.held) - fair
         if excess > 0:
             for bucket in sorted(self.held, key=self._rank, reverse=True)[:min(excess, self.release_per_round)]:
-                plan.release[bucket] = self.held[bucket].epoch
+                self.leaving[bucket] = self.held.pop(bucket)
         for bucket, held in self.held.items():
-            if bucket not in plan.release:
-                plan.renew[bucket] = held.epoch
+            plan.renew[bucket] = held.epoch
         room = fair - len(self.held)
         if room > 0:
             for bucket in self._order:
@@ -133,6 +144,7 @@ class Ownership:
             self.held[bucket] = Held(epoch, expires)
         for bucket in released:
             self.held.pop(bucket, None)
+            self.leaving.pop(bucket, None)
         for bucket in failed:
             self._drop(bucket)
 
@@ -157,13 +169,15 @@ class Ownership:
         gone = [b for b, held in self.held.items() if now >= held.expires_at]
         for bucket in gone:
             self._drop(bucket)
+        for bucket in [b for b, held in self.leaving.items() if now >= held.expires_at]:
+            del self.leaving[bucket]
         return gone
 
     def state(self, now: float) -> dict:
         acting = [b for b in self.held if self.epoch_of(b, now) is not None]
         soonest = min((h.expires_at for h in self.held.values()), default=None)
         return {"instance_id": self.instance_id, "buckets": self.buckets, "held": len(self.held),
-                "acting": len(acting), "lease_s": self.ttl_s,
+                "acting": len(acting), "leaving": len(self.leaving), "lease_s": self.ttl_s,
                 "expires_in_s": None if soonest is None else round(soonest - now, 3), "lost": self.lost}
 
 

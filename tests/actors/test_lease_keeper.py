@@ -11,7 +11,7 @@ import time
 import pytest
 
 from actors.lease_keeper import LeaseKeeper
-from actors.messages import FeedOwnership, KnownDevice, Owned
+from actors.messages import Deadline, FeedOwnership, KnownDevice, Owned, Schedule
 from gateway.settings import Settings
 from protocol.buckets import bucket_of
 from storage import leases
@@ -82,8 +82,13 @@ def test_two_instances_share_the_buckets_and_a_dead_ones_go_to_the_other(pg):
     b.visit()  # b is live now, but every bucket is a's
     assert b_chan.owned() == []
     clock.now += 1
-    a.visit()  # a sees two instances: gives back down to its fair share
+    a.visit()  # a sees two instances: stops acting for what is above its fair share
     assert len(a_chan.owned()[-1].epochs) == BUCKETS // 2
+    assert [owner for _, owner, _, _ in leases.read()] == ["a"] * BUCKETS  # not given back before core knows
+    clock.now += 1
+    a.visit()  # and gives it back a round later
+    assert sum(owner is None for _, owner, _, _ in leases.read()) == BUCKETS // 2
+    assert a.state()["leaving"] == 0
     clock.now += 1
     b.visit()
     b_owned = b_chan.owned()[-1]
@@ -134,3 +139,27 @@ def test_what_other_instances_saw_of_owned_devices_is_passed_on_once(pg):
     clock.now += a.rules.round_s
     a.visit()
     assert a_chan.owned()[-1].seen == ()  # told once
+
+
+class Scheduler:
+    def __init__(self):
+        self.told = []
+
+    def tell(self, message):
+        self.told.append(message)
+
+
+@pytest.mark.parametrize("round_takes, next_in", [(0.5, 2.5), (2.0, 1.0), (5.0, 0.0)])
+def test_rounds_keep_their_cadence_however_long_one_takes(round_takes, next_in):
+    """The next round is due a round after the last one started (at once
+    if that has passed): a slow round does not push the ones after it,
+    which would let core's acting window (two rounds) run out between them."""
+    clock = Clock()
+    s = Settings(db_url="postgresql://unused/x", share_group="depot", instance_id="a", lease_buckets=BUCKETS,
+                 lease_s=9.0)
+    scheduler = Scheduler()
+    k = LeaseKeeper(s, scheduler=scheduler, channel=Channel(), load=lambda: ((), ()), clock=clock)
+    k.visit = lambda: setattr(clock, "now", clock.now + round_takes)  # type: ignore[method-assign]
+    k.handle(Deadline("lease-round", clock.now))
+    [schedule] = scheduler.told
+    assert isinstance(schedule, Schedule) and schedule.at == pytest.approx(clock.now + next_in)

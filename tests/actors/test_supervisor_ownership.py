@@ -12,6 +12,8 @@ import pytest
 from actors.device import Device
 from actors.encoders import CommandEncoder
 from actors.messages import (
+    CommandsRequested,
+    CommandState,
     Complete,
     DeviceMessage,
     DeviceWrite,
@@ -27,7 +29,7 @@ from actors.rules.device import DeviceLogic, DeviceRules
 from actors.rules.owned import OwnedBuckets
 from actors.supervisor import DeviceSupervisor
 from protocol.buckets import bucket_of
-from protocol.values import DeviceFacts, Dialect, Encoding, Kind, Message, TelemetryRow
+from protocol.values import CommandSpec, DeviceFacts, Dialect, Encoding, Kind, Message, TelemetryRow
 from tests.actors.test_supervisor import Recorder, Settings, StoreStub
 from tests.support.broker import wait_until
 
@@ -113,3 +115,53 @@ def test_a_gained_bucket_loads_its_devices_and_a_lost_one_stops_them(system):
     snap = sup.ask(GetSnapshot())
     assert snap["counters"]["buckets_lost"] == 1 and snap["state"]["ownership"]["held"] == 0
     assert snap["state"]["online"] == 0
+
+
+def test_commands_claimed_while_not_acting_wait_until_it_acts_again(system):
+    """A renewal late past the margin stops acting, not holding: the store
+    may still claim commands for the bucket (its fence reads the epoch);
+    they wait for acting to resume, and go (to the new owner, from the
+    database) if the bucket is lost meanwhile."""
+    sup, mqtt, store = system
+    dev, other = uuid_in(0), uuid_in(1)
+    known = KnownDevice(dev, "online", last_seen=time.time())
+    sup.tell(owned_message([(0, 5), (1, 2)], act_for=-0.5, gained=(0, 1), devices=(known,)))
+    spec = CommandSpec(id=7, device_uuid=dev, command_type="relay_control", parameters={"relay_id": 1, "state": True},
+                       timeout=30.0)
+    lost = CommandSpec(id=8, device_uuid=other, command_type="relay_control", parameters=None, timeout=30.0)
+    sup.tell(CommandsRequested((CommandState(spec, "queued"), CommandState(lost, "queued"))))
+    snap = sup.ask(GetSnapshot())
+    assert snap["counters"]["commands_parked"] == 2 and snap["state"]["parked"] == 2
+    # acting again at the same epochs, bucket 1 gone: the command of bucket 0 reaches its device's actor
+    sup.tell(owned_message([(0, 5)]))
+    wait_until(lambda: dev in sup.proxy().device_refs().get(), 5, what="the device's actor")
+    ref = sup.proxy().device_refs().get()[dev]
+
+    def held_by_actor():
+        commands = ref.ask(GetSnapshot())["state"].get("commands") or {}
+        return [c["id"] for c in commands.get("out", [])] + [q["id"] for q in commands.get("queued", [])]
+
+    wait_until(lambda: held_by_actor() == [7], 5, what="command 7 in the device's window")
+    snap = sup.ask(GetSnapshot())
+    assert snap["state"]["parked"] == 0 and snap["counters"]["commands_not_owned"] == 1
+
+
+def test_messages_that_come_while_not_acting_wait_until_it_acts_again(system):
+    """A device's messages during such a pause (a command's response, say)
+    are not acknowledged as another owner's: they reach the device's actor
+    when acting resumes, or, if the bucket was lost, are acknowledged then."""
+    sup, mqtt, store = system
+    dev, other = uuid_in(0), uuid_in(1)
+    sup.tell(owned_message([(0, 5), (1, 2)], act_for=-0.5, gained=(0, 1)))
+    t_dev, t_other = Token(1, 11, 1), Token(1, 12, 1)
+    sup.tell(Route(messages=((dev, (announce(dev, t_dev),)), (other, (announce(other, t_other),)))))
+    snap = sup.ask(GetSnapshot())
+    assert snap["counters"]["messages_parked"] == 2 and snap["state"]["parked"] == 2
+    assert sup.proxy().device_refs().get() == {}
+    sup.tell(owned_message([(0, 5)]))  # acting again; bucket 1 went elsewhere
+    wait_until(lambda: any(isinstance(m, DeviceWrite) and m.uuid == dev and t_dev in m.tokens for m in store.sent), 5,
+               what="the parked announce handled by the device's actor")
+    wait_until(lambda: any(isinstance(m, Complete) and t_other in m.tokens for m in mqtt.ask(GetSnapshot())), 5,
+               what="the lost bucket's message acknowledged as another owner's")
+    assert set(sup.proxy().device_refs().get()) == {dev}
+    assert sup.ask(GetSnapshot())["state"]["parked"] == 0

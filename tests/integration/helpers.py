@@ -203,7 +203,8 @@ class Stream:
     acknowledged by the broker)."""
 
     def __init__(self, port: int, uuid: str, count: int, prefix: str = "autocore", boot_id: int = 1,
-                 pause_every: int = 0, pause_s: float = 0.0) -> None:
+                 pause_every: int = 0, pause_s: float = 0.0, gates: list[threading.Event] | None = None,
+                 gate_every: int = 0) -> None:
         self.port = port
         self.uuid = uuid
         self.count = count
@@ -217,6 +218,10 @@ class Stream:
         # Throttling (if asked): a stream that lasts long enough to be cut.
         self.pause_every = pause_every
         self.pause_s = pause_s
+        # Gated (if asked): message k * gate_every + 1 waits for gates[k - 1],
+        # so a stream lasts until the test's own steps are done, however slow.
+        self.gates = gates or []
+        self.gate_every = gate_every
 
     def start(self) -> Stream:
         self.proc = subprocess.Popen(
@@ -231,6 +236,11 @@ class Stream:
         assert self.proc is not None and self.proc.stdin is not None
         try:
             for seq in range(1, self.count + 1):
+                gate = (seq - 1) // self.gate_every - 1 if self.gate_every else -1
+                if 0 <= gate < len(self.gates) and (seq - 1) % self.gate_every == 0:
+                    self.proc.stdin.flush()
+                    if not self.gates[gate].wait(300):
+                        break
                 self.proc.stdin.write((telemetry_line(seq, self.boot_id) + "\n").encode())
                 self.written = seq
                 if self.pause_every and seq % self.pause_every == 0:

@@ -118,3 +118,16 @@ def test_holds_is_the_fence_of_one_bucket_at_one_epoch(lease_db):
     assert not leases.holds(2, "a", 0) and not leases.holds(2, "b", 1) and not leases.holds(3, "a", 1)
     leases.take(2, "b", 1, 20.0, 10.0)
     assert not leases.holds(2, "a", 1) and leases.holds(2, "b", 2)
+
+
+def test_renewal_of_many_buckets_at_once(lease_db):
+    leases.ensure_buckets(600)
+    held = {b: leases.take(b, "a", 0, 0.0, 10.0) for b in range(600)}
+    assert set(held.values()) == {1}
+    leases.take(7, "b", 1, 10.0, 10.0)  # a stalled; b took 7
+    leases.release("a", {9: 1})  # and a gave 9 back
+    renewed, lost = leases.renew("a", {**held, 599: 5}, 11.0, 10.0)  # 599 at an epoch a never had
+    assert lost == [7, 9, 599] and renewed == [b for b in range(599) if b not in (7, 9)]
+    rows = leases.read()
+    assert rows[0][3] == 21.0 and rows[598][3] == 21.0 and rows[599][3] == 10.0
+    assert rows[7][1:] == ("b", 2, 20.0) and rows[9][1] is None

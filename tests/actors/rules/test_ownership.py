@@ -163,3 +163,23 @@ def test_no_bucket_is_ever_acted_for_by_two_instances(seed, kills):
             assert len(acting) <= 1, (t, b, acting)
             assert table.rows[b].epoch >= last_epoch[b]
             last_epoch[b] = table.rows[b].epoch
+
+
+def test_a_bucket_is_given_back_a_round_after_it_stopped_being_acted_for():
+    """Above its fair share an instance first stops acting (core is told
+    with that round's Owned), and releases the rows only at its next round,
+    so a next owner can never act while this one's core still might."""
+    table = Table(4)
+    a, b = Ownership("a", buckets=4, ttl_s=TTL), Ownership("b", buckets=4, ttl_s=TTL)
+    visit(a, table, 0.0)
+    visit(b, table, 1.0)  # b is live; every bucket is still a's
+    visit(a, table, 3.0)  # fair share 2: a gives up two
+    leaving = sorted(a.leaving)
+    assert len(a.held) == 2 and len(leaving) == 2 and all(a.epoch_of(x, 3.0) is None for x in leaving)
+    assert all(table.rows[x].owner == "a" for x in leaving)  # still a's in the table: nobody may take them
+    visit(b, table, 4.0)
+    assert not b.held
+    visit(a, table, 6.0)  # released now
+    assert not a.leaving and all(table.rows[x].owner is None for x in leaving)
+    visit(b, table, 7.0)
+    assert sorted(b.held) == leaving and a.state(7.0)["leaving"] == 0
