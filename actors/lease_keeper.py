@@ -57,6 +57,7 @@ class LeaseKeeper(GatewayActor):
         self.seen_since = 0.0  # last_seen high-water mark of what was passed on
         self.passed: dict[str, float] = {}  # uuid -> the last_seen last passed on (each time once)
         self.rounds = 0
+        self.next_round_at = 0.0  # set by each round
         self.failed_rounds = 0
         self.last_error = ""
 
@@ -81,13 +82,16 @@ class LeaseKeeper(GatewayActor):
     def handle(self, message: Any) -> Any:
         if isinstance(message, Deadline):
             started = self.clock()
+            self.next_round_at = started + self.rules.round_s
             self.visit()
             # Every round_s from the last round's start, not from its end: a
             # slow round (a loaded database or machine) must not stretch the
             # period, or core's acting window (two rounds from a round's
             # start) runs out before the next one, and core stops acting.
-            self.scheduler.tell(Schedule("lease-round", max(started + self.rules.round_s, self.clock()),
-                                         self.actor_ref))
+            # Sooner when another instance's lease runs out first (the round
+            # that read the table says so): a dead owner's buckets are taken
+            # within one lease.
+            self.scheduler.tell(Schedule("lease-round", max(self.next_round_at, self.clock()), self.actor_ref))
             return None
         return super().handle(message)
 
@@ -116,6 +120,7 @@ class LeaseKeeper(GatewayActor):
         live = live_instances(leases.heartbeats(), now, ttl)
         table = [Lease(*row) for row in leases.read()]
         plan = self.rules.plan(now, table, live)
+        self.next_round_at = min(self.next_round_at, self.rules.next_visit(now, table))
         renewed, failed = leases.renew(me, plan.renew, now, ttl)
         taken = {}
         for bucket, epoch in plan.take.items():

@@ -36,6 +36,10 @@ from typing import Iterable, Sequence
 
 from protocol.buckets import DEFAULT_BUCKETS, bucket_of
 
+# How long after another instance's lease runs out a round looks at it:
+# enough for the expiry to have passed on the database's clock as well.
+TAKE_OVER_DELAY_S = 0.05
+
 
 @dataclass(frozen=True)
 class Lease:
@@ -89,6 +93,17 @@ class Ownership:
 
     def _rank(self, bucket: int) -> bytes:
         return hashlib.blake2b(f"{self.instance_id}/{bucket}".encode(), digest_size=8).digest()
+
+    def next_visit(self, now: float, leases: Iterable[Lease]) -> float:
+        """When to visit the table next: a round from now, or just after the
+        soonest expiry of a bucket another instance holds, if that comes
+        first. A live owner renews a round after a round, so its leases
+        always run out later than our next round; a dead one's run out in
+        between, and are then taken within one lease of its last renewal
+        rather than a lease and a round."""
+        soonest = min((lease.expires_at for lease in leases
+                       if lease.owner not in (None, self.instance_id) and lease.expires_at > now), default=math.inf)
+        return min(now + self.round_s, soonest + TAKE_OVER_DELAY_S)
 
     def fair_share(self, live_instances: int) -> int:
         return math.ceil(self.buckets / max(1, live_instances))

@@ -183,3 +183,13 @@ def test_a_bucket_is_given_back_a_round_after_it_stopped_being_acted_for():
     assert not a.leaving and all(table.rows[x].owner is None for x in leaving)
     visit(b, table, 7.0)
     assert sorted(b.held) == leaving and a.state(7.0)["leaving"] == 0
+
+
+def test_the_next_visit_comes_just_after_another_instances_lease_runs_out_if_before_the_round():
+    o = Ownership("a", buckets=4, ttl_s=9.0)  # a round is 3 s
+    live = [Lease(0, "a", 1, 109.0), Lease(1, "b", 1, 107.0), Lease(2, None, 0, 0.0)]
+    assert o.next_visit(100.0, live) == 103.0  # b renews in time: a round from now
+    dead = [*live, Lease(3, "c", 4, 101.5)]  # c stopped renewing: its lease runs out before the round
+    assert 101.5 < o.next_visit(100.0, dead) <= 101.6
+    # expired already, or our own: the round as usual
+    assert o.next_visit(100.0, [Lease(3, "c", 4, 99.0), Lease(0, "a", 1, 100.5)]) == 103.0
