@@ -181,16 +181,31 @@ def assert_one_owner_at_a_time(pg: PgDb, killed: list[tuple[str, float]]) -> lis
     """The whole lease log so far: no overlapping ownership; and each bucket
     a killed instance held at its kill was taken again after its lease ran
     out (so the check had take-overs to judge)."""
+    def missing_takes(changes: list) -> dict[str, tuple[float, set[int]]]:
+        taken = lease_log.takes(changes)
+        out = {}
+        for name, at in killed:
+            held = lease_log.held_at(changes, name, at)
+            again = {t.bucket for t in taken if t.bucket in held and t.at > at and t.previous == name}
+            if held - again:
+                out[name] = (at, held - again)
+        return out
+
+    # The last kill's buckets are taken once its lease runs out (and a
+    # round): wait for that, with a deadline, before judging the log.
+    try:
+        wait_until(lambda: not missing_takes(lease_log.read(pg.conn)), 3 * LEASE_S + 5,
+                   what="every bucket of a killed instance taken again")
+    except AssertionError:
+        pass  # judged below, with the log's lines
     changes = lease_log.read(pg.conn)
     assert lease_log.overlaps(changes) == []
     taken = lease_log.takes(changes)
     judged = 0
     for name, at in killed:
-        held = lease_log.held_at(changes, name, at)
-        judged += len(held)
-        again = {t.bucket for t in taken if t.bucket in held and t.at > at and t.previous == name}
-        missing = held - again
-        assert not missing, (f"buckets {sorted(missing)} of {name}, gone at {at:.3f}, never taken again:\n"
+        judged += len(lease_log.held_at(changes, name, at))
+    for name, (at, missing) in missing_takes(changes).items():
+        raise AssertionError(f"buckets {sorted(missing)} of {name}, gone at {at:.3f}, never taken again:\n"
                              + "\n".join(str(c) for c in changes if c.bucket in missing and c.at > at - 4 * LEASE_S))
     assert judged > 0, "no killed instance held a bucket"
     return taken
