@@ -90,7 +90,8 @@ class LeaseKeeper(GatewayActor):
             # start) runs out before the next one, and core stops acting.
             # Sooner when another instance's lease runs out first (the round
             # that read the table says so): a dead owner's buckets are taken
-            # within one lease.
+            # as its lease runs out, up to this instance's fair share (the
+            # rest at later rounds: README, Known limits).
             self.scheduler.tell(Schedule("lease-round", max(self.next_round_at, self.clock()), self.actor_ref))
             return None
         return super().handle(message)

@@ -99,8 +99,8 @@ class Ownership:
         soonest expiry of a bucket another instance holds, if that comes
         first. A live owner renews a round after a round, so its leases
         always run out later than our next round; a dead one's run out in
-        between, and are then taken within one lease of its last renewal
-        rather than a lease and a round."""
+        between, and are then taken (up to the fair share) within one lease
+        of its last renewal rather than a lease and a round."""
         soonest = min((lease.expires_at for lease in leases
                        if lease.owner not in (None, self.instance_id) and lease.expires_at > now), default=math.inf)
         return min(now + self.round_s, soonest + TAKE_OVER_DELAY_S)
