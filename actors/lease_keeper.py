@@ -68,12 +68,14 @@ class LeaseKeeper(GatewayActor):
         self.seen_since = self.clock()
 
     def on_stop(self) -> None:
-        # Give the buckets back on a clean stop: the others take them at
-        # once instead of after the lease runs out.
+        # Give the buckets back on a clean stop, and the heartbeat: the
+        # others take them at their next round (their fair share grows at
+        # once) instead of after the lease and the heartbeat run out.
         try:
             held = {b: h.epoch for b, h in (*self.rules.held.items(), *self.rules.leaving.items())}
             if held:
                 leases.release(self.settings.instance_id, held)
+            leases.leave(self.settings.instance_id, self.clock(), self.detail)
         except database_errors():
             pass
         if not database.is_closed():
@@ -90,8 +92,7 @@ class LeaseKeeper(GatewayActor):
             # start) runs out before the next one, and core stops acting.
             # Sooner when another instance's lease runs out first (the round
             # that read the table says so): a dead owner's buckets are taken
-            # as its lease runs out, up to this instance's fair share (the
-            # rest at later rounds: README, Known limits).
+            # by their heirs (actors/rules/ownership.py) as its lease runs out.
             self.scheduler.tell(Schedule("lease-round", max(self.next_round_at, self.clock()), self.actor_ref))
             return None
         return super().handle(message)
@@ -123,11 +124,7 @@ class LeaseKeeper(GatewayActor):
         plan = self.rules.plan(now, table, live)
         self.next_round_at = min(self.next_round_at, self.rules.next_visit(now, table))
         renewed, failed = leases.renew(me, plan.renew, now, ttl)
-        taken = {}
-        for bucket, epoch in plan.take.items():
-            new = leases.take(bucket, me, epoch, now, ttl)
-            if new is not None:
-                taken[bucket] = new
+        taken = leases.take_many(me, plan.take, now, ttl)
         released = leases.release(me, plan.release) if plan.release else []
         self.rules.apply(now, renewed=renewed, taken=taken, released=released, failed=failed)
         if taken:

@@ -25,10 +25,10 @@ Take-over: after the 3-instance drain, the owner of the first backlog
 device is killed with SIGKILL (launcher, core and store at once). The
 lease table is polled every 20 ms: seconds from the kill until another
 instance holds that device's bucket, and until others hold every bucket
-the dead one held. Expected between 2/3 and 4/3 of a lease: the dead
-instance's last renewal is up to a third of a lease old at the kill, and
-the others take an expired bucket at their next round (every third of a
-lease) once its heartbeat is a lease old.
+the dead one held. Expected between 2/3 of a lease and one lease: the
+dead instance's last renewal is up to a third of a lease old at the kill,
+and the others look again just after its lease runs out, when its heirs
+take every bucket it held (actors/rules/ownership.py).
 """
 
 from __future__ import annotations

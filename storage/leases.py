@@ -76,12 +76,30 @@ def read() -> list[tuple[int, str | None, int, float]]:
 def take(bucket: int, owner: str, read_epoch: int, now: float, ttl_s: float) -> int | None:
     """Take a free or expired bucket whose epoch is still the one read;
     the new epoch, or None when someone else came first."""
+    return take_many(owner, {bucket: read_epoch}, now, ttl_s).get(bucket)
+
+
+def take_many(owner: str, wanted: dict[int, int], now: float, ttl_s: float) -> dict[int, int]:
+    """Take free or expired buckets (bucket -> the epoch read) whose epoch
+    is still the one read, in one transaction; bucket -> the new epoch of
+    those taken (the others went to someone else first).
+
+    One UPDATE ... RETURNING per 500 buckets: a dead instance's share of
+    256 buckets taken one transaction each was about a hundred round trips
+    in the round that should end its take-over."""
+    if not wanted:
+        return {}
+    taken: dict[int, int] = {}
+    items = sorted(wanted.items())
     with write_transaction():
-        changed = (BucketLease.update(owner=owner, epoch=BucketLease.epoch + 1, expires_at=now + ttl_s)
-                   .where((BucketLease.bucket == bucket) & (BucketLease.epoch == read_epoch)
-                          & (BucketLease.owner.is_null() | (BucketLease.expires_at <= now)))
-                   .execute())
-    return read_epoch + 1 if changed else None
+        for start in range(0, len(items), 500):
+            chunk = items[start:start + 500]
+            query = (BucketLease.update(owner=owner, epoch=BucketLease.epoch + 1, expires_at=now + ttl_s)
+                     .where(Tuple(BucketLease.bucket, BucketLease.epoch).in_([Tuple(b, e) for b, e in chunk])
+                            & (BucketLease.owner.is_null() | (BucketLease.expires_at <= now)))
+                     .returning(BucketLease.bucket, BucketLease.epoch))
+            taken.update(query.tuples().execute())
+    return taken
 
 
 def renew(owner: str, held: dict[int, int], now: float, ttl_s: float) -> tuple[list[int], list[int]]:
@@ -148,6 +166,16 @@ def heartbeat(instance_id: str, now: float, detail: dict | None = None) -> None:
              .on_conflict_ignore().execute())
 
 
+def leave(instance_id: str, now: float, detail: dict | None = None) -> None:
+    """A clean stop: the heartbeat goes (the others count one live instance
+    fewer at once, and take the buckets just given back up to their new
+    fair share at their next round instead of a lease later); the row stays
+    for `gateway inspect cluster`, with when it stopped."""
+    with write_transaction():
+        (GatewayInstance.update(heartbeat_at=0.0, detail={**(detail or {}), "stopped_at": now})
+         .where(GatewayInstance.instance_id == instance_id).execute())
+
+
 def heartbeats() -> list[tuple[str, float]]:
     return list(GatewayInstance.select(GatewayInstance.instance_id, GatewayInstance.heartbeat_at).tuples())
 
@@ -166,7 +194,8 @@ def cluster(now: float, *, db=None) -> list[dict]:
     out = []
     for r in bound(rows, db):
         out.append({"instance_id": r["instance_id"], "started_at": r["started_at"],
-                    "heartbeat_age_s": round(now - r["heartbeat_at"], 3), "buckets": r["held"] or 0,
+                    "heartbeat_age_s": round(now - r["heartbeat_at"], 3) if r["heartbeat_at"] > 0 else None,
+                    "stopped_at": (r["detail"] or {}).get("stopped_at"), "buckets": r["held"] or 0,
                     "expires_in_s": None if r["soonest"] is None else round(r["soonest"] - now, 3),
                     "detail": r["detail"]})
     return out

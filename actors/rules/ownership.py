@@ -8,10 +8,19 @@ the plan out with compare-and-set writes, and hands the outcome to `apply`.
 The rules:
 
 * Each instance aims at its fair share, ceil(buckets / live instances).
-  It takes free buckets and expired ones (a dead instance's), in an order
-  of its own (a hash of its id and the bucket), so that instances starting
-  together rarely race for the same rows; a race lost is harmless, the
-  table's compare-and-set decides.
+  It takes free buckets, in an order of its own (a hash of its id and the
+  bucket), so that instances starting together rarely race for the same
+  rows; a race lost is harmless, the table's compare-and-set decides.
+* A bucket whose lease ran out (its owner died or stalled) goes to one
+  live instance chosen by rendezvous hashing (the highest hash of instance
+  id and bucket): every live instance computes the same choice from the
+  heartbeats, so a dead instance's buckets are spread over the others and
+  each takes its part in the first round after the lease ran out, beyond
+  its fair share if need be (the excess is given back later, as below).
+  Capped at the fair share, takes of the survivors collided and the rest
+  waited for later rounds: a take-over of more than one lease. A round
+  after the lease ran out, others below their fair share take such a
+  bucket too, so it is not stranded if its heir is slow.
 * It renews what it holds every round; a bucket whose renewal failed (the
   epoch moved: someone else took it) is dropped at once.
 * Above its fair share (a new instance joined) it gives back a few buckets
@@ -32,7 +41,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 from protocol.buckets import DEFAULT_BUCKETS, bucket_of
 
@@ -92,15 +101,15 @@ class Ownership:
         return self.ttl_s / 3
 
     def _rank(self, bucket: int) -> bytes:
-        return hashlib.blake2b(f"{self.instance_id}/{bucket}".encode(), digest_size=8).digest()
+        return _hash(self.instance_id, bucket)
 
     def next_visit(self, now: float, leases: Iterable[Lease]) -> float:
         """When to visit the table next: a round from now, or just after the
         soonest expiry of a bucket another instance holds, if that comes
         first. A live owner renews a round after a round, so its leases
         always run out later than our next round; a dead one's run out in
-        between, and are then taken (up to the fair share) within one lease
-        of its last renewal rather than a lease and a round."""
+        between, and are then taken by their heirs within one lease of its
+        last renewal rather than a lease and a round."""
         soonest = min((lease.expires_at for lease in leases
                        if lease.owner not in (None, self.instance_id) and lease.expires_at > now), default=math.inf)
         return min(now + self.round_s, soonest + TAKE_OVER_DELAY_S)
@@ -108,8 +117,15 @@ class Ownership:
     def fair_share(self, live_instances: int) -> int:
         return math.ceil(self.buckets / max(1, live_instances))
 
-    def plan(self, now: float, leases: Iterable[Lease], live_instances: int) -> LeasePlan:
-        """What to do this round, from the table as just read."""
+    def heir(self, bucket: int, live: Iterable[str]) -> str:
+        """The live instance that takes `bucket` when its lease ran out:
+        the same answer on every instance that sees the same heartbeats."""
+        return max(live, key=lambda instance: (_hash(instance, bucket), instance))
+
+    def plan(self, now: float, leases: Iterable[Lease], live: Collection[str]) -> LeasePlan:
+        """What to do this round, from the table as just read and the ids
+        of the live instances (heartbeat within a lease)."""
+        live = set(live) | {self.instance_id}
         table = {lease.bucket: lease for lease in leases}
         plan = LeasePlan()
         # What the table says we no longer hold is gone already.
@@ -124,7 +140,7 @@ class Ownership:
                 del self.leaving[bucket]  # gone already (it ran out and was taken)
             else:
                 plan.release[bucket] = held.epoch
-        fair = self.fair_share(live_instances)
+        fair = self.fair_share(len(live))
         excess = len(self.held) - fair
         if excess > 0:
             for bucket in sorted(self.held, key=self._rank, reverse=True)[:min(excess, self.release_per_round)]:
@@ -132,18 +148,24 @@ class Ownership:
         for bucket, held in self.held.items():
             plan.renew[bucket] = held.epoch
         room = fair - len(self.held)
-        if room > 0:
-            for bucket in self._order:
-                if room <= 0:
-                    break
-                if bucket in self.held:
-                    continue
-                row = table.get(bucket)
-                if row is None:
-                    continue  # not in the table yet: whoever creates the rows comes first
-                if row.owner is None or row.expires_at <= now:
-                    plan.take[bucket] = row.epoch
-                    room -= 1
+        for bucket in self._order:
+            if bucket in self.held or bucket in self.leaving:
+                continue
+            row = table.get(bucket)
+            if row is None:
+                continue  # not in the table yet: whoever creates the rows comes first
+            if row.owner is None:
+                wanted = room > 0
+            elif row.expires_at <= now:
+                # Its heir takes it; anyone with room once the heir has let
+                # a round go by (stalled, or it sees other heartbeats).
+                wanted = (self.heir(bucket, live) == self.instance_id
+                          or (room > 0 and row.expires_at <= now - self.round_s))
+            else:
+                continue
+            if wanted:
+                plan.take[bucket] = row.epoch
+                room -= 1
         return plan
 
     def apply(self, now: float, renewed: Iterable[int] = (), taken: dict[int, int] | None = None,
@@ -196,6 +218,11 @@ class Ownership:
                 "expires_in_s": None if soonest is None else round(soonest - now, 3), "lost": self.lost}
 
 
-def live_instances(heartbeats: Sequence[tuple[str, float]], now: float, ttl_s: float) -> int:
-    """Instances whose heartbeat (instance id, time) is within one lease."""
-    return sum(1 for _, at in heartbeats if now - at < ttl_s)
+def _hash(instance_id: str, bucket: int) -> bytes:
+    return hashlib.blake2b(f"{instance_id}/{bucket}".encode(), digest_size=8).digest()
+
+
+def live_instances(heartbeats: Sequence[tuple[str, float]], now: float, ttl_s: float) -> list[str]:
+    """Ids of the instances whose heartbeat (instance id, time) is within
+    one lease."""
+    return [instance for instance, at in heartbeats if now - at < ttl_s]

@@ -482,7 +482,8 @@ def cluster(loaded: LoadedSettings, as_json: bool) -> None:
         click.echo(f"no gateway instances in {loaded.settings.database_shown}")
         return
     rows = [[i["instance_id"], (i.get("detail") or {}).get("host", "-"), i["buckets"], tables.seconds(i["expires_in_s"]),
-             tables.seconds(i["heartbeat_age_s"]), tables.timestamp(i["started_at"])] for i in instances]
+             "stopped" if i.get("stopped_at") else tables.seconds(i["heartbeat_age_s"]),
+             tables.timestamp(i["started_at"])] for i in instances]
     click.echo(tables.table(["instance", "host", "buckets", "expires in", "heartbeat age", "started"], rows,
                             right=[2]))
 # -- uplink ----------------------------------------------------------------------

@@ -257,6 +257,28 @@ def test_inspection_shows_each_instances_leases_and_the_cluster(cluster, pg):
     assert text.returncode == 0 and all(n in text.stdout for n in NAMES), text.stderr
 
 
+def test_a_cleanly_stopped_instances_buckets_are_taken_at_the_others_next_round(cluster, pg):
+    """A clean stop gives its buckets and its heartbeat back: the others'
+    fair share grows at once, so they take every bucket at their next
+    round (a third of a lease), not a lease later."""
+    wait_until(lambda: balanced(pg, 3), 60, what="the buckets shared evenly by three instances")
+    name = NAMES[0]
+    held = {b for (b,) in pg.rows("SELECT bucket FROM gateway_leases WHERE owner = ? AND expires_at > ?",
+                                  name, time.time())}
+    assert held
+    cluster.gws[name].stop(15)
+    stopped_at = time.time()
+    wait_until(lambda: every_bucket_owned(pg, 2), LEASE_S * 3, what=f"{name}'s buckets taken by the others")
+    took = time.time() - stopped_at
+    print(f"{len(held)} buckets of a cleanly stopped instance taken after {took:.2f} s (lease {LEASE_S} s)")
+    assert took <= LEASE_S / 3 + 1.0, took  # a round, and slack
+    out = subprocess.run([sys.executable, str(ROOT / "bin" / "gateway"), "inspect", "cluster"], cwd=str(ROOT),
+                         env={"PATH": "/usr/bin:/bin", "AUTOCORE_DB_URL": cluster.pg_url}, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [line for line in out.stdout.splitlines() if line.startswith(name) and "stopped" in line], out.stdout
+
+
 def test_a_dead_owners_devices_are_taken_over(cluster, pg, devices):
     # balanced: no bucket changes hands but for the kill below
     wait_until(lambda: balanced(pg, 3), 60, what="the buckets shared evenly by three instances")
@@ -289,6 +311,8 @@ def test_a_dead_owners_devices_are_taken_over(cluster, pg, devices):
                what="the silent device online")
     # kill its owner just after it was last heard of
     assert owner_of(pg, talker.uuid) == owner
+    held = {b for (b,) in pg.rows("SELECT bucket FROM gateway_leases WHERE owner = ? AND expires_at > ?",
+                                  owner, time.time())}
     killed_at = cluster.kill(owner)
     # a command for the talker while its owner is dead
     second = pg.insert_command(talker.uuid, timeout=30.0)
@@ -298,6 +322,15 @@ def test_a_dead_owners_devices_are_taken_over(cluster, pg, devices):
     print(f"take-over of a kill -9'ed owner's device after {took_over:.2f} s (lease {LEASE_S} s)")
     assert new_owner in NAMES and new_owner != owner
     assert took_over <= LEASE_S + 1.0, took_over  # one lease (the others look when it runs out), and slack
+    # and every bucket it held, by the two others between them (each its heirs)
+    wait_until(lambda: len(pg.rows("SELECT bucket FROM gateway_leases WHERE owner <> ? AND expires_at > ? "
+                                   f"AND bucket IN ({','.join(map(str, held))})", owner, time.time())) == len(held),
+               LEASE_S * 3, what=f"all {len(held)} buckets of {owner} taken over")
+    all_taken = time.time() - killed_at
+    takers = {o for (o,) in pg.rows(f"SELECT owner FROM gateway_leases WHERE bucket IN ({','.join(map(str, held))})")}
+    print(f"take-over of all {len(held)} buckets after {all_taken:.2f} s, by {sorted(takers)}")
+    assert all_taken <= LEASE_S + 1.0, all_taken
+    assert takers == set(NAMES) - {owner}, takers
     # the dead instance's Will is on its own status topic; the devices' topic stays online
     wait_until(lambda: json.loads(retained(cluster.broker.port, f"autocore/gateway/{owner}/status") or b"{}")
                .get("status") == "offline", 10, what="the killed instance's Last Will")

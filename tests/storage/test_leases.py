@@ -39,6 +39,18 @@ def test_take_is_compare_and_set_on_the_epoch_and_the_expiry(lease_db):
     assert row[1:] == ("b", 2, 120.0)
 
 
+def test_take_many_takes_in_one_go_only_what_is_still_free_or_expired_at_the_epoch_read(lease_db):
+    assert leases.take_many("a", {0: 0, 1: 0, 2: 0}, now=100.0, ttl_s=10.0) == {0: 1, 1: 1, 2: 1}
+    assert leases.take(3, "c", 0, 100.0, 5.0) == 1  # c's runs out at 105
+    # a dead instance's (3, expired), a live one's (0, not yet), a stale epoch (4), a free one (5)
+    got = leases.take_many("b", {0: 1, 3: 1, 4: 7, 5: 0}, now=106.0, ttl_s=10.0)
+    assert got == {3: 2, 5: 1}
+    rows = {r[0]: r[1:] for r in leases.read()}
+    assert rows[3] == ("b", 2, 116.0) and rows[5] == ("b", 1, 116.0)
+    assert rows[0] == ("a", 1, 110.0) and rows[4] == (None, 0, 0.0)
+    assert leases.take_many("b", {}, 106.0, 10.0) == {}
+
+
 def test_renewal_notices_a_bucket_taken_over(lease_db):
     assert leases.take(1, "a", 0, 0.0, 10.0) == 1
     assert leases.take(2, "a", 0, 0.0, 10.0) == 1
@@ -85,6 +97,11 @@ def test_heartbeats_and_the_cluster_view(lease_db):
     later = {i["instance_id"]: i for i in leases.cluster(now=106.0)}
     assert later["b"]["buckets"] == 0 and later["b"]["expires_in_s"] is None
     assert leases.forget_instances(["b"]) == 1 and [i["instance_id"] for i in leases.cluster(106.0)] == ["a"]
+    # a clean stop: no heartbeat any more (not live), the row kept with when
+    leases.leave("a", 107.0, {"share_group": "g"})
+    assert leases.heartbeats() == [("a", 0.0)]
+    [a] = leases.cluster(108.0)
+    assert a["heartbeat_age_s"] is None and a["stopped_at"] == 107.0 and a["detail"]["share_group"] == "g"
 
 
 def test_two_connections_racing_for_one_bucket_only_one_wins(lease_db, db_url):

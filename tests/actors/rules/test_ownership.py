@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.rules.ownership import Lease, Ownership, live_instances
+from actors.rules.ownership import Held, Lease, Ownership, live_instances
 from protocol.buckets import bucket_of
 
 TTL = 9.0
@@ -102,9 +102,11 @@ def test_shares_even_out_when_instances_join_and_a_dead_ones_are_taken_over():
             visit(o, table, t)
     assert max(len(o.held) for o in insts) == 86 and min(len(o.held) for o in insts) >= 84
     assert sum(len(o.held) for o in insts) == 256
-    # c dies (no more visits): its buckets go to a and b within one lease and a round
+    # c dies (no more visits): its buckets go to a and b in the first round
+    # after its lease ran out, both taking part of them (their heirs)
     dead = insts.pop()
     died_at = t
+    before = {o.instance_id: len(o.held) for o in insts}
     taken_by = None
     while taken_by is None:
         t += 3.0
@@ -112,9 +114,50 @@ def test_shares_even_out_when_instances_join_and_a_dead_ones_are_taken_over():
             visit(o, table, t)
         if sum(len(o.held) for o in insts) == 256:
             taken_by = t
-    assert taken_by - died_at <= TTL + 3.0 + 1e-9
-    assert sorted(len(o.held) for o in insts) == [128, 128]
+    assert taken_by - died_at <= TTL + 1e-9
+    assert all(len(o.held) > before[o.instance_id] + 20 for o in insts), [len(o.held) for o in insts]
     assert dead.epoch_of(next(iter(dead.held)), taken_by) is None
+    # then whichever took more than its fair share gives the excess back
+    for _ in range(5):
+        t += 3.0
+        for o in insts:
+            visit(o, table, t)
+    assert sorted(len(o.held) for o in insts) == [128, 128]
+    assert sum(len(o.held) for o in insts) == 256
+
+
+def test_a_dead_instances_buckets_go_to_their_heirs_at_once_even_at_the_fair_share():
+    """Two survivors at their fair share already (the dead one's heartbeat
+    still counted): each takes exactly the expired buckets it is heir to,
+    so between them all are taken in one round, none twice."""
+    table = Table(64)
+    a, b = Ownership("a", buckets=64, ttl_s=TTL), Ownership("b", buckets=64, ttl_s=TTL)
+    for bucket in range(64):
+        owner = "abc"[bucket % 3]
+        table.rows[bucket] = Lease(bucket, owner, 1, 9.0 if owner == "c" else 100.0)  # c's ran out 1 s ago
+    for o in (a, b):
+        o.held = {x: Held(1, 100.0) for x in range(64) if table.rows[x].owner == o.instance_id}
+    live = ["a", "b", "c"]  # c's heartbeat within a lease: the fair share is 22, a and b hold 22 and 21
+    plans = {o.instance_id: o.plan(10.0, table.rows.values(), live) for o in (a, b)}
+    dead = {x for x in range(64) if x % 3 == 2}
+    for x in dead:
+        heir = a.heir(x, live)
+        assert heir == b.heir(x, live)
+        if heir != "c":
+            assert x in plans[heir].take  # beyond the fair share
+    # c as heir (a stalled instance whose heartbeat still comes): nobody
+    # else takes those in the first round; a round later, room below the
+    # fair share does (b's one)
+    orphans = {x for x in dead if a.heir(x, live) == "c"}
+    assert orphans and not orphans & (set(plans["a"].take) | set(plans["b"].take))
+    later = {o.instance_id: o.plan(12.5, table.rows.values(), live) for o in (a, b)}
+    assert not orphans & set(later["a"].take) and len(orphans & set(later["b"].take)) == 1
+    # with c's heartbeat gone as well (the usual case), every one has an heir
+    live = ["a", "b"]
+    plans = {o.instance_id: o.plan(10.0, table.rows.values(), live) for o in (a, b)}
+    assert set(plans["a"].take) | set(plans["b"].take) == dead
+    assert not set(plans["a"].take) & set(plans["b"].take)
+    assert plans["a"].take and plans["b"].take
 
 
 def test_a_renewal_refused_drops_the_bucket_at_once():
