@@ -51,7 +51,10 @@ class LeaseKeeper(GatewayActor):
         self.load = load  # every known device and command in flight (what StoreReady carries)
         self.feed = feed  # the CommandFeed: claims pending commands of held buckets only
         self.clock = clock
-        self.rules = Ownership(settings.instance_id, settings.lease_buckets, settings.lease_s)
+        # The first round only announces this instance; the takes begin a
+        # round later (actors/rules/ownership.py).
+        self.rules = Ownership(settings.instance_id, settings.lease_buckets, settings.lease_s,
+                               join_delay_s=settings.lease_s / 3)
         self.detail = {"share_group": settings.share_group, "host": socket.gethostname(), "pid": os.getpid()}
         self.sent: tuple[tuple[int, int], ...] | None = None
         self.seen_since = 0.0  # last_seen high-water mark of what was passed on

@@ -21,6 +21,12 @@ The rules:
   waited for later rounds: a take-over of more than one lease. A round
   after the lease ran out, others below their fair share take such a
   bucket too, so it is not stranded if its heir is slow.
+* Its first round only says it is here (the heartbeat, written by the
+  actor before the plan) and takes nothing (`join_delay_s`); it takes from
+  the next round on. Instances started together then all count each
+  other before any takes, and share the buckets from the start; without
+  it the first one took every bucket and gave them back 8 a round (over a
+  minute for three instances with the default lease).
 * It renews what it holds every round; a bucket whose renewal failed (the
   epoch moved: someone else took it) is dropped at once.
 * Above its fair share (a new instance joined) it gives back a few buckets
@@ -78,7 +84,7 @@ class LeasePlan:
 
 class Ownership:
     def __init__(self, instance_id: str, buckets: int = DEFAULT_BUCKETS, ttl_s: float = 10.0,
-                 margin_s: float | None = None, release_per_round: int = 8) -> None:
+                 margin_s: float | None = None, release_per_round: int = 8, join_delay_s: float = 0.0) -> None:
         if not instance_id:
             raise ValueError("an instance needs an id")
         if ttl_s <= 0:
@@ -90,6 +96,8 @@ class Ownership:
         # every third of a lease (`round_s`), so one late round is absorbed.
         self.margin_s = ttl_s / 3 if margin_s is None else margin_s
         self.release_per_round = release_per_round
+        self.join_delay_s = join_delay_s
+        self.joined_at: float | None = None if join_delay_s > 0 else -math.inf  # the first round's time
         self.held: dict[int, Held] = {}
         self.leaving: dict[int, Held] = {}  # given up, not acted for; released at the next round
         self.lost = 0  # buckets that went to another instance while held
@@ -112,6 +120,9 @@ class Ownership:
         last renewal rather than a lease and a round."""
         soonest = min((lease.expires_at for lease in leases
                        if lease.owner not in (None, self.instance_id) and lease.expires_at > now), default=math.inf)
+        joined = self.joined_at if self.joined_at is not None else now
+        if now < joined + self.join_delay_s:
+            soonest = min(soonest, joined + self.join_delay_s - TAKE_OVER_DELAY_S)  # the first takes
         return min(now + self.round_s, soonest + TAKE_OVER_DELAY_S)
 
     def fair_share(self, live_instances: int) -> int:
@@ -128,6 +139,9 @@ class Ownership:
         live = set(live) | {self.instance_id}
         table = {lease.bucket: lease for lease in leases}
         plan = LeasePlan()
+        if self.joined_at is None:
+            self.joined_at = now  # the first round: the heartbeat is all
+            return plan
         # What the table says we no longer hold is gone already.
         for bucket in list(self.held):
             row = table.get(bucket)

@@ -70,6 +70,10 @@ def pg(pg_url):
 def test_two_instances_share_the_buckets_and_a_dead_ones_go_to_the_other(pg):
     clock = Clock()
     a, a_chan, a_feed = keeper(pg, "a", clock)
+    a.visit()  # its first round only announces it
+    assert a_chan.owned() == [] and leases.heartbeats() == [("a", clock.now)]
+    assert [owner for _, owner, _, _ in leases.read()] == [None] * BUCKETS
+    clock.now += 1
     a.visit()
     first = a_chan.owned()[-1]
     assert len(first.epochs) == BUCKETS and first.gained == tuple(range(BUCKETS))
@@ -79,7 +83,7 @@ def test_two_instances_share_the_buckets_and_a_dead_ones_go_to_the_other(pg):
 
     b, b_chan, _ = keeper(pg, "b", clock)
     clock.now += 1
-    b.visit()  # b is live now, but every bucket is a's
+    b.visit()  # b is live now (its first round), and every bucket is a's
     assert b_chan.owned() == []
     clock.now += 1
     a.visit()  # a sees two instances: stops acting for what is above its fair share
@@ -113,6 +117,7 @@ def test_a_stalled_instance_stops_acting_before_another_may_take_over(pg):
     clock = Clock()
     a, a_chan, _ = keeper(pg, "a", clock)
     a.visit()
+    a.visit()
     act_until = a_chan.owned()[-1].act_until
     b, b_chan, _ = keeper(pg, "b", clock)
     # b can take a's buckets only once they expired, after a stopped acting
@@ -130,6 +135,7 @@ def test_what_other_instances_saw_of_owned_devices_is_passed_on_once(pg):
 
     clock = Clock(time.time())
     a, a_chan, _ = keeper(pg, "a", clock)
+    a.visit()
     a.visit()  # a holds every bucket
     device_repo.ensure_device("dev-7", clock.now, "v1")
     device_repo.touch_last_seen([("dev-7", clock.now + 1)])  # another instance's write

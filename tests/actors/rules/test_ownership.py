@@ -160,6 +160,24 @@ def test_a_dead_instances_buckets_go_to_their_heirs_at_once_even_at_the_fair_sha
     assert plans["a"].take and plans["b"].take
 
 
+def test_instances_started_together_share_the_buckets_from_their_second_round():
+    """With a join delay the first round only announces: three instances
+    starting within a round of each other all count three at their first
+    takes, so none takes more than its fair share and none gives back."""
+    table = Table(256)
+    insts = [Ownership(name, ttl_s=TTL, join_delay_s=TTL / 3) for name in "abc"]
+    for k, o in enumerate(insts):
+        visit(o, table, 0.1 * k)
+        assert not o.held and o.next_visit(0.1 * k, table.rows.values()) == pytest.approx(0.1 * k + TTL / 3)
+    assert all(row.owner is None for row in table.rows.values())
+    for k, o in enumerate(insts):
+        visit(o, table, TTL / 3 + 0.1 * k)
+    assert sorted(len(o.held) for o in insts) == [84, 86, 86] and not any(o.leaving for o in insts)
+    for k, o in enumerate(insts):
+        visit(o, table, 2 * TTL / 3 + 0.1 * k)
+    assert sum(len(o.held) for o in insts) == 256 and max(len(o.held) for o in insts) == 86
+
+
 def test_a_renewal_refused_drops_the_bucket_at_once():
     table = Table(4)
     a = Ownership("a", buckets=4, ttl_s=TTL)
