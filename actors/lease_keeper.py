@@ -121,7 +121,7 @@ class LeaseKeeper(GatewayActor):
 
     def _round(self, now: float) -> None:
         me, ttl = self.settings.instance_id, self.rules.ttl_s
-        leases.heartbeat(me, now, self.detail)
+        leases.heartbeat(me, now, self.detail, starting=self.rounds == 0)
         live = live_instances(leases.heartbeats(), now, ttl)
         table = [Lease(*row) for row in leases.read()]
         plan = self.rules.plan(now, table, live)

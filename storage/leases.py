@@ -157,9 +157,12 @@ def holds(bucket: int, owner: str, epoch: int) -> bool:
             .exists())
 
 
-def heartbeat(instance_id: str, now: float, detail: dict | None = None) -> None:
+def heartbeat(instance_id: str, now: float, detail: dict | None = None, starting: bool = False) -> None:
+    """This instance is alive at `now`; `starting` (its first round) also
+    moves `started_at`, which a run before may have left."""
+    values = {"heartbeat_at": now, "detail": detail, **({"started_at": now} if starting else {})}
     with write_transaction():
-        updated = (GatewayInstance.update(heartbeat_at=now, detail=detail)
+        updated = (GatewayInstance.update(**values)
                    .where(GatewayInstance.instance_id == instance_id).execute())
         if not updated:
             (GatewayInstance.insert(instance_id=instance_id, started_at=now, heartbeat_at=now, detail=detail)

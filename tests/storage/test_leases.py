@@ -102,6 +102,12 @@ def test_heartbeats_and_the_cluster_view(lease_db):
     assert leases.heartbeats() == [("a", 0.0)]
     [a] = leases.cluster(108.0)
     assert a["heartbeat_age_s"] is None and a["stopped_at"] == 107.0 and a["detail"]["share_group"] == "g"
+    # started again: a heartbeat of a first round moves started_at, and the stop is forgotten
+    leases.heartbeat("a", 110.0, {"share_group": "g"}, starting=True)
+    [a] = leases.cluster(111.0)
+    assert a["started_at"] == 110.0 and a["heartbeat_age_s"] == 1.0 and a["stopped_at"] is None
+    leases.heartbeat("a", 112.0, {"share_group": "g"})
+    assert leases.cluster(112.0)[0]["started_at"] == 110.0
 
 
 def test_two_connections_racing_for_one_bucket_only_one_wins(lease_db, db_url):
