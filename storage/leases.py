@@ -25,6 +25,7 @@ from peewee import JOIN, FloatField, IntegerField, TextField, Tuple, fn
 
 from storage.db import bound, database, write_transaction
 from storage.models import BaseModel, JSONField
+from storage.url import POSTGRESQL, SQLITE
 
 
 class BucketLease(BaseModel):
@@ -94,12 +95,28 @@ def take_many(owner: str, wanted: dict[int, int], now: float, ttl_s: float) -> d
     with write_transaction():
         for start in range(0, len(items), 500):
             chunk = items[start:start + 500]
+            takeable = (Tuple(BucketLease.bucket, BucketLease.epoch).in_([Tuple(b, e) for b, e in chunk])
+                        & (BucketLease.owner.is_null() | (BucketLease.expires_at <= now)))
             query = (BucketLease.update(owner=owner, epoch=BucketLease.epoch + 1, expires_at=now + ttl_s)
-                     .where(Tuple(BucketLease.bucket, BucketLease.epoch).in_([Tuple(b, e) for b, e in chunk])
-                            & (BucketLease.owner.is_null() | (BucketLease.expires_at <= now)))
+                     .where(_skipping_locked(takeable))
                      .returning(BucketLease.bucket, BucketLease.epoch))
             taken.update(query.tuples().execute())
     return taken
+
+
+def _skipping_locked(takeable):
+    """On PostgreSQL, only the rows no other transaction has locked: two
+    instances taking overlapping sets at once (survivors woken by the same
+    expiry) otherwise lock rows in different orders and deadlock, a second
+    lost and the round failed; a row skipped is someone else's take, as a
+    compare-and-set lost. A take then never waits, so it can close no
+    cycle with a renewal or a release (each of one owner's own rows).
+    SQLite has one writer at a time: nothing to skip."""
+    if getattr(database, "engine", SQLITE) != POSTGRESQL:
+        return takeable
+    free = (BucketLease.select(BucketLease.bucket).where(takeable).order_by(BucketLease.bucket)
+            .for_update("FOR UPDATE SKIP LOCKED"))
+    return BucketLease.bucket.in_(free) & takeable
 
 
 def renew(owner: str, held: dict[int, int], now: float, ttl_s: float) -> tuple[list[int], list[int]]:
@@ -129,16 +146,17 @@ def renew(owner: str, held: dict[int, int], now: float, ttl_s: float) -> tuple[l
 def release(owner: str, held: dict[int, int]) -> list[int]:
     """Give buckets back (their epoch stays: the next owner's take moves
     it). Returns the buckets released."""
-    done: list[int] = []
+    done: set[int] = set()
+    items = sorted(held.items())
     with write_transaction():
-        for bucket, epoch in held.items():
-            changed = (BucketLease.update(owner=None, expires_at=0.0)
-                       .where((BucketLease.bucket == bucket) & (BucketLease.owner == owner)
-                              & (BucketLease.epoch == epoch))
-                       .execute())
-            if changed:
-                done.append(bucket)
-    return done
+        for start in range(0, len(items), 500):
+            chunk = items[start:start + 500]
+            query = (BucketLease.update(owner=None, expires_at=0.0)
+                     .where((BucketLease.owner == owner)
+                            & Tuple(BucketLease.bucket, BucketLease.epoch).in_([Tuple(b, e) for b, e in chunk]))
+                     .returning(BucketLease.bucket))
+            done.update(b for (b,) in query.tuples().execute())
+    return [b for b, _ in items if b in done]
 
 
 def fenced(bucket: int, owner: str, epoch: int):
