@@ -53,8 +53,7 @@ class LeaseKeeper(GatewayActor):
         self.clock = clock
         # The first round only announces this instance; the takes begin a
         # round later (actors/rules/ownership.py).
-        self.rules = Ownership(settings.instance_id, settings.lease_buckets, settings.lease_s,
-                               join_delay_s=settings.lease_s / 3)
+        self.rules = Ownership(settings.instance_id, settings.lease_buckets, settings.lease_s, announce_first=True)
         self.detail = {"share_group": settings.share_group, "host": socket.gethostname(), "pid": os.getpid()}
         self.sent: tuple[tuple[int, int], ...] | None = None
         self.seen_since = 0.0  # last_seen high-water mark of what was passed on
@@ -159,12 +158,12 @@ class LeaseKeeper(GatewayActor):
                 seen = self._seen_elsewhere({b for b, _ in epochs})
         except database_errors() as exc:
             # Nothing handed over this round: the buckets gained are given
-            # back to be loaded again next round rather than acted for blind.
+            # back (released at the next round) to be taken again with a
+            # fresh load rather than acted for blind.
             self.counters["load_failed"] += 1
             logger.warning("could not load the devices of buckets gained: %s", " ".join(str(exc).split())[:200])
             self._rollback()
-            for bucket in gained:
-                self.rules.held.pop(bucket, None)
+            self.rules.give_back(gained)
             epochs = tuple(sorted((b, h.epoch) for b, h in self.rules.held.items()))
             gained = []
         if not epochs and not self.sent:

@@ -22,8 +22,8 @@ The rules:
   after the lease ran out, others below their fair share take such a
   bucket too, so it is not stranded if its heir is slow.
 * Its first round only says it is here (the heartbeat, written by the
-  actor before the plan) and takes nothing (`join_delay_s`); it takes from
-  the next round on. Instances started together then all count each
+  actor before the plan) and takes nothing (`announce_first`); it takes
+  from the next round on. Instances started together then all count each
   other before any takes, and share the buckets from the start; without
   it the first one took every bucket and gave them back 8 a round (over a
   minute for three instances with the default lease).
@@ -84,7 +84,7 @@ class LeasePlan:
 
 class Ownership:
     def __init__(self, instance_id: str, buckets: int = DEFAULT_BUCKETS, ttl_s: float = 10.0,
-                 margin_s: float | None = None, release_per_round: int = 8, join_delay_s: float = 0.0) -> None:
+                 margin_s: float | None = None, release_per_round: int = 8, announce_first: bool = False) -> None:
         if not instance_id:
             raise ValueError("an instance needs an id")
         if ttl_s <= 0:
@@ -96,8 +96,7 @@ class Ownership:
         # every third of a lease (`round_s`), so one late round is absorbed.
         self.margin_s = ttl_s / 3 if margin_s is None else margin_s
         self.release_per_round = release_per_round
-        self.join_delay_s = join_delay_s
-        self.joined_at: float | None = None if join_delay_s > 0 else -math.inf  # the first round's time
+        self.announcing = announce_first  # until the first plan
         self.held: dict[int, Held] = {}
         self.leaving: dict[int, Held] = {}  # given up, not acted for; released at the next round
         self.lost = 0  # buckets that went to another instance while held
@@ -118,11 +117,12 @@ class Ownership:
         always run out later than our next round; a dead one's run out in
         between, and are then taken by their heirs within one lease of its
         last renewal rather than a lease and a round."""
+        # Any running lease but those this instance renews: rows with its
+        # own id that it does not hold (left by a run before a restart
+        # under the same id) run out like a dead instance's.
         soonest = min((lease.expires_at for lease in leases
-                       if lease.owner not in (None, self.instance_id) and lease.expires_at > now), default=math.inf)
-        joined = self.joined_at if self.joined_at is not None else now
-        if now < joined + self.join_delay_s:
-            soonest = min(soonest, joined + self.join_delay_s - TAKE_OVER_DELAY_S)  # the first takes
+                       if lease.owner is not None and lease.expires_at > now
+                       and lease.bucket not in self.held and lease.bucket not in self.leaving), default=math.inf)
         return min(now + self.round_s, soonest + TAKE_OVER_DELAY_S)
 
     def fair_share(self, live_instances: int) -> int:
@@ -139,8 +139,8 @@ class Ownership:
         live = set(live) | {self.instance_id}
         table = {lease.bucket: lease for lease in leases}
         plan = LeasePlan()
-        if self.joined_at is None:
-            self.joined_at = now  # the first round: the heartbeat is all
+        if self.announcing:
+            self.announcing = False  # the first round: the heartbeat is all
             return plan
         # What the table says we no longer hold is gone already.
         for bucket in list(self.held):
@@ -198,6 +198,16 @@ class Ownership:
             self.leaving.pop(bucket, None)
         for bucket in failed:
             self._drop(bucket)
+
+    def give_back(self, buckets: Iterable[int]) -> None:
+        """Stop acting for held buckets at once and release them at the next
+        round (as above the fair share), e.g. when their devices could not
+        be loaded: free then, they are taken again with a fresh load, not
+        left in the table under this instance until their lease runs out."""
+        for bucket in buckets:
+            held = self.held.pop(bucket, None)
+            if held is not None:
+                self.leaving[bucket] = held
 
     def _drop(self, bucket: int) -> None:
         if self.held.pop(bucket, None) is not None:

@@ -158,8 +158,8 @@ def replay_after_outage(gw: Any, port: int, fleet: Any, collector: FleetCollecto
     # The last fresh messages may still be on their way to the database: the
     # check below compares the fleet with every stored row, so it must not
     # start before each acknowledged fresh message is stored.
-    wait_until(lambda: query("SELECT COUNT(*) FROM telemetry WHERE device_uuid = 'dev-fresh'")[0][0] >= sent, 20,
-               what="every fresh message stored")
+    fresh_query = "SELECT COUNT(*) FROM telemetry WHERE device_uuid = 'dev-fresh'"
+    wait_until(lambda: query(fresh_query)[0][0] >= sent, 20 * slack, what="every fresh message stored")
     wait_until(lambda: collector.ids("telemetry") >= {r[0] for r in query("SELECT id FROM telemetry")}, 20,
                what="every row at the fleet")
     arrivals = collector.arrivals("telemetry")

@@ -161,11 +161,11 @@ def test_a_dead_instances_buckets_go_to_their_heirs_at_once_even_at_the_fair_sha
 
 
 def test_instances_started_together_share_the_buckets_from_their_second_round():
-    """With a join delay the first round only announces: three instances
+    """Announcing first, the first round only writes the heartbeat: three instances
     starting within a round of each other all count three at their first
     takes, so none takes more than its fair share and none gives back."""
     table = Table(256)
-    insts = [Ownership(name, ttl_s=TTL, join_delay_s=TTL / 3) for name in "abc"]
+    insts = [Ownership(name, ttl_s=TTL, announce_first=True) for name in "abc"]
     for k, o in enumerate(insts):
         visit(o, table, 0.1 * k)
         assert not o.held and o.next_visit(0.1 * k, table.rows.values()) == pytest.approx(0.1 * k + TTL / 3)
@@ -224,6 +224,15 @@ def test_no_bucket_is_ever_acted_for_by_two_instances(seed, kills):
             assert len(acting) <= 1, (t, b, acting)
             assert table.rows[b].epoch >= last_epoch[b]
             last_epoch[b] = table.rows[b].epoch
+    # every stall is over (the last ends before 107 s): within a lease and
+    # two rounds every bucket is held again, none stranded, none twice
+    for _ in range(5):
+        t += TTL / 3
+        for o in insts:
+            o.expire(t)
+            visit(o, table, t)
+    held = [b for o in insts for b in o.held]
+    assert sorted(held) == list(range(32)), held
 
 
 def test_a_bucket_is_given_back_a_round_after_it_stopped_being_acted_for():
@@ -246,11 +255,35 @@ def test_a_bucket_is_given_back_a_round_after_it_stopped_being_acted_for():
     assert sorted(b.held) == leaving and a.state(7.0)["leaving"] == 0
 
 
+def test_a_restart_under_the_same_id_looks_when_its_old_leases_run_out():
+    """Rows with this instance's id that it does not hold (a run before a
+    restart left them) run out like a dead instance's: the next visit is
+    just after, not a round later."""
+    o = Ownership("a", buckets=4, ttl_s=9.0)
+    old = [Lease(0, "a", 3, 101.0), Lease(1, "b", 1, 108.0)]
+    assert 101.0 < o.next_visit(100.0, old) <= 101.1
+    o.held[0] = Held(3, 101.0)  # held, renewed by this instance every round: no early visit for it
+    assert o.next_visit(100.0, old) == 103.0
+
+
+def test_buckets_given_back_stop_being_acted_for_at_once_and_are_released_next_round():
+    table = Table(4)
+    a = Ownership("a", buckets=4, ttl_s=TTL)
+    visit(a, table, 0.0)
+    a.give_back([1, 2])
+    assert sorted(a.held) == [0, 3] and a.epoch_of(1, 0.1) is None and a.epoch_of(2, 0.1) is None
+    visit(a, table, 3.0)
+    assert table.rows[1].owner is None and table.rows[2].owner is None and not a.leaving
+    visit(a, table, 6.0)  # free again: taken back (with a fresh load, in the actor)
+    assert sorted(a.held) == [0, 1, 2, 3]
+
+
 def test_the_next_visit_comes_just_after_another_instances_lease_runs_out_if_before_the_round():
     o = Ownership("a", buckets=4, ttl_s=9.0)  # a round is 3 s
     live = [Lease(0, "a", 1, 109.0), Lease(1, "b", 1, 107.0), Lease(2, None, 0, 0.0)]
     assert o.next_visit(100.0, live) == 103.0  # b renews in time: a round from now
     dead = [*live, Lease(3, "c", 4, 101.5)]  # c stopped renewing: its lease runs out before the round
     assert 101.5 < o.next_visit(100.0, dead) <= 101.6
-    # expired already, or our own: the round as usual
+    # expired already, or held (renewed by this instance): the round as usual
+    o.held[0] = Held(1, 100.5)
     assert o.next_visit(100.0, [Lease(3, "c", 4, 99.0), Lease(0, "a", 1, 100.5)]) == 103.0
