@@ -10,6 +10,7 @@ hands them to core; `cancel_requested` rows go to core once each.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -29,6 +30,9 @@ from actors.settings import GatewaySettings
 from protocol.buckets import bucket_of
 from storage import commands as command_repo
 from storage.db import ChangeWatch, DatabaseBusy, open_reader
+from storage.errors import DatabaseGone
+
+logger = logging.getLogger("autocore.commands")
 
 CLAIM_LIMIT = 500
 
@@ -75,6 +79,14 @@ class CommandFeed(GatewayActor):
                 self.counters["busy"] += 1
                 if self.watch is not None:
                     self.watch.again()  # the change it saw is not acted on yet
+            except DatabaseGone as exc:
+                # PostgreSQL restarting, or the network cut the connection:
+                # the next poll opens a new one (and looks at every row).
+                self.counters["database_gone"] += 1
+                if self.counters["database_gone"] == 1 or self.counters["database_gone"] % 600 == 0:
+                    logger.warning("the command feed cannot reach the database (%s); polling on", exc)
+                if self.watch is not None:
+                    self.watch.again()
             self._next(time.time())
         elif isinstance(message, ClaimDeferred):
             if self.watch is not None:
@@ -141,6 +153,6 @@ class CommandFeed(GatewayActor):
         try:
             if self._count_watch.changed():
                 self._counts = command_repo.count_by_status(db=self.reader)
-        except DatabaseBusy:
+        except (DatabaseBusy, DatabaseGone):
             self._count_watch.again()  # the last counts stand; count next time
         return dict(self._counts)

@@ -5,7 +5,9 @@ once it commits, the tokens of every message it holds go back to core, which
 acknowledges them to the broker. If the Config App holds the lock past the
 busy timeout the whole batch is retried: nothing is acknowledged meanwhile.
 
-A full disk is back-pressure too (actors/rules/stall.py): the batch and
+A full disk is back-pressure too (actors/rules/stall.py), and so is a
+PostgreSQL server that cannot be reached (restarting, or the network cut
+the connection; a new one is opened at the next attempt): the batch and
 every one after it wait, in order, unacknowledged, while the writer retries
 with a growing pause through the Scheduler (so it still answers
 inspection); core stops reading once `max_unacked` messages wait, the
@@ -38,7 +40,7 @@ from actors.messages import (
     WriterDone,
 )
 from actors.rules.histogram import Histogram
-from actors.rules.stall import Stall
+from actors.rules.stall import DISK_FULL, UNREACHABLE, Stall
 from actors.settings import GatewaySettings
 from protocol.buckets import bucket_of
 from protocol.dialects import parse_dialect, parse_encoding
@@ -48,6 +50,7 @@ from storage import devices as device_repo
 from storage import events as event_repo
 from storage import leases
 from storage import telemetry as telemetry_repo
+from storage.errors import DatabaseGone
 from storage.db import (
     DatabaseBusy,
     DatabaseFull,
@@ -132,11 +135,12 @@ class DbWriter(GatewayActor):
         while self.waiting:
             try:
                 self._write(self.waiting[0])
-            except DatabaseFull as exc:
-                self.counters["disk_full"] += 1
+            except (DatabaseFull, DatabaseGone) as exc:
+                gone = isinstance(exc, DatabaseGone)
+                self.counters["database_gone" if gone else "disk_full"] += 1
                 now = time.time()
                 first = not self.stall.stalled
-                report = self.stall.failed(now, str(exc), len(self.waiting))
+                report = self.stall.failed(now, str(exc), len(self.waiting), UNREACHABLE if gone else DISK_FULL)
                 if report.log:
                     logger.error("%s", report.log)
                 if first:
@@ -336,7 +340,7 @@ class DbWriter(GatewayActor):
                         else:
                             self.counters["claims_fenced"] += 1
                     records = command_repo.claim(mine, time.time(), default_ttl_s=s.command_ttl_s)
-        except (DatabaseBusy, DatabaseFull):
+        except (DatabaseBusy, DatabaseFull, DatabaseGone):
             self.counters["claims_deferred"] += 1
             if feed is not None:
                 feed.tell(ClaimDeferred())  # the feed asks again on its next poll

@@ -110,6 +110,8 @@ def _devices(d: dict) -> Iterator[Any]:
 def _writer(w: dict) -> Iterator[Any]:
     store = w.get("store") or {}
     yield _gauge("store_disk_full", "1 while the store waits for disk space", 1 if store.get("state") == "disk_full" else 0)
+    yield _gauge("store_database_unreachable", "1 while the store waits for the database server",
+                 1 if store.get("state") == "database_unreachable" else 0)
     if store.get("disk_free_mb") is not None:
         yield _gauge("disk_free_bytes", "free space on the database's filesystem",
                      float(store["disk_free_mb"]) * 1024 * 1024)

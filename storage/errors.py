@@ -31,6 +31,14 @@ class DatabaseFull(peewee.OperationalError):
     """
 
 
+class DatabaseGone(peewee.OperationalError):
+    """The connection to the database server was lost or cannot be made
+    (PostgreSQL restarted, the network cut it): back-pressure like a full
+    disk. The transaction is gone and nothing it held is stored; the broken
+    connection is closed at its next use and a new one opened
+    (storage/postgres.py), so retrying later is safe."""
+
+
 # Primary result codes meaning "someone else holds a lock".
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6

@@ -31,7 +31,7 @@ from typing import Any, Iterator, Sequence
 import peewee
 from playhouse.psycopg3_ext import Psycopg3Database
 
-from storage.errors import DatabaseBusy, DatabaseFull
+from storage.errors import DatabaseBusy, DatabaseFull, DatabaseGone
 from storage.url import POSTGRESQL, DatabaseTarget
 
 COMMANDS_CHANNEL = "autocore_commands"
@@ -41,11 +41,31 @@ FIELD_TYPES = {"INT": "BIGINT", "FLOAT": "DOUBLE PRECISION", "AUTO": "BIGSERIAL"
 # SQLSTATEs: lock_not_available, deadlock_detected, serialization_failure.
 _BUSY_STATES = {"55P03", "40P01", "40001"}
 _FULL_STATES = {"53100"}  # disk_full
+# admin_shutdown, crash_shutdown, cannot_connect_now; class 08 is
+# connection_exception. An OperationalError without a SQLSTATE is libpq's
+# own: the server closed the connection, or none could be made.
+_GONE_STATES = {"57P01", "57P02", "57P03"}
+_CLOSED_TEXTS = ("connection is closed", "connection is lost", "server closed the connection")
 
 NOW_SQL = "(extract(epoch from now())::double precision)"
 
 # Seconds to wait for a server that does not answer (libpq's connect_timeout).
 CONNECT_TIMEOUT_S = 5
+
+
+def _is_gone(exc: BaseException) -> bool:
+    """Whether `exc` (psycopg's, or peewee's wrapping of it) says the
+    connection to the server is lost or cannot be made."""
+    import psycopg
+
+    for candidate in (exc, exc.__cause__, exc.__context__, *exc.args[:1]):
+        if isinstance(candidate, psycopg.OperationalError):
+            state = candidate.sqlstate
+            if state is None or state.startswith("08") or state in _GONE_STATES:
+                return True
+        if isinstance(candidate, psycopg.InterfaceError) and any(t in str(candidate) for t in _CLOSED_TEXTS):
+            return True
+    return False
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -61,17 +81,20 @@ def _sqlstate(exc: BaseException) -> str | None:
 @contextmanager
 def pg_errors() -> Iterator[None]:
     """psycopg and peewee errors as the gateway's: DatabaseBusy,
-    DatabaseFull, else peewee's own classes (DataError, IntegrityError,
-    OperationalError...), so callers catch one family whatever the engine."""
+    DatabaseFull, DatabaseGone, else peewee's own classes (DataError,
+    IntegrityError, OperationalError...), so callers catch one family
+    whatever the engine."""
     try:
         yield
-    except (DatabaseBusy, DatabaseFull):
+    except (DatabaseBusy, DatabaseFull, DatabaseGone):
         raise
     except Exception as exc:
         import psycopg
 
         if not isinstance(exc, (psycopg.Error, peewee.PeeweeException)):
             raise
+        if _is_gone(exc):
+            raise DatabaseGone(" ".join(str(exc).split()) or "the database server cannot be reached") from exc
         state = _sqlstate(exc)
         if state in _BUSY_STATES:
             raise DatabaseBusy(str(exc)) from exc
@@ -113,17 +136,43 @@ class PostgresDatabase(Psycopg3Database):
                 # batch cannot take it away; one per session (writers only).
                 cur.execute(_STAGE_DDL)
 
+    def _heal(self) -> None:
+        """Close a connection the server or the network cut (outside a
+        transaction), so that this use opens a new one: a store survives a
+        PostgreSQL restart instead of failing on the dead connection."""
+        if self.is_closed() or self.in_transaction():
+            return
+        conn = super().connection()
+        if conn.broken or conn.closed:
+            self.close()
+
+    def connection(self):
+        self._heal()
+        with pg_errors():
+            return super().connection()
+
     def begin(self, lock_type=None):  # noqa: ARG002 - SQLite's BEGIN IMMEDIATE has no meaning here
+        self._heal()
         with pg_errors():
             super().begin()
 
     def execute_sql(self, sql, params=None, commit=None):
+        self._heal()
         with pg_errors():
             return super().execute_sql(sql, params)
 
     def commit(self):
         with pg_errors():
             return super().commit()
+
+    def rollback(self):
+        # On a lost connection the server has ended the transaction: a
+        # ROLLBACK would only fail, and its error would hide the one that
+        # says the server is gone.
+        if not self.is_closed() and super().connection().broken:
+            return None
+        with pg_errors():
+            return super().rollback()
 
     def connect(self, reuse_if_open=False):
         with pg_errors():

@@ -1,4 +1,5 @@
-"""When the database cannot be written because the disk is full.
+"""When the database cannot be written because the disk is full, or (on
+PostgreSQL) because its server cannot be reached.
 
 A full disk is back-pressure, not a crash: nothing that was not stored is
 acknowledged, the broker keeps the rest, and the writer tries again with a
@@ -13,6 +14,12 @@ from dataclasses import dataclass
 
 OK = "ok"
 DISK_FULL = "disk_full"
+UNREACHABLE = "database_unreachable"  # PostgreSQL restarting, or the network cut the connection
+
+_WHAT = {DISK_FULL: "the disk holding the database is full", UNREACHABLE: "the database server cannot be reached"}
+_STILL = {DISK_FULL: "the disk holding the database is still full",
+          UNREACHABLE: "the database server still cannot be reached"}
+_UNTIL = {DISK_FULL: "there is room again", UNREACHABLE: "it answers again"}
 
 
 @dataclass
@@ -40,20 +47,22 @@ class Stall:
     def stalled(self) -> bool:
         return self.state != OK
 
-    def failed(self, now: float, reason: str, waiting_batches: int) -> StallReport:
-        """A write found no room at `now`: when to try again, what to log."""
+    def failed(self, now: float, reason: str, waiting_batches: int, state: str = DISK_FULL) -> StallReport:
+        """A write failed at `now` for want of room (DISK_FULL) or of the
+        server (UNREACHABLE): when to try again, what to log."""
         log = None
         if not self.stalled:
-            self.state, self.since, self.failures, self._delay = DISK_FULL, now, 0, self.first_retry_s
+            self.state, self.since, self.failures, self._delay = state, now, 0, self.first_retry_s
             self.stalls += 1
             self._logged_at, self._failures_logged = now, 0
-            log = (f"the disk holding the database is full ({reason}): nothing more is acknowledged until "
-                   f"there is room again; retrying")
+            log = (f"{_WHAT[state]} ({reason}): nothing more is acknowledged until "
+                   f"{_UNTIL[state]}; retrying")
         else:
+            self.state = state
             self._delay = min(self._delay * 2.0, self.max_retry_s)
             if self._logged_at is not None and now - self._logged_at >= self.log_every_s:
                 stalled_s = now - (self.since if self.since is not None else now)
-                log = (f"the disk holding the database is still full after {stalled_s:.0f} s: "
+                log = (f"{_STILL[state]} after {stalled_s:.0f} s: "
                        f"{self.failures - self._failures_logged + 1} more failed attempts, "
                        f"{waiting_batches} batches waiting ({reason})")
                 self._logged_at, self._failures_logged = now, self.failures + 1

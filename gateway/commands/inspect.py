@@ -352,8 +352,12 @@ def stats(loaded: LoadedSettings, as_json: bool, watch: float | None, count: int
     run_view(loaded, "stats", render_stats, as_json, watch, count)
 
 
+STALLED = {"disk_full": "DISK FULL", "database_unreachable": "DATABASE UNREACHABLE"}
+
+
 def _store_state(store: dict, reserve: dict) -> str:
-    """ok / DISK FULL, and the free space against the reserve."""
+    """ok / DISK FULL / DATABASE UNREACHABLE, and the free space against the
+    reserve."""
     free = store.get("disk_free_mb")
     space = f"disk free {tables.number(free)} MB" if free is not None else "disk free unknown"
     if reserve.get("reserve_mb"):
@@ -361,8 +365,9 @@ def _store_state(store: dict, reserve: dict) -> str:
         if reserve.get("short_for_s") is not None:
             space += f", short for {tables.seconds(reserve['short_for_s'])}, pruning"
         space += ")"
-    if store.get("state") == "disk_full":
-        return (f"DISK FULL for {tables.seconds(store.get('stalled_for_s'))}: {store.get('waiting_batches', 0)} "
+    if store.get("state") in STALLED:
+        return (f"{STALLED[store['state']]} for {tables.seconds(store.get('stalled_for_s'))}: "
+                f"{store.get('waiting_batches', 0)} "
                 f"batches ({store.get('waiting_rows', 0)} rows) waiting, unacknowledged; retry in "
                 f"{tables.seconds(store.get('retry_in_s'))}; {space}")
     return f"{store.get('state', '-')}, {space}"

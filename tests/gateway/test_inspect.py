@@ -283,3 +283,14 @@ def test_device_view_shows_a_firmware_22_hold_with_its_remaining_time():
     assert lines["dialect"] == "fw22, json"
     assert lines["relays"] == "1 off, 3 on"
     assert lines["held"] == "channel 3 for 1.2s more (command 7, 4 heartbeats)"
+
+
+def test_the_store_line_names_a_stall_and_what_waits():
+    from gateway.commands.inspect import _store_state
+
+    stalled = {"state": "database_unreachable", "stalled_for_s": 12.0, "waiting_batches": 3, "waiting_rows": 90,
+               "retry_in_s": 4.0, "disk_free_mb": 500.0}
+    line = _store_state(stalled, {})
+    assert line.startswith("DATABASE UNREACHABLE for ") and "3 batches (90 rows) waiting, unacknowledged" in line
+    assert _store_state({**stalled, "state": "disk_full"}, {}).startswith("DISK FULL for ")
+    assert _store_state({"state": "ok", "disk_free_mb": 500.0}, {}).startswith("ok, disk free")

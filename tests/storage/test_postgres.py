@@ -11,6 +11,7 @@ import pytest
 
 from storage import commands, devices, telemetry
 from storage.db import DatabaseBusy, data_version, database, open_reader, write_transaction
+from storage.errors import DatabaseGone
 from storage.migrations import migrate
 from tests.support.broker import wait_until
 
@@ -155,7 +156,7 @@ def peewee_db(url: str):
     return PostgresDatabase(parse_location(url))
 
 
-def test_a_lost_connection_is_no_unstorable_value(db, db_url, pg_cluster):
+def test_a_lost_connection_is_no_unstorable_value_and_the_next_use_reconnects(db, db_url, pg_cluster):
     # The writer leaves out (and acknowledges) what raises an "unstorable"
     # error: a server that went away must never look like one.
     from storage.db import unstorable_errors
@@ -164,7 +165,11 @@ def test_a_lost_connection_is_no_unstorable_value(db, db_url, pg_cluster):
     pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
     with pg_cluster.admin() as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    for attempt in range(2):  # the first call finds the connection dead, the second its closed remains
-        with pytest.raises(peewee.PeeweeException) as caught:
-            telemetry.insert_rows(db, [row(seq=2 + attempt)])
-        assert not isinstance(caught.value, unstorable_errors()), repr(caught.value)
+    # the first call finds the connection dead: DatabaseGone, back-pressure
+    with pytest.raises(DatabaseGone) as caught:
+        telemetry.insert_rows(db, [row(seq=2)])
+    assert not isinstance(caught.value, unstorable_errors()), repr(caught.value)
+    # the next use closes the dead connection and opens a new one
+    assert telemetry.insert_rows(db, [row(seq=3)]) == 1
+    assert db.execute_sql("SELECT pg_backend_pid()").fetchone()[0] != pid
+    assert db.execute_sql("SELECT COUNT(*) FROM telemetry").fetchone()[0] == 2

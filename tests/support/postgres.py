@@ -70,15 +70,27 @@ class PgCluster:
                                  "--no-sync", "--no-instructions"),
                        check=True, capture_output=True, cwd="/")
         self.port = free_port()
-        options = (f"-p {self.port} -k {sock} -c listen_addresses=127.0.0.1"
+        self.start_server()
+        return self
+
+    def start_server(self) -> None:
+        """Start the server of the cluster (again, after `stop_server`)."""
+        assert self.root is not None and self.port is not None
+        options = (f"-p {self.port} -k {self.root / 'sock'} -c listen_addresses=127.0.0.1"
                    f" -c fsync={'on' if self.fsync else 'off'} -c max_connections=200")
-        result = subprocess.run(self._cmd("pg_ctl", "-D", str(data), "-l", str(self.root / "server.log"),
+        result = subprocess.run(self._cmd("pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "server.log"),
                                           "-o", options, "-w", "-t", "30", "start"),
                                 capture_output=True, text=True, cwd="/")
         if result.returncode != 0:
             log = (self.root / "server.log").read_text(errors="replace") if (self.root / "server.log").exists() else ""
             raise RuntimeError(f"PostgreSQL did not start: {result.stderr.strip()}\n{log[-2000:]}")
-        return self
+
+    def stop_server(self) -> None:
+        """Stop the server as an operator would (`pg_ctl stop -m fast`: every
+        session is ended), keeping the cluster for `start_server`."""
+        assert self.root is not None
+        subprocess.run(self._cmd("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop"),
+                       capture_output=True, cwd="/", check=True)
 
     def url(self, name: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{name}"

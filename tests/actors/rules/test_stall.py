@@ -1,6 +1,6 @@
 """The full-disk stall rule, without threads: retry pacing and log pacing."""
 
-from actors.rules.stall import DISK_FULL, OK, Stall
+from actors.rules.stall import DISK_FULL, OK, UNREACHABLE, Stall
 
 
 def test_a_stall_is_logged_once_then_once_a_minute_with_counts_and_its_end_once():
@@ -33,3 +33,15 @@ def test_snapshot_says_how_long_and_when_next():
     snap = stall.snapshot(10.25)
     assert snap["state"] == DISK_FULL and snap["stalled_for_s"] == 0.2 and snap["retry_in_s"] == 0.75
     assert snap["failed_attempts"] == 1 and snap["reason"] == "disk full"
+
+
+def test_a_lost_database_server_is_a_stall_of_its_own_kind():
+    s = Stall(first_retry_s=0.5)
+    report = s.failed(100.0, "connection refused", 2, UNREACHABLE)
+    assert s.state == UNREACHABLE and report.retry_at == 100.5
+    assert report.log is not None and report.log.startswith("the database server cannot be reached (connection refused)")
+    assert "until it answers again" in report.log
+    later = s.failed(161.0, "connection refused", 3, UNREACHABLE)
+    assert later.log is not None and later.log.startswith("the database server still cannot be reached after 61 s")
+    assert s.snapshot(161.0)["state"] == "database_unreachable"
+    assert s.recovered(170.0) is not None and s.state == "ok"
