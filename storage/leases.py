@@ -19,13 +19,17 @@ only reads and writes.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, Iterator
 
 from peewee import JOIN, FloatField, IntegerField, TextField, Tuple, fn
 
 from storage.db import bound, database, write_transaction
 from storage.models import BaseModel, JSONField
 from storage.url import POSTGRESQL, SQLITE
+
+
+# (bucket, epoch) pairs in one statement's IN list.
+PAIRS_PER_STATEMENT = 500
 
 
 class BucketLease(BaseModel):
@@ -91,12 +95,9 @@ def take_many(owner: str, wanted: dict[int, int], now: float, ttl_s: float) -> d
     if not wanted:
         return {}
     taken: dict[int, int] = {}
-    items = sorted(wanted.items())
     with write_transaction():
-        for start in range(0, len(items), 500):
-            chunk = items[start:start + 500]
-            takeable = (Tuple(BucketLease.bucket, BucketLease.epoch).in_([Tuple(b, e) for b, e in chunk])
-                        & (BucketLease.owner.is_null() | (BucketLease.expires_at <= now)))
+        for at_epochs in _at_epochs(wanted):
+            takeable = at_epochs & (BucketLease.owner.is_null() | (BucketLease.expires_at <= now))
             query = (BucketLease.update(owner=owner, epoch=BucketLease.epoch + 1, expires_at=now + ttl_s)
                      .where(_skipping_locked(takeable))
                      .returning(BucketLease.bucket, BucketLease.epoch))
@@ -131,32 +132,35 @@ def renew(owner: str, held: dict[int, int], now: float, ttl_s: float) -> tuple[l
     if not held:
         return [], []
     renewed: set[int] = set()
-    items = sorted(held.items())
     with write_transaction():
-        for start in range(0, len(items), 500):
-            chunk = items[start:start + 500]
+        for at_epochs in _at_epochs(held):
             query = (BucketLease.update(expires_at=now + ttl_s)
-                     .where((BucketLease.owner == owner)
-                            & Tuple(BucketLease.bucket, BucketLease.epoch).in_([Tuple(b, e) for b, e in chunk]))
+                     .where((BucketLease.owner == owner) & at_epochs)
                      .returning(BucketLease.bucket))
             renewed.update(b for (b,) in query.tuples().execute())
-    return [b for b, _ in items if b in renewed], [b for b, _ in items if b not in renewed]
+    return [b for b in sorted(held) if b in renewed], [b for b in sorted(held) if b not in renewed]
 
 
 def release(owner: str, held: dict[int, int]) -> list[int]:
     """Give buckets back (their epoch stays: the next owner's take moves
     it). Returns the buckets released."""
     done: set[int] = set()
-    items = sorted(held.items())
     with write_transaction():
-        for start in range(0, len(items), 500):
-            chunk = items[start:start + 500]
+        for at_epochs in _at_epochs(held):
             query = (BucketLease.update(owner=None, expires_at=0.0)
-                     .where((BucketLease.owner == owner)
-                            & Tuple(BucketLease.bucket, BucketLease.epoch).in_([Tuple(b, e) for b, e in chunk]))
+                     .where((BucketLease.owner == owner) & at_epochs)
                      .returning(BucketLease.bucket))
             done.update(b for (b,) in query.tuples().execute())
-    return [b for b, _ in items if b in done]
+    return [b for b in sorted(held) if b in done]
+
+
+def _at_epochs(pairs: dict[int, int]) -> Iterator[Any]:
+    """WHERE terms `(bucket, epoch) IN (...)` over `pairs` (bucket ->
+    epoch), one per PAIRS_PER_STATEMENT, in bucket order."""
+    items = sorted(pairs.items())
+    for start in range(0, len(items), PAIRS_PER_STATEMENT):
+        chunk = items[start:start + PAIRS_PER_STATEMENT]
+        yield Tuple(BucketLease.bucket, BucketLease.epoch).in_([Tuple(b, e) for b, e in chunk])
 
 
 def fenced(bucket: int, owner: str, epoch: int):
