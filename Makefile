@@ -19,13 +19,15 @@ venv: $(STAMP)
 # PostgreSQL (the tests and bench-storage start throw-away clusters of it
 # with initdb; the Debian package's own cluster is not used), nftables and
 # iptables (the uplink's lossy-link test drops packets in a network namespace
-# with nft and delays them with iptables' NFQUEUE: this kernel has no netem).
+# with nft and delays them with iptables' NFQUEUE: this kernel has no netem),
+# fuse3 (the power-cut tests mount a file system that drops unsynced writes).
 system-deps:
 	@if [ ! -x /usr/sbin/mosquitto ] || ! command -v runsv >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1 \
 		|| ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v nft >/dev/null 2>&1 \
-		|| ! command -v ip >/dev/null 2>&1 || ! command -v iptables >/dev/null 2>&1; then \
-		echo "installing mosquitto, mosquitto-clients, runit, postgresql, nftables, iptables and iproute2 with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients runit postgresql nftables iptables iproute2 >/dev/null; \
+		|| ! command -v ip >/dev/null 2>&1 || ! command -v iptables >/dev/null 2>&1 \
+		|| ! command -v fusermount3 >/dev/null 2>&1; then \
+		echo "installing mosquitto, mosquitto-clients, runit, postgresql, nftables, iptables, iproute2 and fuse3 with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients runit postgresql nftables iptables iproute2 fuse3 >/dev/null; \
 	fi
 
 # Bytecode of the project's modules, written ahead: where PYTHONDONTWRITEBYTECODE

@@ -32,6 +32,7 @@ from actors.messages import (
     Flushed,
     KnownDevice,
     Owned,
+    Publish,
     SnapshotReply,
     Stop,
     StopReading,
@@ -100,7 +101,7 @@ class Core:
         self.encoder = CommandEncoder(settings)
         self.metrics: MetricsServer | None = None
         host = self.host
-        host.route(Committed, lambda m: self.refs["MqttIO"].tell(Complete(m.tokens)))
+        host.route(Committed, self._committed)
         host.route((CommandsRequested, CancelsRequested, TransitionRefused), "DeviceSupervisor")
         host.route(SnapshotReply, "Inspector")
         host.route(StoreHealth, "Heartbeat")
@@ -111,6 +112,14 @@ class Core:
         host.route(Owned, self._owned)
 
     # -- messages from the store (channel reader thread) ----------------------
+
+    def _committed(self, message: Committed) -> None:
+        mqtt = self.refs["MqttIO"]
+        if message.tokens:
+            mqtt.tell(Complete(message.tokens))
+        for publication in message.publish:
+            # A command whose `sent` is durable now: it may go out.
+            mqtt.tell(Publish(publication, command=True))
 
     def _flushed(self, message: Flushed) -> None:
         if message.reason.startswith(INSPECTOR_FLUSH):

@@ -37,6 +37,7 @@ from actors.messages import (
     StoreHealth,
     TransitionRefused,
     WriteBatch,
+    WhenDurable,
     WriterDone,
 )
 from actors.rules.histogram import Histogram
@@ -45,6 +46,7 @@ from actors.settings import GatewaySettings
 from protocol.buckets import bucket_of
 from protocol.dialects import parse_dialect, parse_encoding
 from protocol.lifecycle import Owner, owned_by
+from protocol.values import Publication
 from storage import commands as command_repo
 from storage import devices as device_repo
 from storage import events as event_repo
@@ -89,10 +91,12 @@ class DbWriter(GatewayActor):
     name = "DbWriter"
     process = "store"
 
-    def __init__(self, settings: GatewaySettings, channel: Any, batcher: Any = None, scheduler: Any = None) -> None:
+    def __init__(self, settings: GatewaySettings, channel: Any, batcher: Any = None, scheduler: Any = None,
+                 syncer: Any = None) -> None:
         super().__init__()
         self.settings = settings
         self.channel = channel
+        self.syncer = syncer  # releases what a commit promises once it is durable (actors/syncer.py)
         self.batcher = batcher
         self.scheduler = scheduler
         self.stall = Stall()
@@ -161,6 +165,7 @@ class DbWriter(GatewayActor):
 
     def _write(self, batch: WriteBatch) -> None:
         refused: list[TransitionRefused] = []
+        publish: list[Publication] = []
         started = time.perf_counter()
         waits = WriteWaits()
         retried_s = 0.0  # attempts the Config App's lock outlasted
@@ -169,15 +174,16 @@ class DbWriter(GatewayActor):
             attempt = time.perf_counter()
             try:
                 refused.clear()
+                publish.clear()
                 self._fences.clear()
                 with timed_write_transaction(waits):
                     if salvage:
-                        inserted = self._write_item_by_item(batch, refused)
+                        inserted = self._write_item_by_item(batch, refused, publish)
                     else:
                         seen: list = []
                         rows = list(batch.rows)
                         for write in batch.writes:
-                            self._apply(write, refused, seen, rows)
+                            self._apply(write, refused, seen, rows, publish)
                         device_repo.touch_last_seen(seen)
                         inserted = telemetry_repo.insert_rows(database, rows)
                 break
@@ -206,14 +212,19 @@ class DbWriter(GatewayActor):
         self.rows_inserted += inserted
         offered = len(batch.rows) + sum(len(w.rows) for w in batch.writes)
         self.rows_repeated += max(offered - inserted, 0)
-        if batch.tokens:
-            self.channel.send(Committed(batch.tokens))
-        for r in refused:
-            self.channel.send(r)
+        promised: tuple = ((Committed(batch.tokens, tuple(publish)),) if batch.tokens or publish else ()) + tuple(refused)
+        if promised:
+            # Acknowledged, published, told only once durable (actors/syncer.py).
+            if self.syncer is not None:
+                self.syncer.tell(WhenDurable(promised, urgent=bool(publish)))
+            else:
+                for m in promised:
+                    self.channel.send(m)
         if self.batcher is not None:
             self.batcher.tell(WriterDone(len(batch.rows)))
 
-    def _write_item_by_item(self, batch: WriteBatch, refused: list[TransitionRefused]) -> int:
+    def _write_item_by_item(self, batch: WriteBatch, refused: list[TransitionRefused],
+                            publish: list[Publication]) -> int:
         """Each row and each device write in its own savepoint; the ones that
         cannot be stored are left out. Their messages are acknowledged all
         the same: sent again, they could never be stored either."""
@@ -227,20 +238,24 @@ class DbWriter(GatewayActor):
                 logger.error("left out a telemetry row of %s that cannot be stored: %s: %s", row[0], type(exc).__name__, exc)
         for write in batch.writes:
             refused_here: list[TransitionRefused] = []
+            publish_here: list[Publication] = []
             try:
                 with database.atomic():
-                    self._apply(write, refused_here)
+                    self._apply(write, refused_here, publish=publish_here)
             except UNSTORABLE as exc:
                 self.counters["unstorable_writes"] += 1
                 logger.error("left out a state change of %s that cannot be stored: %s: %s", write.uuid, type(exc).__name__, exc)
             else:
                 refused.extend(refused_here)
+                publish.extend(publish_here)
         return inserted
 
     def _apply(self, w: DeviceWrite, refused: list[TransitionRefused], seen: list | None = None,
-               rows: list | None = None) -> None:
+               rows: list | None = None, publish: list[Publication] | None = None) -> None:
         """One device's changes. Given `seen` and `rows`, its bare last_seen
-        refresh and its telemetry rows join the batch's (written at once)."""
+        refresh and its telemetry rows join the batch's (written at once).
+        Its command publications join `publish` where the store took the
+        command's transition (a fenced or refused one never goes out)."""
         uuid, at = w.uuid, w.at
         if w.epoch is not None and not self._holds(uuid, w.epoch):
             # Several instances: decided by an instance that no longer holds
@@ -256,6 +271,8 @@ class DbWriter(GatewayActor):
                 rows.extend(w.rows)
             elif w.rows:
                 telemetry_repo.insert_rows(database, w.rows)
+            if w.publish:
+                self.counters["publications_fenced"] += len(w.publish)
             return
         # A device's first announce is the writes of thousands of devices at
         # once after a restart; each statement costs the store about a
@@ -290,12 +307,14 @@ class DbWriter(GatewayActor):
                 device_repo.touch_last_seen([(uuid, w.last_seen)])
         if w.events:
             event_repo.append_events((uuid, ts, event, detail) for ts, event, detail in w.events)
+        refused_ids: set[int] = set()
         for t in w.transitions:
             # Core's device logic owns every state after queued; the others
             # are the client's and the store's own (protocol/lifecycle.py).
             ok = owned_by(t.status, Owner.DEVICE) and command_repo.transition(
                 t.command_id, t.status, at, attempts=t.attempts, result=t.result, error_message=t.error_message)
             if not ok:
+                refused_ids.add(t.command_id)
                 current = command_repo.get_command(t.command_id)
                 refused.append(TransitionRefused(uuid, t.command_id, t.status, current.status if current else None))
                 self.counters["transitions_refused"] += 1
@@ -303,6 +322,11 @@ class DbWriter(GatewayActor):
             rows.extend(w.rows)
         elif w.rows:
             telemetry_repo.insert_rows(database, w.rows)
+        for command_id, publication in w.publish:
+            if command_id in refused_ids:
+                self.counters["publications_refused"] += 1
+            elif publish is not None:
+                publish.append(publication)
 
     def _holds(self, uuid: str, epoch: int) -> bool:
         """Whether this instance still holds the lease the write was decided

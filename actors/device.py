@@ -1,16 +1,18 @@
 """Device: the actor of one device, a thin shell around `DeviceLogic`.
 
 It feeds what arrives into the logic with the time, then sends what the
-logic decided: the `DeviceWrite` it built to the store, as it is (carrying
-the tokens of the messages it answers for, so they are acknowledged after
-commit), retained availability and commands to MqttIO, and its next wake-up
-to the Scheduler.
+logic decided: the `DeviceWrite` it built to the store (carrying the tokens
+of the messages it answers for, so they are acknowledged after a durable
+commit, and the commands it sends, published once their `sent` state is
+durable), retained availability to MqttIO, and its next wake-up to the
+Scheduler.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import pykka
@@ -203,6 +205,20 @@ class Device(GatewayActor):
         now = time.time()
         write = step.write
         tokens = write.tokens
+        # A command goes out only once its `sent` (this write) is durable:
+        # the store hands its publications back with the commit
+        # (Committed.publish), so a power cut can never take back a state
+        # whose command the device already got. A hold's later heartbeats
+        # carry no state and go at once.
+        held_back = tuple((spec.id, publication) for spec, attempt in step.sends
+                          for publication in self.encode_command(self.logic, spec, attempt, now))
+        held_back += tuple((spec.id, self.encode_command.heartbeat(spec, channel, sequence, now))
+                           for spec, channel, sequence in step.beats if sequence == 1)
+        if held_back and write.transitions:
+            write = replace(write, publish=write.publish + held_back)
+        else:
+            for _, publication in held_back:
+                self.mqtt.tell(Publish(publication, command=True))
         if write.stores_anything():
             self.store.send(write)
         elif tokens:
@@ -211,11 +227,9 @@ class Device(GatewayActor):
             self._unemitted.remove(token)  # handed on: a crash from here on must not complete it twice
         if step.availability is not None:
             self.mqtt.tell(Publish(self.availability(self.uuid, step.availability == "online")))
-        for spec, attempt in step.sends:
-            for publication in self.encode_command(self.logic, spec, attempt, now):
-                self.mqtt.tell(Publish(publication, command=True))
         for spec, channel, sequence in step.beats:
-            self.mqtt.tell(Publish(self.encode_command.heartbeat(spec, channel, sequence, now), command=True))
+            if sequence != 1:
+                self.mqtt.tell(Publish(self.encode_command.heartbeat(spec, channel, sequence, now), command=True))
         if write.status is not None:
             self.supervisor.tell(DeviceStatus(self.uuid, self.logic.known(), self.logic.idle()))
         self._schedule()

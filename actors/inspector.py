@@ -355,6 +355,7 @@ class Inspector(GatewayActor):
             "channel": self.channel.snapshot(),
             "batcher": state(store, "TelemetryBatcher"),
             "writer": state(store, "DbWriter") | {"counters": counters(store, "DbWriter")},
+            "durability": state(store, "Syncer") | {"counters": counters(store, "Syncer")},
             "commands": state(store, "CommandFeed"),
             "can": dict(state(store, "TelemetryBatcher").get("can") or {}) | {"feed": state(store, "CanFeed")},
             "retention": state(store, "Retention"),

@@ -188,6 +188,10 @@ class DeviceWrite:
     # decided under (None: one instance, nothing to fence). The store
     # applies its state changes and transitions only while that lease holds.
     epoch: int | None = None
+    # (command id, publication): a command's sends, published by core once
+    # this write (its `sent`) is durable, and only if the store took the
+    # command's transition (Committed.publish).
+    publish: tuple[tuple[int, Publication], ...] = ()
 
     def changes_anything(self) -> bool:
         """Whether the device's state changes (rows aside)."""
@@ -203,9 +207,24 @@ class DeviceWrite:
 @wire
 @dataclass(frozen=True)
 class Committed:
-    """store -> core: these tokens' effects are on disk."""
+    """store -> core: these tokens' effects are on disk, durably (a power
+    cut keeps them: actors/syncer.py). `publish`: command publications
+    whose `sent` state is now as durable, to go out now (before, a power
+    cut could have taken the state back and the device got it twice)."""
 
     tokens: tuple[Token, ...]
+    publish: tuple[Publication, ...] = ()
+
+
+@dataclass(frozen=True)
+class WhenDurable:
+    """store actor -> Syncer: deliver `messages` once everything committed
+    before this was sent is durable: to core when `reply_to` is None, else
+    told to that actor. `urgent`: sync now (a command waits on it)."""
+
+    messages: tuple[Any, ...]
+    reply_to: Any = None
+    urgent: bool = False
 
 
 @wire
@@ -589,3 +608,19 @@ class FleetCommandIn:
     mid: int
     qos: int
     payload: bytes
+
+
+@dataclass(frozen=True)
+class FleetCommandStored:
+    """Syncer -> Uplink: `command`'s row is durable; acknowledge it if the
+    connection it came on (`connection`, a count of connects) is still up."""
+
+    command: FleetCommandIn
+    connection: int
+
+
+@dataclass(frozen=True)
+class DurableHeads:
+    """Syncer -> Uplink: the newest ids it read, now durable: what may be sent."""
+
+    newest: tuple[tuple[str, int], ...]  # (lane, newest id)

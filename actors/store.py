@@ -44,10 +44,12 @@ from actors.lease_keeper import LeaseKeeper
 from actors.retention import Retention
 from actors.scheduler import Scheduler
 from actors.settings import GatewaySettings
+from actors.syncer import Syncer
 from protocol.dialects import parse_dialect, parse_encoding
 from storage import commands as command_repo
 from storage import devices as device_repo
 from storage.db import close_database, describe_location, open_database
+from storage.durability import sync_database_now
 from storage.migrations import migrate
 
 logger = logging.getLogger("autocore.store")
@@ -93,9 +95,17 @@ class Store:
                       autocheckpoint=False, register_devices=s.config_app_register,
                       wal_limit_bytes=int(s.db_wal_max_mb * 1024 * 1024))
         migrate()
+        if not s.db_unsafe_ack_before_sync:
+            # What an earlier process committed and a crash left unsynced is
+            # made durable before this one hands any of it on.
+            sync_database_now(s.database, s.db_synchronous)
         host = self.host
         scheduler = host.add("Scheduler", Scheduler.start("store"))
-        writer = host.add("DbWriter", DbWriter.start(s, self.channel, host.peer("TelemetryBatcher"), scheduler))
+        # Before the writer and the uplink, so it stops after them and
+        # releases what their last commits promised.
+        syncer = host.add("Syncer", Syncer.start(s, self.channel, scheduler))
+        writer = host.add("DbWriter", DbWriter.start(s, self.channel, host.peer("TelemetryBatcher"), scheduler,
+                                                     syncer))
         devices = known_devices()
         batcher = host.add("TelemetryBatcher", TelemetryBatcher.start(
             s, writer, scheduler, self.channel, {d.uuid: d.device_type for d in devices}))
@@ -121,7 +131,7 @@ class Store:
         if s.uplink_url:
             from actors.uplink import Uplink
 
-            host.add("Uplink", Uplink.start(s, scheduler))
+            host.add("Uplink", Uplink.start(s, scheduler, syncer))
         # -- end of fleet uplink --
         ready = StoreReady(os.getpid(), devices, () if s.share_group else commands_in_flight(s))
         close_database_connection_of_this_thread()

@@ -48,7 +48,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from actors.base import GatewayActor
-from actors.messages import Deadline, FleetCommandIn, Schedule, UplinkLinkDown, UplinkLinkUp, UplinkPuback
+from actors.messages import (
+    Deadline,
+    DurableHeads,
+    FleetCommandIn,
+    FleetCommandStored,
+    Schedule,
+    UplinkLinkDown,
+    UplinkLinkUp,
+    UplinkPuback,
+    WhenDurable,
+)
 from actors.rules.acked import AckedRanges
 from actors.rules.pacing import Backoff, Pacer
 from actors.rules.uplink import Read, UplinkPlan
@@ -64,6 +74,7 @@ from protocol.uplink import (
 )
 from storage import uplink as uplink_repo
 from storage.db import DatabaseBusy, database, database_errors
+from storage.durability import sync_database_now
 
 logger = logging.getLogger("autocore.uplink")
 
@@ -93,11 +104,16 @@ class Uplink(GatewayActor):
     name = "Uplink"
     process = "store"
 
-    def __init__(self, settings: GatewaySettings, scheduler: Any, *, clock: Any = time.time) -> None:
+    def __init__(self, settings: GatewaySettings, scheduler: Any, syncer: Any = None, *,
+                 clock: Any = time.time) -> None:
         super().__init__()
         s = settings
         self.settings = s
         self.scheduler = scheduler
+        # Rows go to the fleet, and fleet commands are acknowledged, only
+        # once durable (actors/syncer.py): a power cut must not take back a
+        # row the fleet has, nor a command the fleet was told is stored.
+        self.syncer = syncer
         self.clock = clock
         if not s.uplink_url:
             raise ValueError("the uplink needs AUTOCORE_UPLINK_URL")
@@ -139,6 +155,8 @@ class Uplink(GatewayActor):
         self._acked_rate = 0.0
         # mid -> rows in the batch (for the acked counts)
         self._batch_rows: dict[int, int] = {}
+        # mid -> a fleet command stored, acknowledged once durable
+        self._stored_unacked: dict[int, FleetCommandIn] = {}
 
     # -- life ------------------------------------------------------------------
 
@@ -169,6 +187,17 @@ class Uplink(GatewayActor):
 
     def on_stop(self) -> None:
         self._stopping.set()
+        if self._stored_unacked and self.client is not None:
+            # Stored, waiting for the Syncer, which stops after this actor:
+            # synced here, so they are acknowledged before the disconnect.
+            try:
+                sync_database_now(self.settings.database, self.settings.db_synchronous)
+            except OSError as exc:
+                logger.error("uplink: could not sync the fleet commands it stored (%s); they come again", exc)
+            else:
+                for command in self._stored_unacked.values():
+                    self._ack(self.client, command)
+            self._stored_unacked.clear()
         if self.client is not None:
             try:
                 self.client.disconnect()
@@ -270,8 +299,16 @@ class Uplink(GatewayActor):
         elif isinstance(message, Deadline) and message.key == PACE:
             self.pace_at = None
             self._pump(now)
+        elif isinstance(message, DurableHeads):
+            for lane, newest in message.newest:
+                self.newest[lane] = max(self.newest.get(lane, 0), newest)
+            self._pump(now)
         elif isinstance(message, FleetCommandIn):
             self._on_command(message, now)
+        elif isinstance(message, FleetCommandStored):
+            if self._stored_unacked.pop(message.command.mid, None) is not None \
+                    and message.connection == self.counters["connects"]:
+                self._ack(self.client, message.command)
         elif isinstance(message, UplinkLinkUp):
             self._on_up(message, now)
         elif isinstance(message, UplinkLinkDown):
@@ -280,9 +317,18 @@ class Uplink(GatewayActor):
             return super().handle(message)
         return None
 
+    def _refresh_newest(self) -> None:
+        """Read the newest ids; they become the limit of what is sent once
+        a sync has made them durable (at once without a Syncer)."""
+        heads = uplink_repo.newest_ids()
+        if self.syncer is None:
+            self.newest = heads
+        else:
+            self.syncer.tell(WhenDurable((DurableHeads(tuple(heads.items())),), reply_to=self.actor_ref))
+
     def _tick(self, now: float) -> None:
         try:
-            self.newest = uplink_repo.newest_ids()
+            self._refresh_newest()
             self._pump(now)
             if self.cursor_dirty:
                 self._save_cursor(now)
@@ -299,8 +345,8 @@ class Uplink(GatewayActor):
         self.receive_maximum = m.receive_maximum
         self.retry_in_s = None
         self.plan.set_window(max(1, min(int(self.settings.uplink_window), m.receive_maximum)))
-        self.newest = uplink_repo.newest_ids()
-        self.plan.on_connect(self.newest["telemetry"])
+        self.plan.on_connect(self.newest["telemetry"])  # durable so far; what is newer comes with the next sync
+        self._refresh_newest()
         self._batch_rows.clear()
         self.counters["connects"] += 1
         logger.info("uplink connected to %s (window %d, broker's receive maximum %d, session %s)",
@@ -314,6 +360,7 @@ class Uplink(GatewayActor):
         self.connected_since = None
         self.plan.on_disconnect()
         self._batch_rows.clear()
+        self._stored_unacked.clear()  # their mids were the old connection's: the broker sends them again
         self.last_error = m.reason
         self.retry_in_s = m.retry_in_s
         self.counters["disconnects" if was else "connect_failures"] += 1
@@ -406,7 +453,11 @@ class Uplink(GatewayActor):
             self.counters["commands_inserted"] += 1
             logger.info("fleet command %s (%s for %s) is command %d", cmd.origin_id, cmd.command_type,
                         cmd.device_uuid, cid)
-        self._ack(client, m)
+        if self.syncer is None:
+            self._ack(client, m)
+        else:
+            self._stored_unacked[m.mid] = m
+            self.syncer.tell(WhenDurable((FleetCommandStored(m, self.counters["connects"]),), reply_to=self.actor_ref))
 
     def _ack(self, client: mqtt.Client | None, m: FleetCommandIn) -> None:
         if client is not None and m.qos > 0:

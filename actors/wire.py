@@ -28,6 +28,7 @@ from protocol.values import (
     Encoding,
     Event,
     Kind,
+    Publication,
     Reading,
     RelayState,
     Response,
@@ -63,7 +64,8 @@ def wire(cls: T) -> T:
     return cls
 
 
-for _value_type in (Availability, CommandSpec, DeviceFacts, Discovery, Event, Reading, RelayState, Response):
+for _value_type in (Availability, CommandSpec, DeviceFacts, Discovery, Event, Publication, Reading, RelayState,
+                    Response):
     wire(_value_type)
 
 

@@ -125,6 +125,24 @@ def written_bytes(pid: int) -> int:
     return 0
 
 
+def disk_flushes(directory: Path) -> int | None:
+    """Flush requests the block device holding `directory` has completed
+    (field 16 of its /sys/block stat, Linux 5.5 and later): every fsync
+    that reached the disk, whoever made it (SQLite inside a commit or a
+    checkpoint, the group commit). None on a file system with no block
+    device (tmpfs) or an older kernel. Machine-wide: the benchmark is the
+    only writer that syncs while it measures."""
+    try:
+        dev = os.stat(directory).st_dev
+        base = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+        if (base / "partition").exists():
+            base = base.resolve().parent
+        fields = (base / "stat").read_text().split()
+    except OSError:
+        return None
+    return int(fields[15]) if len(fields) >= 17 else None
+
+
 def threads(pid: int) -> int:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:

@@ -28,7 +28,17 @@ from typing import Any, Callable
 
 from actors.rules.histogram import quantile_bound
 from bench import load
-from bench.procs import BenchBroker, BenchGateway, cpu_seconds, kill_tree, rss_mib, threads, wait_until, written_bytes
+from bench.procs import (
+    BenchBroker,
+    BenchGateway,
+    cpu_seconds,
+    disk_flushes,
+    kill_tree,
+    rss_mib,
+    threads,
+    wait_until,
+    written_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -433,71 +443,98 @@ def fsync_probe(directory: Path, rounds: int = 5, size: int = 1 << 20) -> float:
     return round(statistics.median(times) * 1000.0, 2)
 
 
+def live_phase(ctx: Context, gw: BenchGateway, broker: BenchBroker, rate: int, stem: str) -> dict:
+    """`rate` messages/s for the warm-up and the measured seconds: publish ->
+    committed and visible (another program's view) per message, and what the
+    store did meanwhile (bytes written per reading, commit stalls, fsyncs of
+    the group commit, disk flushes)."""
+    s = ctx.sizes
+    store_pid = gw.children()["store"]
+    fsync_ms = fsync_probe(gw.db_path.parent)
+    stats0 = gw.inspect("stats")["stats"]
+    writer0 = stats0["writer"]
+    sync0 = stats0.get("durability") or {}
+    written0 = written_bytes(store_pid)
+    flushes0 = disk_flushes(gw.db_path.parent)
+    watcher = RowWatcher(gw.db_path).start()
+    ctx.log(f"live: {rate} messages/s for {s.live_warmup_s + s.live_seconds:g} s")
+    proc = ctx.generator("live", broker.port, "--rate", rate, "--seconds", s.live_warmup_s + s.live_seconds,
+                         "--devices", s.live_devices, "--stem", stem)
+    read_json_line(proc, 30, "live publisher")
+    phase_t0 = time.time()
+    out = read_json_line(proc, s.live_warmup_s + s.live_seconds + 60, "live publisher")
+    proc.wait(10)
+    measured_from = out["t0"] + s.live_warmup_s
+    try:
+        wait_until(lambda: sum(1 for r in watcher.seen if r[0] >= out["t0"]) >= out["sent"], 30, interval=0.05,
+                   progress=lambda: sum(1 for r in watcher.seen if r[0] >= out["t0"]),
+                   what=f"the rows of {out['sent']} live messages")
+    finally:
+        watcher.stop()
+    # Disk wear: bytes the store wrote (WAL and checkpoints) per reading
+    # stored, readings per commit, fsyncs and disk flushes per second, over
+    # the whole phase.
+    phase_s = max(1e-9, time.time() - phase_t0)
+    stats1 = gw.inspect("stats")["stats"]
+    writer1 = stats1["writer"]
+    sync1 = stats1.get("durability") or {}
+    flushes1 = disk_flushes(gw.db_path.parent)
+    readings = writer1["rows_inserted"] - writer0["rows_inserted"]
+    commits = writer1["batches"] - writer0["batches"]
+    per_reading = (written_bytes(store_pid) - written0) / readings if readings else None
+    stall_p99, stall_note = writer_p99(writer1, writer0)
+    transaction_p99, transaction_note = writer_p99(writer1, writer0, "commit_ms")
+    durable_wait_p99, _ = writer_p99(sync1, sync0, "wait_ms") if sync1.get("wait_ms") else (None, "")
+    window = [r for r in watcher.seen if r[0] >= measured_from]
+    commit = [seen - ts for ts, _, seen in window]
+    receive = [rec - ts for ts, rec, _ in window]  # publish -> the gateway read it
+    inside = [seen - rec for _, rec, seen in window]  # read -> committed and visible
+    measured_rate = len(window) / max(1e-9, out["t1"] - measured_from)
+    return {"sent": out["sent"], "publish_errors": out["errors"], "publisher_rate": round(out["rate"]),
+            "measured_messages": len(window), "measured_rate": round(measured_rate),
+            "commit_ms": {"p50": ms(percentile(commit, 50)), "p90": ms(percentile(commit, 90)),
+                          "p99": ms(percentile(commit, 99)), "max": ms(max(commit) if commit else None)},
+            "receive_ms": {"p50": ms(percentile(receive, 50)), "p99": ms(percentile(receive, 99))},
+            "gateway_ms": {"p50": ms(percentile(inside, 50)), "p99": ms(percentile(inside, 99))},
+            "fsync_probe_ms_before": fsync_ms,
+            "bytes_written_per_reading": None if per_reading is None else round(per_reading),
+            "readings_per_commit": round(readings / commits, 1) if commits else None,
+            "commits_per_s": round(commits / phase_s, 1),
+            "group_fsyncs_per_s": (round((sync1.get("syncs", 0) - sync0.get("syncs", 0)) / phase_s, 1)
+                                   if "syncs" in sync1 else None),
+            "disk_flushes_per_s": None if flushes0 is None or flushes1 is None else round((flushes1 - flushes0) / phase_s, 1),
+            "durable_wait_p99_ms": durable_wait_p99,
+            "store_commit_stall_p99_ms": stall_p99, "store_commit_stall_note": stall_note,
+            "store_transaction_p99_ms": transaction_p99, "store_transaction_note": transaction_note}
+
+
+def rate_label(rate: int) -> str:
+    return f"{rate / 1000:g}k/s" if rate >= 1000 else f"{rate}/s"
+
+
 def live(ctx: Context) -> Outcome:
     s = ctx.sizes
     broker = ctx.broker()
     gw = ctx.gateway(broker).start()
     metrics: list[Metric] = []
     details: dict = {}
-    store_pid = gw.children()["store"]
     for rate in s.live_rates:
-        label = f"{rate / 1000:g}k/s" if rate >= 1000 else f"{rate}/s"
-        fsync_ms = fsync_probe(gw.db_path.parent)
-        writer0 = gw.inspect("stats")["stats"]["writer"]
-        written0 = written_bytes(store_pid)
-        watcher = RowWatcher(gw.db_path).start()
-        ctx.log(f"live: {rate} messages/s for {s.live_warmup_s + s.live_seconds:g} s")
-        proc = ctx.generator("live", broker.port, "--rate", rate, "--seconds", s.live_warmup_s + s.live_seconds,
-                             "--devices", s.live_devices, "--stem", f"bench-live{rate}")
-        read_json_line(proc, 30, "live publisher")
-        out = read_json_line(proc, s.live_warmup_s + s.live_seconds + 60, "live publisher")
-        proc.wait(10)
-        measured_from = out["t0"] + s.live_warmup_s
-        try:
-            wait_until(lambda: sum(1 for r in watcher.seen if r[0] >= out["t0"]) >= out["sent"], 30, interval=0.05,
-                       progress=lambda: sum(1 for r in watcher.seen if r[0] >= out["t0"]),
-                       what=f"the rows of {out['sent']} live messages")
-        finally:
-            watcher.stop()
-        # Disk wear: bytes the store wrote (WAL and checkpoints) per reading
-        # stored, and readings per commit, over the whole phase.
-        writer1 = gw.inspect("stats")["stats"]["writer"]
-        readings = writer1["rows_inserted"] - writer0["rows_inserted"]
-        commits = writer1["batches"] - writer0["batches"]
-        per_reading = (written_bytes(store_pid) - written0) / readings if readings else None
-        stall_p99, stall_note = writer_p99(writer1, writer0)
-        transaction_p99, transaction_note = writer_p99(writer1, writer0, "commit_ms")
-        window = [r for r in watcher.seen if r[0] >= measured_from]
-        commit = [seen - ts for ts, _, seen in window]
-        receive = [rec - ts for ts, rec, _ in window]  # publish -> the gateway read it
-        inside = [seen - rec for _, rec, seen in window]  # read -> committed and visible
-        measured_rate = len(window) / max(1e-9, out["t1"] - measured_from)
-        p50, p99 = percentile(commit, 50), percentile(commit, 99)
-        details[label] = {"sent": out["sent"], "publish_errors": out["errors"], "publisher_rate": round(out["rate"]),
-                          "measured_messages": len(window), "measured_rate": round(measured_rate),
-                          "commit_ms": {"p50": ms(p50), "p90": ms(percentile(commit, 90)), "p99": ms(p99),
-                                        "max": ms(max(commit) if commit else None)},
-                          "receive_ms": {"p50": ms(percentile(receive, 50)), "p99": ms(percentile(receive, 99))},
-                          "gateway_ms": {"p50": ms(percentile(inside, 50)), "p99": ms(percentile(inside, 99))},
-                          "fsync_probe_ms_before": fsync_ms,
-                          "bytes_written_per_reading": None if per_reading is None else round(per_reading),
-                          "readings_per_commit": round(readings / commits, 1) if commits else None,
-                          "store_commit_stall_p99_ms": stall_p99, "store_transaction_p99_ms": transaction_p99}
-        note = f"{round(measured_rate)} msg/s measured"
+        label = rate_label(rate)
+        d = details[label] = live_phase(ctx, gw, broker, rate, f"bench-live{rate}")
+        note = f"{d['measured_rate']} msg/s measured"
         gate, aim = (250.0, 100.0) if rate == 5000 else (None, None)  # the issue's target is at 5k/s
-        metrics.append(Metric("2 live", f"{label} publish->commit p50", ms(p50), "ms", note=note))
-        metrics.append(Metric("2 live", f"{label} publish->commit p99", ms(p99), "ms", gate, aim))
-        metrics.append(Metric("2 live", f"{label} bytes written per reading",
-                              None if per_reading is None else round(per_reading), "B",
-                              note=f"{details[label]['readings_per_commit']} readings per commit"))
+        metrics.append(Metric("2 live", f"{label} publish->commit p50", d["commit_ms"]["p50"], "ms", note=note))
+        metrics.append(Metric("2 live", f"{label} publish->commit p99", d["commit_ms"]["p99"], "ms", gate, aim))
+        metrics.append(Metric("2 live", f"{label} bytes written per reading", d["bytes_written_per_reading"], "B",
+                              note=f"{d['readings_per_commit']} readings per commit"))
         # Issue 11: checkpoints kept out of the commit path (p99 commit stall
         # <= 20 ms): what a transaction waited for the write lock and in
         # COMMIT. The whole transaction (its statements' work, which grows
         # with the batch) is shown beside it.
-        metrics.append(Metric("2 live", f"{label} store commit stall p99", stall_p99, "ms", None, 20.0,
-                              note=stall_note))
-        metrics.append(Metric("2 live", f"{label} store transaction p99", transaction_p99, "ms",
-                              note=f"{transaction_note}; {details[label]['readings_per_commit']} readings each"))
+        metrics.append(Metric("2 live", f"{label} store commit stall p99", d["store_commit_stall_p99_ms"], "ms",
+                              None, 20.0, note=d["store_commit_stall_note"]))
+        metrics.append(Metric("2 live", f"{label} store transaction p99", d["store_transaction_p99_ms"], "ms",
+                              note=f"{d['store_transaction_note']}; {d['readings_per_commit']} readings each"))
     gw.stop()
     return Outcome(metrics, details)
 
@@ -993,6 +1030,12 @@ def _scaleout(ctx: Context) -> Outcome:
     return scaleout(ctx)
 
 
+def _durability(ctx: Context) -> Outcome:
+    from bench.durability import durability
+
+    return durability(ctx)
+
+
 SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "backlog": backlog,
     "backlog_config_app": backlog_config_app,
@@ -1007,4 +1050,5 @@ SCENARIOS: dict[str, Callable[[Context], Outcome]] = {
     "uplink": _uplink,
     "uplink_kill": _uplink_kill,
     "scaleout": _scaleout,
+    "durability": _durability,
 }

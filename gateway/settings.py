@@ -12,7 +12,7 @@ import dataclasses
 import os
 import socket
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 ENV_PREFIX = "AUTOCORE_"
@@ -146,8 +146,17 @@ def _dbc_check(v: str) -> str | None:
     return None
 
 
-def setting(default: Any, help: str, check: Callable[[Any], str | None] | None = None, secret: bool = False) -> Any:
-    return field(default=default, metadata={"help": help, "check": check, "secret": secret})
+def setting(default: Any, help: str, check: Callable[[Any], str | None] | None = None, secret: bool = False,
+            unsafe: Callable[[Any], bool] | None = None) -> Any:
+    """`unsafe`: whether a value trades a promise away (`config show`
+    flags it)."""
+    return field(default=default, metadata={"help": help, "check": check, "secret": secret, "unsafe": unsafe})
+
+
+def unsafe_settings(settings: Any) -> list[str]:
+    """Names of the settings whose value trades durability away."""
+    return [f.name for f in fields(settings)
+            if f.metadata.get("unsafe") is not None and f.metadata["unsafe"](getattr(settings, f.name))]
 
 
 @dataclass(frozen=True)
@@ -184,7 +193,20 @@ class Settings:
         None, "database URL: sqlite:///FILE or postgresql://USER[:PASSWORD]@HOST:PORT/DB (wins over db_path)",
         _db_url)
     db_path: str = setting("var/autocore.db", "SQLite database file shared with the Config App (unless db_url)")
-    db_synchronous: str = setting("NORMAL", "SQLite synchronous pragma", _one_of("NORMAL", "FULL"))
+    db_synchronous: str = setting(
+        "NORMAL", "SQLite synchronous pragma: NORMAL (commits are made durable by one fsync of the log for many "
+                  "of them, see db_sync_ms) or FULL (an fsync inside every commit); both survive a power cut",
+        _one_of("NORMAL", "FULL"))
+    db_sync_ms: int = setting(
+        50, "group commit: acknowledgements wait for one fsync of the write-ahead log, made at most this often "
+            "(0: as soon as anything waits); a command to publish is synced at once", _non_negative)
+    db_sync_max_mb: float = setting(
+        16.0, "group commit: the next fsync comes early once the store has written this much since the last",
+        _positive)
+    db_unsafe_ack_before_sync: bool = setting(
+        False, "UNSAFE on a power cut: acknowledge messages once committed, before they are synced to disk "
+               "(survives a crashed process, loses the last acknowledged messages when the power goes)",
+        unsafe=bool)
     db_busy_timeout_ms: int = setting(5000, "how long a write waits for another connection's lock", _positive)
     db_checkpoint_ms: int = setting(1000, "how often the write-ahead log is copied into the database", _positive)
     db_wal_max_mb: float = setting(64.0, "the write-ahead log is truncated once it grows past this", _positive)

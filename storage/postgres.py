@@ -24,6 +24,7 @@ buffer and a select() loop for the same.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -35,6 +36,12 @@ from storage.errors import DatabaseBusy, DatabaseFull, DatabaseGone
 from storage.url import POSTGRESQL, DatabaseTarget
 
 COMMANDS_CHANNEL = "autocore_commands"
+
+log = logging.getLogger("autocore.db")
+
+# What the writer sessions found of the server's durability settings
+# (`_durable_commits`), for inspection.
+DURABILITY: dict[str, str] = {}
 
 FIELD_TYPES = {"INT": "BIGINT", "FLOAT": "DOUBLE PRECISION", "AUTO": "BIGSERIAL"}
 
@@ -135,6 +142,30 @@ class PostgresDatabase(Psycopg3Database):
                 # Made here, outside any transaction, so that a rolled-back
                 # batch cannot take it away; one per session (writers only).
                 cur.execute(_STAGE_DDL)
+                self._durable_commits(cur)
+
+    def _durable_commits(self, cur) -> None:
+        """The gateway acknowledges a message once its commit returns, so
+        that commit must be durable: `synchronous_commit = off` (which a
+        server or a role may set as its default) returns before the WAL
+        is flushed, and is turned back on for this session; a stronger
+        value (on, remote_write, remote_apply, local) is kept. `fsync = off`
+        on the server cannot be undone from here: said once in the log
+        (and in `gateway inspect stats`), as a power cut there loses
+        acknowledged messages."""
+        cur.execute("SHOW synchronous_commit")
+        if str(cur.fetchone()[0]).lower() == "off":
+            cur.execute("SET synchronous_commit = on")
+            DURABILITY["synchronous_commit"] = "off on the server; on for the gateway's sessions"
+        else:
+            DURABILITY.setdefault("synchronous_commit", "kept")
+        cur.execute("SHOW fsync")
+        fsync = str(cur.fetchone()[0]).lower()
+        if fsync == "off" and DURABILITY.get("fsync") != "off":
+            log.error("PostgreSQL at %s runs with fsync = off: a power cut or a crash of its computer loses "
+                      "messages the gateway acknowledged; turn it on (postgresql.conf: fsync = on)",
+                      self.target.display)
+        DURABILITY["fsync"] = fsync
 
     def _heal(self) -> None:
         """Close a connection the server or the network cut (outside a

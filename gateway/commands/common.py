@@ -254,7 +254,9 @@ def writing(settings: Settings, *, create: bool = False, migrate: bool = False) 
         raise _missing(settings)
     errors = database_errors()
     try:
-        db = open_database(settings.database, synchronous=settings.db_synchronous,
+        # FULL for the CLI's own few commits (a command it reports queued,
+        # a cancel): each is durable when the CLI says so, power cut or not.
+        db = open_database(settings.database, synchronous="FULL",
                            busy_timeout_ms=settings.db_busy_timeout_ms, register_devices=settings.config_app_register)
         if migrate:
             run_migrations()

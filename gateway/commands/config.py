@@ -8,7 +8,7 @@ import click
 
 from gateway import tables
 from gateway.commands.common import echo_json, json_option, setting_options
-from gateway.settings import ENV_PREFIX, SETTING_FIELDS, LoadedSettings, env_name, flag_name
+from gateway.settings import ENV_PREFIX, SETTING_FIELDS, LoadedSettings, env_name, flag_name, unsafe_settings
 from storage.url import parse_location, redact
 
 
@@ -47,7 +47,9 @@ def show(loaded: LoadedSettings, as_json: bool) -> None:
     postgresql, and where; a URL's password shown as ***). Secrets are
     shown as ***. A bad value anywhere is one line naming the
     setting and what is wrong, and exit code 2. AUTOCORE_* variables that
-    are no setting (a misspelt name) are warned about on stderr.
+    are no setting (a misspelt name) are warned about on stderr, and so is
+    a value that trades durability away (marked UNSAFE in the table,
+    "unsafe": true in JSON).
 
     \b
     Examples:
@@ -56,6 +58,7 @@ def show(loaded: LoadedSettings, as_json: bool) -> None:
     """
     config_file = click.get_current_context().params.get("config")
     rows = []
+    unsafe = set(unsafe_settings(loaded.settings))
     for f in SETTING_FIELDS:
         value = getattr(loaded.settings, f.name)
         if f.metadata.get("secret") and value:
@@ -69,12 +72,17 @@ def show(loaded: LoadedSettings, as_json: bool) -> None:
             "value": value,
             "default": f.default,
             "source": loaded.sources[f.name],
+            "unsafe": f.name in unsafe,
         })
     target = parse_location(loaded.settings.database)
     engine, where = target.engine, target.display
     backend = {"engine": engine, "location": where}
     for name in unknown_environment():
         click.echo(f"warning: {name} is set but is no setting (ignored)", err=True)
+    for r in rows:
+        if r["unsafe"]:
+            click.echo(f"warning: {r['variable']}={r['value']} trades durability away: a power cut loses "
+                       "messages the gateway acknowledged", err=True)
     if as_json:
         echo_json({"config_file": config_file, "backend": backend, "settings": rows})
         return
@@ -83,7 +91,7 @@ def show(loaded: LoadedSettings, as_json: bool) -> None:
     click.echo(f"database: {engine} {where}\n")
     click.echo(tables.table(
         ["VARIABLE", "VALUE", "SOURCE"],
-        [[r["variable"], "-" if r["value"] is None else str(r["value"]),
+        [[r["variable"], ("-" if r["value"] is None else str(r["value"])) + ("  UNSAFE" if r["unsafe"] else ""),
           f"file {config_file}" if r["source"] == "file" else r["source"]] for r in rows],
         right=(),
     ))

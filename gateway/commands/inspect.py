@@ -380,6 +380,20 @@ def _p99(histogram: dict | None) -> str:
         "<= " + tables.number(bound))
 
 
+def _durability_line(d: dict) -> str:
+    """How commits become durable before anything is acknowledged (group
+    commit: one fsync of the log for many commits)."""
+    if not d:
+        return "-"
+    mode = d.get("mode", "-")
+    if mode != "group commit":
+        return mode.upper() if mode.startswith("unsafe") else mode
+    sync = d.get("sync_ms") or {}
+    return (f"group commit: {d.get('syncs', '-')} fsyncs (at most one per {d.get('interval_ms', '-')} ms), "
+            f"fsync p99 {_p99(sync.get('histogram'))} ms, acknowledgements wait p99 "
+            f"{_p99((d.get('wait_ms') or {}).get('histogram'))} ms, {d.get('waiting', 0)} waiting")
+
+
 def render_stats(s: dict) -> str:
     mqtt = s.get("mqtt") or {}
     router = s.get("router") or {}
@@ -425,6 +439,7 @@ def render_stats(s: dict) -> str:
             ("commit", f"last {tables.number(commit.get('last'))} ms, mean {tables.number(commit.get('mean'))} ms, "
                        f"p99 {_p99(commit.get('histogram'))} ms, max {tables.number(commit.get('max'))} ms; "
                        f"waiting in BEGIN/COMMIT p99 {_p99((writer.get('stall_ms') or {}).get('histogram'))} ms"),
+            ("durability", _durability_line(s.get("durability") or {})),
             ("buffered", f"{batcher.get('buffered_rows', '-')} rows, {batcher.get('at_writer', '-')} batches at the writer"),
             ("command feed", f"{feed.get('polls', '-')} polls, {feed.get('queries', '-')} queries"),
             ("counters", tables.counts(writer.get("counters"))),

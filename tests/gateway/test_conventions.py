@@ -100,7 +100,7 @@ def test_config_show_names_the_source_of_every_value(cli, tmp_path):
     by_name = {s["name"]: s for s in doc["settings"]}
     assert doc["config_file"] == str(config)
     assert by_name["mqtt_port"] == {"name": "mqtt_port", "variable": "AUTOCORE_MQTT_PORT", "flag": "--mqtt-port",
-                                    "value": 1884, "default": 1883, "source": "file"}
+                                    "value": 1884, "default": 1883, "source": "file", "unsafe": False}
     assert by_name["mqtt_password"]["value"] == "***"
     assert by_name["mqtt_username"]["value"] is None
 
@@ -152,3 +152,17 @@ def test_unknown_environment_names_only_misspelt_settings():
     assert unknown_environment({"AUTOCORE_MQTT_PROT": "1", "AUTOCORE_MQTT_PORT": "1", "AUTOCORE__RESOLVED_SETTINGS": "{}",
                                 "AUTOCORE_DEMO_PORT": "1", "AUTOCORE_SIM_USERNAME": "x", "AUTOCORE_TEST_ECHO": "1",
                                 "HOME": "/root"}) == ["AUTOCORE_MQTT_PROT"]
+
+
+def test_config_show_flags_a_setting_that_trades_durability_away(cli):
+    safe = cli("config", "show", "--json")
+    assert not [s for s in json.loads(safe.stdout)["settings"] if s["unsafe"]]
+    result = cli("config", "show", env={"AUTOCORE_DB_UNSAFE_ACK_BEFORE_SYNC": "1"})
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.stdout.splitlines() if line.startswith("AUTOCORE_DB_UNSAFE_ACK_BEFORE_SYNC"))
+    assert line.split()[1:] == ["True", "UNSAFE", "environment"]
+    assert result.stderr.splitlines() == [
+        "warning: AUTOCORE_DB_UNSAFE_ACK_BEFORE_SYNC=True trades durability away: a power cut loses messages "
+        "the gateway acknowledged"]
+    doc = json.loads(cli("config", "show", "--json", env={"AUTOCORE_DB_UNSAFE_ACK_BEFORE_SYNC": "1"}).stdout)
+    assert [s["name"] for s in doc["settings"] if s["unsafe"]] == ["db_unsafe_ack_before_sync"]

@@ -90,15 +90,20 @@ class KillRun:
 
 
 def kill_9_while_uplinking(gw: Any, port: int, collector: FleetCollector, query: Query, total: int, kills: int,
-                           *, seed: int = 14, slack: float = 1.0) -> KillRun:
+                           *, seed: int = 14, slack: float = 1.0,
+                           after_kill: Callable[[], Any] | None = None) -> KillRun:
     """`gw` (a started GatewayProcess with the uplink on) is killed `kills`
-    times, each after a random 0.3-1.2 s, while `total` rows stream in."""
+    times, each after a random 0.3-1.2 s, while `total` rows stream in.
+    `after_kill` runs between each kill and the restart (a power cut's
+    loss of the unsynced writes)."""
     started = time.monotonic()
     running = streams(port, "dev-k9", total, pause_every=500, pause_s=0.05)
     rng = random.Random(seed)
     for _ in range(kills):
         time.sleep(rng.uniform(0.3, 1.2))  # let it run a random while, then cut it anywhere
         gw.kill()
+        if after_kill is not None:
+            after_kill()
         gw.start()
     for stream in running:
         stream.wait(60 * slack)

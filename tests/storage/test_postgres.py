@@ -173,3 +173,29 @@ def test_a_lost_connection_is_no_unstorable_value_and_the_next_use_reconnects(db
     assert telemetry.insert_rows(db, [row(seq=3)]) == 1
     assert db.execute_sql("SELECT pg_backend_pid()").fetchone()[0] != pid
     assert db.execute_sql("SELECT COUNT(*) FROM telemetry").fetchone()[0] == 2
+
+
+def test_the_writer_turns_synchronous_commit_back_on_where_the_server_turned_it_off(pg_url):
+    """The gateway acknowledges at commit: a commit that returns before the
+    WAL is flushed (`synchronous_commit = off`, a server's or a role's
+    default) would break that on a power cut of the database's computer."""
+    from storage.db import close_database, open_database
+    from storage.postgres import DURABILITY
+
+    other = OtherProgram("postgresql", pg_url)
+    dbname = pg_url.rsplit("/", 1)[1].split("?")[0]
+    other.execute(f'ALTER DATABASE "{dbname}" SET synchronous_commit = off')
+    other.close()
+    plain = OtherProgram("postgresql", pg_url)
+    try:
+        assert plain.execute("SHOW synchronous_commit").fetchone()[0] == "off"  # what a session gets
+    finally:
+        plain.close()
+    writer = open_database(pg_url)
+    try:
+        assert writer.execute_sql("SHOW synchronous_commit").fetchone()[0] == "on"
+        assert DURABILITY["synchronous_commit"].startswith("off on the server")
+        # These test clusters run with fsync off (speed): said, not hidden.
+        assert DURABILITY["fsync"] == "off"
+    finally:
+        close_database()
