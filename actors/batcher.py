@@ -54,6 +54,7 @@ class TelemetryBatcher(GatewayActor):
         self.tokens: list[Any] = []
         self.oldest_at: float | None = None
         self.in_writer = 0
+        self.urgent = False  # a write holding a command to publish waits for no batch rule
         self.flush_waiters: list[str] = []
         self.largest_batch = 0
         self._wake_at: float | None = None
@@ -73,6 +74,10 @@ class TelemetryBatcher(GatewayActor):
             self.writes.append(message)
             self.tokens.extend(message.tokens)
             self._arrived(now)
+            if any(command_id is not None for command_id, _ in message.publish):
+                # A command waits for this write to be durable before it goes
+                # out: it is not held for the batch's age or interval.
+                self.urgent = True
         elif isinstance(message, WriterDone):
             self.in_writer -= 1
             if self.in_writer == 0 and self.flush_waiters and not self._items():
@@ -123,7 +128,9 @@ class TelemetryBatcher(GatewayActor):
             self.oldest_at = now
 
     def _maybe_flush(self, now: float) -> None:
-        if self.policy.should_flush(now, len(self.rows), self._items(), self.oldest_at, self.in_writer,
+        if self.urgent and self.in_writer == 0:
+            self._flush(now)
+        elif self.policy.should_flush(now, len(self.rows), self._items(), self.oldest_at, self.in_writer,
                                     self.last_flush_at):
             self._flush(now)
         at = self.policy.next_check(self.oldest_at, self.last_flush_at, self.in_writer)
@@ -141,6 +148,7 @@ class TelemetryBatcher(GatewayActor):
             return
         batch = WriteBatch(tuple(self.rows), tuple(self.writes), tuple(self.tokens))
         self.rows, self.writes, self.tokens = [], [], []
+        self.urgent = False
         self.oldest_at = None
         self.last_flush_at = now
         self.in_writer += 1

@@ -165,7 +165,7 @@ class DbWriter(GatewayActor):
 
     def _write(self, batch: WriteBatch) -> None:
         refused: list[TransitionRefused] = []
-        publish: list[Publication] = []
+        publish: list[tuple[int | None, Publication]] = []
         started = time.perf_counter()
         waits = WriteWaits()
         retried_s = 0.0  # attempts the Config App's lock outlasted
@@ -212,11 +212,13 @@ class DbWriter(GatewayActor):
         self.rows_inserted += inserted
         offered = len(batch.rows) + sum(len(w.rows) for w in batch.writes)
         self.rows_repeated += max(offered - inserted, 0)
-        promised: tuple = ((Committed(batch.tokens, tuple(publish)),) if batch.tokens or publish else ()) + tuple(refused)
+        publications = tuple(p for _, p in publish)
+        promised: tuple = ((Committed(batch.tokens, publications),) if batch.tokens or publish else ()) + tuple(refused)
         if promised:
-            # Acknowledged, published, told only once durable (actors/syncer.py).
+            # Acknowledged, published, told only once durable (actors/syncer.py);
+            # a command to publish is synced at once.
             if self.syncer is not None:
-                self.syncer.tell(WhenDurable(promised, urgent=bool(publish)))
+                self.syncer.tell(WhenDurable(promised, urgent=any(c is not None for c, _ in publish)))
             else:
                 for m in promised:
                     self.channel.send(m)
@@ -224,7 +226,7 @@ class DbWriter(GatewayActor):
             self.batcher.tell(WriterDone(len(batch.rows)))
 
     def _write_item_by_item(self, batch: WriteBatch, refused: list[TransitionRefused],
-                            publish: list[Publication]) -> int:
+                            publish: list[tuple[int | None, Publication]]) -> int:
         """Each row and each device write in its own savepoint; the ones that
         cannot be stored are left out. Their messages are acknowledged all
         the same: sent again, they could never be stored either."""
@@ -238,7 +240,7 @@ class DbWriter(GatewayActor):
                 logger.error("left out a telemetry row of %s that cannot be stored: %s: %s", row[0], type(exc).__name__, exc)
         for write in batch.writes:
             refused_here: list[TransitionRefused] = []
-            publish_here: list[Publication] = []
+            publish_here: list[tuple[int | None, Publication]] = []
             try:
                 with database.atomic():
                     self._apply(write, refused_here, publish=publish_here)
@@ -251,7 +253,7 @@ class DbWriter(GatewayActor):
         return inserted
 
     def _apply(self, w: DeviceWrite, refused: list[TransitionRefused], seen: list | None = None,
-               rows: list | None = None, publish: list[Publication] | None = None) -> None:
+               rows: list | None = None, publish: list[tuple[int | None, Publication]] | None = None) -> None:
         """One device's changes. Given `seen` and `rows`, its bare last_seen
         refresh and its telemetry rows join the batch's (written at once).
         Its command publications join `publish` where the store took the
@@ -323,10 +325,10 @@ class DbWriter(GatewayActor):
         elif w.rows:
             telemetry_repo.insert_rows(database, w.rows)
         for command_id, publication in w.publish:
-            if command_id in refused_ids:
+            if command_id is not None and command_id in refused_ids:
                 self.counters["publications_refused"] += 1
             elif publish is not None:
-                publish.append(publication)
+                publish.append((command_id, publication))
 
     def _holds(self, uuid: str, epoch: int) -> bool:
         """Whether this instance still holds the lease the write was decided

@@ -3,9 +3,9 @@
 It feeds what arrives into the logic with the time, then sends what the
 logic decided: the `DeviceWrite` it built to the store (carrying the tokens
 of the messages it answers for, so they are acknowledged after a durable
-commit, and the commands it sends, published once their `sent` state is
-durable), retained availability to MqttIO, and its next wake-up to the
-Scheduler.
+commit, and the commands and retained availability it publishes, which go
+out once the states they announce are durable), and its next wake-up to
+the Scheduler.
 """
 
 from __future__ import annotations
@@ -208,25 +208,29 @@ class Device(GatewayActor):
         # A command goes out only once its `sent` (this write) is durable:
         # the store hands its publications back with the commit
         # (Committed.publish), so a power cut can never take back a state
-        # whose command the device already got. A hold's later heartbeats
-        # carry no state and go at once.
-        held_back = tuple((spec.id, publication) for spec, attempt in step.sends
-                          for publication in self.encode_command(self.logic, spec, attempt, now))
+        # whose command the device already got; so does the availability
+        # this write's status announces. A hold's later heartbeats carry no
+        # state and go at once.
+        held_back: tuple[tuple[int | None, Publication], ...] = ()
+        if step.availability is not None:
+            # The retained availability says what the registry will say
+            # after a cut: it goes out with the status it announces.
+            held_back += ((None, self.availability(self.uuid, step.availability == "online")),)
+        held_back += tuple((spec.id, publication) for spec, attempt in step.sends
+                           for publication in self.encode_command(self.logic, spec, attempt, now))
         held_back += tuple((spec.id, self.encode_command.heartbeat(spec, channel, sequence, now))
                            for spec, channel, sequence in step.beats if sequence == 1)
-        if held_back and write.transitions:
+        if held_back and write.changes_anything():
             write = replace(write, publish=write.publish + held_back)
         else:
-            for _, publication in held_back:
-                self.mqtt.tell(Publish(publication, command=True))
+            for command_id, publication in held_back:
+                self.mqtt.tell(Publish(publication, command=command_id is not None))
         if write.stores_anything():
             self.store.send(write)
         elif tokens:
             self.mqtt.tell(Complete(tokens))  # nothing to store for these
         for token in tokens:
             self._unemitted.remove(token)  # handed on: a crash from here on must not complete it twice
-        if step.availability is not None:
-            self.mqtt.tell(Publish(self.availability(self.uuid, step.availability == "online")))
         for spec, channel, sequence in step.beats:
             if sequence != 1:
                 self.mqtt.tell(Publish(self.encode_command.heartbeat(spec, channel, sequence, now), command=True))

@@ -190,8 +190,9 @@ class DeviceWrite:
     epoch: int | None = None
     # (command id, publication): a command's sends, published by core once
     # this write (its `sent`) is durable, and only if the store took the
-    # command's transition (Committed.publish).
-    publish: tuple[tuple[int, Publication], ...] = ()
+    # command's transition (Committed.publish); command id None: the
+    # device's retained availability, published once its status is durable.
+    publish: tuple[tuple[int | None, Publication], ...] = ()
 
     def changes_anything(self) -> bool:
         """Whether the device's state changes (rows aside)."""
@@ -209,8 +210,9 @@ class DeviceWrite:
 class Committed:
     """store -> core: these tokens' effects are on disk, durably (a power
     cut keeps them: actors/syncer.py). `publish`: command publications
-    whose `sent` state is now as durable, to go out now (before, a power
-    cut could have taken the state back and the device got it twice)."""
+    whose `sent` state is now as durable (and availabilities whose status
+    is), to go out now: before, a power cut could have taken the state
+    back and the device got the command twice."""
 
     tokens: tuple[Token, ...]
     publish: tuple[Publication, ...] = ()

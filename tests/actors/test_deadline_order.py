@@ -23,16 +23,19 @@ from actors.rules.device import DeviceLogic, DeviceRules
 from actors.scheduler import Scheduler
 from actors.supervisor import DeviceSupervisor
 from tests.support.broker import wait_until
-from tests.support.recorder import Recorder
+from tests.support.recorder import EchoingStore, Recorder
 
 UUID = "dev-deadline"
 TIMEOUT_S = 0.6
 
 
-class BlockingStore:
-    """The link to the store process; `send` waits while it is held."""
+class BlockingStore(EchoingStore):
+    """The link to the store process; `send` waits while it is held. What a
+    write publishes (a device's availability) reaches `mqtt` as from the
+    store once the write is durable."""
 
-    def __init__(self):
+    def __init__(self, mqtt):
+        super().__init__(mqtt)
         self.open = threading.Event()
         self.open.set()
         self.waiting = threading.Event()
@@ -41,6 +44,7 @@ class BlockingStore:
         if not self.open.is_set():
             self.waiting.set()
             self.open.wait(10)
+        super().send(message)
 
 
 class Settings:
@@ -65,7 +69,8 @@ def availability(mqtt) -> list:
 @pytest.fixture
 def core():
     def build(through_router: bool):
-        mqtt, store, scheduler = Recorder(), BlockingStore(), Scheduler.start("core")
+        mqtt = Recorder()
+        store, scheduler = BlockingStore(mqtt), Scheduler.start("core")
         refs = {}
         rules = DeviceRules(device_timeout_s=TIMEOUT_S)
 
