@@ -43,6 +43,7 @@ class GatewayCollector(Collector):
         # as a reset to Prometheus (rate() and increase() would jump).
         sections = ((_mqtt, "mqtt", "received"), (_router, "router", "rejections"),
                     (_devices, "devices", "online"), (_writer, "writer", "batches"),
+                    (_durability, "durability", "syncs"),
                     (_commands, "commands", "by_status"), (_uplink, "uplink", "connected"),
                     (_leases, "instance", "leases"))
         for family, key, present in sections:
@@ -122,6 +123,18 @@ def _writer(w: dict) -> Iterator[Any]:
                             ("stall_ms", "commit_stall_seconds",
                              "time each store transaction waited at BEGIN (the write lock) and in COMMIT")):
         hist = (w.get(key) or {}).get("histogram")
+        if hist:
+            yield _histogram_ms(name, text, hist)
+
+
+def _durability(d: dict) -> Iterator[Any]:
+    yield _counter("store_fsyncs", "fsyncs of the write-ahead log by the group commit", d.get("syncs"))
+    yield _gauge("store_fsync_waiting", "commits' promises (acknowledgements, publications) waiting for the next fsync",
+                 d.get("waiting"))
+    for key, name, text in (("sync_ms", "store_fsync_seconds", "time of each group-commit fsync"),
+                            ("wait_ms", "store_durable_wait_seconds",
+                             "how long a commit's acknowledgements waited for the fsync that made it durable")):
+        hist = (d.get(key) or {}).get("histogram")
         if hist:
             yield _histogram_ms(name, text, hist)
 

@@ -155,6 +155,7 @@ class Uplink(GatewayActor):
         self._acked_rate = 0.0
         # mid -> rows in the batch (for the acked counts)
         self._batch_rows: dict[int, int] = {}
+        self._asked_heads: dict[str, int] = {}  # the newest ids last handed to the Syncer
         # mid -> a fleet command stored, acknowledged once durable
         self._stored_unacked: dict[int, FleetCommandIn] = {}
 
@@ -323,7 +324,9 @@ class Uplink(GatewayActor):
         heads = uplink_repo.newest_ids()
         if self.syncer is None:
             self.newest = heads
-        else:
+        elif heads != self._asked_heads and any(n > self.newest.get(lane, 0) for lane, n in heads.items()):
+            # Only for new rows: an idle uplink costs the disk no sync.
+            self._asked_heads = heads
             self.syncer.tell(WhenDurable((DurableHeads(tuple(heads.items())),), reply_to=self.actor_ref))
 
     def _tick(self, now: float) -> None:

@@ -198,7 +198,7 @@ class Settings:
                   "of them, see db_sync_ms) or FULL (an fsync inside every commit); both survive a power cut",
         _one_of("NORMAL", "FULL"))
     db_sync_ms: int = setting(
-        50, "group commit: acknowledgements wait for one fsync of the write-ahead log, made at most this often "
+        60, "group commit: acknowledgements wait for one fsync of the write-ahead log, made at most this often "
             "(0: as soon as anything waits); a command to publish is synced at once", _non_negative)
     db_sync_max_mb: float = setting(
         16.0, "group commit: the next fsync comes early once the store has written this much since the last",

@@ -3,7 +3,8 @@
 Everything a commit promises waits for the next fsync that covers it
 (storage/durability.py). One fsync per commit would wear the flash and
 cap the rate at what the card can sync; so they are grouped: at most one
-every `interval_s` (20 a second by default, whatever the rate), sooner
+every `interval_s` (about 17 a second by default, whatever the rate; with
+SQLite's own syncs in its checkpoints, about 20 in all), sooner
 once `max_bytes` have been written since the last one, and at once for
 what is `urgent` (a command waiting to be published: rare, and a person
 is waiting). Pure: the time and the bytes written come as arguments.

@@ -175,6 +175,10 @@ def test_inspect_every_view_of_a_live_gateway(live, devices):
     # the store process's collector as AUTOCORE_STORE_GC_GEN0 sets it (default 20,000, not Python's 700)
     assert s["writer"]["gc"]["threshold"][0] == 20000 and len(s["writer"]["gc"]["collections"]) == 3
     assert set(s["commands"]) >= {"poll_ms", "polls", "queries", "cancels_waiting"}
+    assert set(s["durability"]) >= {"mode", "interval_ms", "max_mb", "syncs", "waiting", "sync_ms", "wait_ms",
+                                    "database", "counters"}
+    assert s["durability"]["mode"] == "group commit" and s["durability"]["syncs"] >= 1
+    assert "group commit:" in run_cli(gateway, "inspect", "stats").stdout
     assert set(s["retention"]) >= {"enabled", "retention_days", "db_max_mb", "running", "runs", "pruned_age",
                                    "pruned_size", "batches", "batch_ms_max", "busy", "last_run", "next_run_in_s",
                                    "db_used_mb", "over_limit_without_telemetry"}

@@ -58,6 +58,9 @@ def test_metrics_count_what_the_gateway_did(gateways, broker, db):
     # Its waits at BEGIN and in COMMIT (issue 11's stall), one observation per commit too.
     assert m[("autocore_commit_stall_seconds_count", ())] == m[("autocore_commits_total", ())]
     assert m[("autocore_commit_stall_seconds_sum", ())] <= m[("autocore_commit_seconds_sum", ())]
+    # The group commit (issue 22): its fsyncs, one observation each.
+    assert m[("autocore_store_fsyncs_total", ())] == m[("autocore_store_fsync_seconds_count", ())] >= 1
+    assert m[("autocore_store_durable_wait_seconds_count", ())] >= 1
     # Commands by state: the one sent is somewhere in its lifecycle.
     states = {dict(labels)["status"]: v for (name, labels), v in m.items() if name == "autocore_commands"}
     assert sum(states.values()) == 1 and command_id > 0

@@ -27,6 +27,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -317,6 +318,10 @@ class LossyFs:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "LossyFs":
+        if not os.path.exists("/dev/fuse"):
+            # The kernel has FUSE but the device node is missing (a minimal
+            # /dev): make it, as root (`make test` runs as root).
+            os.mknod("/dev/fuse", 0o666 | stat.S_IFCHR, os.makedev(10, 229))
         self.backing.mkdir(parents=True, exist_ok=True)
         self.mount.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / "lossy_fs.log", "wb")
