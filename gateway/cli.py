@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import click
 
 from gateway.commands import LAZY_COMMANDS
-from gateway.commands.common import EXIT_RUNTIME, setting_options
+from gateway.commands.common import EXIT_RUNTIME, EXIT_USAGE, setting_options
 from gateway.settings import LoadedSettings
 
 
@@ -40,6 +41,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, lazy=LAZY_COMMANDS,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="autocore-gateway", prog_name="gateway", message="%(prog)s %(version)s")
 def main() -> None:
     """AutoCore Gateway: the MQTT hub of a vehicle.
 
@@ -85,13 +87,20 @@ def run(loaded: LoadedSettings) -> None:
             # Several instances share one database: SQLite is one vehicle's.
             click.echo(f"error: AUTOCORE_SHARE_GROUP={s.share_group} needs a PostgreSQL AUTOCORE_DB_URL (several "
                        f"instances share one database), got {s.database_shown}", err=True)
-            sys.exit(EXIT_RUNTIME)
+            sys.exit(EXIT_USAGE)  # a bad setting: runit backs off on 2
         if s.uplink_url:
             # The uplink is one vehicle's: its cursor assumes ids that commit
             # in order, which several writers on PostgreSQL do not keep.
             click.echo(f"error: AUTOCORE_UPLINK_URL is for one instance (one vehicle); unset it or "
                        f"AUTOCORE_SHARE_GROUP={s.share_group}", err=True)
-            sys.exit(EXIT_RUNTIME)
+            sys.exit(EXIT_USAGE)
+    try:
+        # The control socket's directory (runit's ./run makes /run/autocore
+        # at every boot; a shell session may not be allowed to).
+        os.makedirs(s.run_dir, exist_ok=True)
+    except OSError as exc:
+        click.echo(f"error: AUTOCORE_RUN_DIR={s.run_dir} cannot be created: {exc.strerror}", err=True)
+        sys.exit(EXIT_USAGE)
     try:
         # Before any process starts: an unreachable server is one line and
         # a non-zero exit (runit tries again), not two tracebacks.

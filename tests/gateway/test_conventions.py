@@ -166,3 +166,19 @@ def test_config_show_flags_a_setting_that_trades_durability_away(cli):
         "the gateway acknowledged"]
     doc = json.loads(cli("config", "show", "--json", env={"AUTOCORE_DB_UNSAFE_ACK_BEFORE_SYNC": "1"}).stdout)
     assert [s["name"] for s in doc["settings"] if s["unsafe"]] == ["db_unsafe_ack_before_sync"]
+
+
+def test_version_names_the_installed_release(cli):
+    from importlib.metadata import version
+
+    result = cli("--version")
+    assert result.exit_code == 0 and result.stdout == f"gateway {version('autocore-gateway')}\n"
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_line_and_exit_2(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = cli("run", env={"AUTOCORE_RUN_DIR": str(blocker / "run")})
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"error: AUTOCORE_RUN_DIR={blocker / 'run'} cannot be created: Not a directory"]
+    assert not cli.db_path.exists()  # refused before anything started

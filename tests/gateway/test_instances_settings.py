@@ -39,7 +39,7 @@ def test_bad_values_are_refused(env):
 
 def test_a_share_group_on_sqlite_is_refused_at_start_with_one_line(cli):
     result = cli("run", env={"AUTOCORE_SHARE_GROUP": "depot"})
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad setting: runit backs off
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("error: AUTOCORE_SHARE_GROUP=depot needs a PostgreSQL AUTOCORE_DB_URL")
@@ -49,7 +49,7 @@ def test_a_share_group_on_sqlite_is_refused_at_start_with_one_line(cli):
 def test_the_uplink_with_a_share_group_is_refused_at_start_with_one_line(cli):
     result = cli("run", env={"AUTOCORE_SHARE_GROUP": "depot", "AUTOCORE_DB_URL": "postgresql://gw@127.0.0.1:1/x",
                              "AUTOCORE_UPLINK_URL": "mqtt://127.0.0.1:1"})
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert lines == ["error: AUTOCORE_UPLINK_URL is for one instance (one vehicle); unset it or "
                      "AUTOCORE_SHARE_GROUP=depot"]

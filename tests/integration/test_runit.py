@@ -97,6 +97,8 @@ def service(tmp_path, broker):
 def test_runsv_restarts_a_killed_gateway_and_nothing_is_lost(service, broker):
     service.start()
     wait_until(lambda: service.count_in_log("ready:") == 1, 20, what="the gateway ready under runsv")
+    # ./check: what `sv check` and `sv -w N start` wait for.
+    assert service.sv("check").startswith("ok: run"), service.sv("status")
     launcher = service.pid()
     assert launcher is not None
     workers = _children(launcher)
@@ -128,5 +130,24 @@ def test_runsv_restarts_a_killed_gateway_and_nothing_is_lost(service, broker):
 
     # `sv down`: TERM, a clean stop, exit 0.
     assert service.sv("-w", "10", "down").startswith("ok: down"), service.sv("status")
+    check = subprocess.run(["sh", "./check"], cwd=service.dir, capture_output=True, timeout=30)
+    assert check.returncode != 0  # nothing answers once it is down
     wait_until(lambda: "stopped cleanly" in service.log, 10, what="./finish to log the clean stop")
     assert "Traceback" not in service.log, service.log[-4000:]
+
+
+def test_the_run_script_makes_the_run_directory_for_the_gateway_user(tmp_path):
+    """/run is empty at every boot and a gateway running as GATEWAY_USER
+    cannot make /run/autocore itself: ./run makes it and hands it over."""
+    import pwd
+
+    service = tmp_path / "autocore-gateway"
+    shutil.copytree(SERVICE, service, symlinks=True)
+    run_dir = tmp_path / "run" / "autocore"
+    (service / "env" / "AUTOCORE_RUN_DIR").write_text(f"{run_dir}\n")
+    # /bin/true stands for the gateway: only what ./run does before it counts here.
+    (service / "conf").write_text(f"GATEWAY_HOME={ROOT}\nGATEWAY_PYTHON=/bin/true\nGATEWAY_USER=nobody\n")
+    done = subprocess.run(["sh", "./run"], cwd=service, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert run_dir.is_dir()
+    assert run_dir.stat().st_uid == pwd.getpwnam("nobody").pw_uid
