@@ -91,6 +91,10 @@ def _uplink_prefix(v: str) -> str | None:
 def _db_url(v: str) -> str | None:
     from storage.url import parse_location
 
+    if "://" not in v:
+        # A plain word here would silently become a SQLite file of that name.
+        return ("must be a URL, sqlite:///FILE or postgresql://USER[:PASSWORD]@HOST[:PORT]/DB "
+                "(a plain file path goes in AUTOCORE_DB_PATH)")
     try:
         parse_location(v)
     except ValueError as exc:
@@ -390,7 +394,8 @@ def _convert(name: str, raw: Any, source: str) -> Any:
     if check is not None and value is not None:
         problem = check(value)
         if problem:
-            raise SettingsError(f"{label}: {problem}, got {raw!r}")
+            # (a check that names the value already is not repeated)
+            raise SettingsError(f"{label}: {problem}" + ("" if "got " in problem else f", got {raw!r}"))
     return value
 
 

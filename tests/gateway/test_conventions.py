@@ -182,3 +182,31 @@ def test_a_run_directory_that_cannot_be_made_is_one_line_and_exit_2(cli, tmp_pat
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [f"error: AUTOCORE_RUN_DIR={blocker / 'run'} cannot be created: Not a directory"]
     assert not cli.db_path.exists()  # refused before anything started
+
+
+def test_a_db_url_that_is_no_url_is_refused_not_taken_for_a_file(cli):
+    result = cli("config", "show", env={"AUTOCORE_DB_URL": "garbage"})
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: AUTOCORE_DB_URL (environment): must be a URL, sqlite:///FILE or "
+        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (a plain file path goes in AUTOCORE_DB_PATH), got 'garbage'"]
+
+
+def test_an_error_names_the_bad_value_once(cli):
+    result = cli("config", "show", env={"AUTOCORE_DB_URL": "sqlite://host/x"})
+    assert result.exit_code == 2
+    assert result.stderr.count("sqlite://host/x") == 1, result.stderr
+
+
+def test_bin_gateway_under_a_python_without_its_packages_says_so_in_one_line():
+    import subprocess
+    import sys
+
+    from tests.support.gateway import ROOT
+
+    # -S: no site-packages, as a system Python without the venv's packages.
+    done = subprocess.run([sys.executable, "-S", str(ROOT / "bin" / "gateway"), "--version"], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "lacks the gateway's package" in lines[0], done.stderr
