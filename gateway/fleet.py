@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 
 import click
 
+from gateway.commands.common import DURATION
+
 logger = logging.getLogger("autocore.fleet")
 
 
@@ -198,9 +200,11 @@ def fleet_command() -> None:
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="a parameter (repeatable)")
 @click.option("--params-json", default=None, help="parameters as one JSON object")
 @click.option("--topic", type=click.Choice(["command", "relay/command"]), default="command", show_default=True)
-@click.option("--timeout", type=float, default=None, help="seconds the device has to answer each send")
+@click.option("--timeout", type=DURATION, default=None, metavar="S",
+              help="how long the device has to answer each send (30, 30s, 2m)")
 @click.option("--max-attempts", type=int, default=None)
-@click.option("--ttl", "ttl_s", type=float, default=None, help="seconds the command may wait (vehicle offline)")
+@click.option("--ttl", "ttl_s", type=DURATION, default=None, metavar="S",
+              help="how long the command may wait, the vehicle offline (300, 10m, 1h), as `command send --ttl`")
 @click.option("--origin-id", default=None, help="unique id of this command (default: a new uuid)")
 @click.option("--db-url", envvar="AUTOCORE_FLEET_DB_URL", default=None,
               help="the fleet's PostgreSQL: record the command there too (AUTOCORE_FLEET_DB_URL)")

@@ -194,11 +194,14 @@ def test_two_fleet_ingesters_store_every_row_once_in_postgresql_across_a_kill_9(
         out = subprocess.run(
             [sys.executable, str(ROOT / "bin" / "gateway"), "fleet-command", "send", VEHICLE, "relay-pg",
              "relay_control", "--param", "relay_id=2", "--param", "state=true", "--origin-id", "pg-cmd-1",
+             "--ttl", "10m", "--timeout", "30s",  # the same duration syntax as `command send`
              "--fleet-url", f"mqtt://127.0.0.1:{fleet.port}", "--db-url", pg_url],
             cwd=str(ROOT), capture_output=True, text=True, timeout=30)
         assert out.returncode == 0 and out.stdout.strip() == "pg-cmd-1", out.stderr
         (sent,) = dev.wait_commands(1)
-        assert sent["parameters"] == {"relay_id": 2, "state": True}
+        assert sent["parameters"] == {"relay_id": 2, "state": True} and sent["timeout"] == 30
+        row = db.rows("SELECT timeout, expires_at - created_at FROM commands WHERE origin_id = 'pg-cmd-1'")[0]
+        assert row[0] == 30 and abs(row[1] - 600) < 5
         dev.respond(sent["command_id"], success=True)
         wait_until(lambda: fleet_rows(pg, "SELECT status FROM fleet_commands WHERE origin_id = 'pg-cmd-1'")
                    == [("succeeded",)], 20, what="the outcome in fleet_commands")
