@@ -51,6 +51,9 @@ ALL_SETTINGS_NOTE = ("Every setting of `gateway run` is also accepted here as a 
                      "lists them; `gateway config show` shows their values).")
 
 
+CONFIG_VARIABLE = "AUTOCORE_CONFIG"  # the --config file, from the environment
+
+
 def setting_options(func: Callable | None = None, *, show: tuple[str, ...] | None = None) -> Callable:
     """Add `--config` and one flag per setting; pass `loaded` (LoadedSettings).
 
@@ -78,8 +81,9 @@ def setting_options(func: Callable | None = None, *, show: tuple[str, ...] | Non
             help=f"{f.metadata['help']} [{env_name(f.name)}; default {f.default!r}]",
             show_default=False, hidden=show is not None and f.name not in show,
         )(wrapper)
-    wrapper = click.option("--config", type=click.Path(dir_okay=False), default=None,
-                           help="TOML file of settings (keys as the variables, with or without AUTOCORE_).")(wrapper)
+    wrapper = click.option("--config", type=click.Path(dir_okay=False), default=None, envvar=CONFIG_VARIABLE,
+                           help=f"TOML file of settings (keys as the variables, with or without AUTOCORE_) "
+                                f"[{CONFIG_VARIABLE}]: the service's file, so a shell sees its settings too.")(wrapper)
     if show is not None and wrapper.__doc__:
         wrapper.__doc__ = inspect.cleandoc(wrapper.__doc__) + "\n\n" + ALL_SETTINGS_NOTE
     return wrapper

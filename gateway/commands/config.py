@@ -7,7 +7,7 @@ import os
 import click
 
 from gateway import tables
-from gateway.commands.common import echo_json, json_option, setting_options
+from gateway.commands.common import CONFIG_VARIABLE, echo_json, json_option, setting_options
 from gateway.settings import ENV_PREFIX, SETTING_FIELDS, LoadedSettings, env_name, flag_name, unsafe_settings
 from storage.url import parse_location, redact
 
@@ -33,7 +33,7 @@ def unknown_environment(environ: dict[str, str] | None = None) -> list[str]:
     environ = dict(os.environ if environ is None else environ)
     known = {env_name(f.name) for f in SETTING_FIELDS}
     return sorted(k for k in environ
-                  if k.startswith(ENV_PREFIX) and k not in known and not k.startswith(NOT_SETTINGS))
+                  if k.startswith(ENV_PREFIX) and k not in known and k != CONFIG_VARIABLE and not k.startswith(NOT_SETTINGS))
 
 
 @config.command()

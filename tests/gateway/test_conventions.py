@@ -210,3 +210,21 @@ def test_bin_gateway_under_a_python_without_its_packages_says_so_in_one_line():
     assert done.returncode == 2
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "lacks the gateway's package" in lines[0], done.stderr
+
+
+def test_autocore_config_names_the_settings_file_for_every_command(cli, tmp_path):
+    """The service's file, set once for a shell session: `inspect` and the
+    others then see what the service runs with. A --config flag wins."""
+    config = tmp_path / "gateway.toml"
+    config.write_text("mqtt_port = 1999\n")
+    result = cli("config", "show", "--json", env={"AUTOCORE_CONFIG": str(config)})
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["config_file"] == str(config)
+    assert {s["name"]: s for s in doc["settings"]}["mqtt_port"]["value"] == 1999
+    assert result.stderr == ""  # AUTOCORE_CONFIG is no misspelt setting
+    other = tmp_path / "other.toml"
+    other.write_text("mqtt_port = 2001\n")
+    flag = json.loads(cli("config", "show", "--json", "--config", str(other),
+                          env={"AUTOCORE_CONFIG": str(config)}).stdout)
+    assert {s["name"]: s for s in flag["settings"]}["mqtt_port"]["value"] == 2001
