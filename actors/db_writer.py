@@ -1,7 +1,9 @@
 """DbWriter: the store process's only write connection.
 
 A batch (telemetry rows and device writes together) is one transaction;
-once it commits, the tokens of every message it holds go back to core, which
+once it commits, the tokens of every message it holds (and the command
+publications its writes carry) go to the Syncer, which hands them to core
+once an fsync has made the commit durable (actors/syncer.py); core then
 acknowledges them to the broker. If the Config App holds the lock past the
 busy timeout the whole batch is retried: nothing is acknowledged meanwhile.
 
