@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench bench-storage bench-config-app system-deps venv bytecode clean
+.PHONY: run test bench bench-storage bench-config-app system-deps run-deps venv bytecode clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,15 @@ test: system-deps $(STAMP) bytecode
 	$(PY) -m mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-run: system-deps $(STAMP) bytecode
+# What the demo needs: Mosquitto alone (the tests' PostgreSQL, runit,
+# netfilter and FUSE are not installed for it).
+run-deps:
+	@if [ ! -x /usr/sbin/mosquitto ]; then \
+		echo "installing mosquitto with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	fi
+
+run: run-deps $(STAMP) bytecode
 	$(PY) -m simulator.demo
 
 # The storage insert path (rows/s, SQLite and a throw-away PostgreSQL) and the
