@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 import click
 
@@ -95,3 +97,38 @@ def show(loaded: LoadedSettings, as_json: bool) -> None:
           f"file {config_file}" if r["source"] == "file" else r["source"]] for r in rows],
         right=(),
     ))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))  # a JSON string is a TOML basic string
+
+
+def sample_text() -> str:
+    """Every setting as a commented line of TOML, its help above it, its
+    default as the value: uncomment what differs on this vehicle."""
+    lines = ["# AutoCore Gateway settings (TOML). Uncomment and change what differs here;",
+             "# the environment (AUTOCORE_<NAME>) and flags (--<name>) beat this file.",
+             "# Use it with --config FILE or AUTOCORE_CONFIG=FILE.", ""]
+    for f in SETTING_FIELDS:
+        lines.append(f"# {f.metadata['help']}")
+        if f.default is None:
+            lines.append(f"# {f.name} =   (no default)")
+        else:
+            lines.append(f"# {f.name} = {_toml_value(f.default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+@config.command()
+def sample() -> None:
+    """Print a commented starter TOML file of every setting and its default.
+
+    \b
+    Example:
+      gateway config sample > /etc/autocore/gateway.toml
+    """
+    click.echo(sample_text(), nl=False)

@@ -228,3 +228,22 @@ def test_autocore_config_names_the_settings_file_for_every_command(cli, tmp_path
     flag = json.loads(cli("config", "show", "--json", "--config", str(other),
                           env={"AUTOCORE_CONFIG": str(config)}).stdout)
     assert {s["name"]: s for s in flag["settings"]}["mqtt_port"]["value"] == 2001
+
+
+def test_config_sample_is_a_commented_toml_of_every_setting_at_its_default(cli, tmp_path):
+    import tomllib
+
+    from gateway.settings import SETTING_FIELDS, Settings, load_settings
+
+    result = cli("config", "sample")
+    assert result.exit_code == 0, result.output
+    assert tomllib.loads(result.stdout) == {}  # everything commented: it changes nothing as it is
+    for f in SETTING_FIELDS:
+        assert f"# {f.name} = " in result.stdout, f.name
+    # Uncommented, every line with a default gives exactly the defaults.
+    lines = [line[2:] for line in result.stdout.splitlines()
+             if line.startswith("# ") and " = " in line and "(no default)" not in line
+             and line[2:].split(" = ")[0] in {f.name for f in SETTING_FIELDS}]
+    config = tmp_path / "all.toml"
+    config.write_text("\n".join(lines) + "\n")
+    assert load_settings(str(config), environ={}).settings == Settings()
