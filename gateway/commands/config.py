@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import click
 
 from gateway import tables
-from gateway.commands.common import CONFIG_VARIABLE, echo_json, json_option, setting_options
+from gateway.commands.common import CONFIG_VARIABLE, EXIT_USAGE, echo_json, json_option, setting_options
 from gateway.settings import ENV_PREFIX, SETTING_FIELDS, LoadedSettings, env_name, flag_name, unsafe_settings
 from storage.url import parse_location, redact
 
@@ -132,3 +133,97 @@ def sample() -> None:
       gateway config sample > /etc/autocore/gateway.toml
     """
     click.echo(sample_text(), nl=False)
+
+
+def _nearest_existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _writable_dir(path: str, what: str) -> str | None:
+    """None if `path` is a writable directory or could be made as one."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            return f"{what} {path} is not a directory"
+        return None if os.access(path, os.W_OK | os.X_OK) else f"{what} {path} is not writable by this user"
+    parent = _nearest_existing(path)
+    if not os.path.isdir(parent):
+        return f"{what} {path} cannot be made: {parent} is not a directory"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"{what} {path} cannot be made: {parent} is not writable"
+
+
+def check_problems(settings: Any, broker_timeout_s: float = 3.0) -> tuple[list[str], list[str]]:
+    """(what is fine, what is wrong), one line each, changing nothing."""
+    import socket
+
+    from gateway.settings import parse_dbc_files
+    from storage.db import DatabaseUnreachable, check_reachable
+    from storage.url import SQLITE
+
+    ok: list[str] = []
+    problems: list[str] = []
+    target = parse_location(settings.database)
+    if target.engine == SQLITE:
+        path = target.file
+        problem = _writable_dir(os.path.dirname(os.path.abspath(path)), "the database's directory")
+        if problem is None and os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+            problem = f"the database {path} is not writable by this user"
+        (problems.append(problem) if problem else ok.append(
+            f"database {path} {'writable' if os.path.exists(path) else 'can be created'}"))
+    else:
+        try:
+            check_reachable(settings.database, timeout_s=broker_timeout_s)
+            ok.append(f"database {target.display} reachable")
+        except DatabaseUnreachable as exc:
+            problems.append(str(exc))
+    problem = _writable_dir(settings.run_dir, "the run directory (AUTOCORE_RUN_DIR)")
+    (problems.append(problem) if problem else ok.append(f"run directory {settings.run_dir} usable"))
+    for name in ("mqtt_tls_ca", "mqtt_tls_cert", "mqtt_tls_key"):
+        path = getattr(settings, name)
+        if path:
+            if os.access(path, os.R_OK) and os.path.isfile(path):
+                ok.append(f"{env_name(name)} {path} readable")
+            else:
+                problems.append(f"{env_name(name)}: {path} cannot be read")
+    for _, path in parse_dbc_files(settings.can_dbc):
+        if os.access(path, os.R_OK) and os.path.isfile(path):
+            ok.append(f"DBC file {path} readable")
+        else:
+            problems.append(f"AUTOCORE_CAN_DBC: {path} cannot be read")
+    try:
+        socket.create_connection((settings.mqtt_host, settings.mqtt_port), timeout=broker_timeout_s).close()
+        ok.append(f"broker {settings.mqtt_host}:{settings.mqtt_port} reachable")
+    except OSError as exc:
+        problems.append(f"the broker at {settings.mqtt_host}:{settings.mqtt_port} cannot be reached: "
+                        f"{exc.strerror or exc}")
+    return ok, problems
+
+
+@config.command()
+@json_option
+@setting_options(show=())
+def check(loaded: LoadedSettings, as_json: bool) -> None:
+    """A dry run of the start: is each thing the gateway needs there?
+
+    Checks, changing nothing: the settings, the database (a SQLite file's
+    directory writable, or the server reachable), the run directory, the
+    TLS and DBC files named, and the broker (a TCP connection). One line
+    per thing; exit code 2 if anything is wrong.
+
+    \b
+    Examples:
+      gateway config check --config /etc/autocore/gateway.toml
+      AUTOCORE_CONFIG=/etc/autocore/gateway.toml gateway config check --json
+    """
+    ok, problems = check_problems(loaded.settings)
+    if as_json:
+        echo_json({"ok": ok, "problems": problems})
+    else:
+        for line in ok:
+            click.echo(f"ok: {line}")
+        for line in problems:
+            click.echo(f"error: {line}", err=True)
+    if problems:
+        sys.exit(EXIT_USAGE)

@@ -247,3 +247,30 @@ def test_config_sample_is_a_commented_toml_of_every_setting_at_its_default(cli, 
     config = tmp_path / "all.toml"
     config.write_text("\n".join(lines) + "\n")
     assert load_settings(str(config), environ={}).settings == Settings()
+
+
+def test_config_check_passes_where_everything_is_there(cli, broker):
+    result = cli("config", "check", env={"AUTOCORE_MQTT_PORT": str(broker.port)})
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert f"ok: broker 127.0.0.1:{broker.port} reachable" in result.stdout.splitlines()
+    assert not cli.db_path.exists()  # a dry run: nothing made
+
+
+def test_config_check_says_each_problem_in_one_line_and_exits_2(cli, tmp_path):
+    from tests.support.broker import free_port
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    port = free_port()  # nothing listens there
+    result = cli("config", "check", "--json", env={
+        "AUTOCORE_MQTT_PORT": str(port), "AUTOCORE_RUN_DIR": str(blocker / "run"),
+        "AUTOCORE_DB_PATH": str(blocker / "db" / "autocore.db"),
+        "AUTOCORE_MQTT_TLS_CA": str(tmp_path / "missing-ca.pem")})
+    assert result.exit_code == 2
+    problems = json.loads(result.stdout)["problems"]
+    assert len(problems) == 4, problems
+    assert any(p.startswith("the database's directory") and "not a directory" in p for p in problems)
+    assert any(p.startswith("the run directory (AUTOCORE_RUN_DIR)") for p in problems)
+    assert f"AUTOCORE_MQTT_TLS_CA: {tmp_path / 'missing-ca.pem'} cannot be read" in problems
+    assert any(p.startswith(f"the broker at 127.0.0.1:{port} cannot be reached") for p in problems)
