@@ -67,13 +67,12 @@ class Syncer(GatewayActor):
         self.unsafe = bool(settings.db_unsafe_ack_before_sync)
         self.log_sync = None if self.unsafe else open_log_sync(settings.database, settings.db_synchronous)
         self.rule = GroupCommit(settings.db_sync_ms / 1000.0, max(1, int(settings.db_sync_max_mb * 1024 * 1024)))
-        self.waiting: list[WhenDurable] = []
+        self.waiting: list[tuple[WhenDurable, float]] = []  # with when each arrived (monotonic)
         self.urgent = False
         self.scheduled_at: float | None = None
         self.syncs = 0
         self.sync_hist = Histogram()  # the fdatasync itself
         self.wait_hist = Histogram()  # a message's wait, from arriving here to its delivery
-        self._arrived: list[float] = []
         self.sync_ms_last = 0.0
         self.sync_ms_max = 0.0
 
@@ -101,8 +100,7 @@ class Syncer(GatewayActor):
             if self.log_sync is None:
                 self._deliver(message)
                 return None
-            self.waiting.append(message)
-            self._arrived.append(time.monotonic())
+            self.waiting.append((message, time.monotonic()))
             self.urgent = self.urgent or message.urgent
             self._consider(time.time())
         elif isinstance(message, Deadline):
@@ -124,8 +122,8 @@ class Syncer(GatewayActor):
 
     def _sync(self) -> None:
         assert self.log_sync is not None
-        batch, arrived = self.waiting, self._arrived
-        self.waiting, self._arrived, self.urgent = [], [], False
+        batch = self.waiting
+        self.waiting, self.urgent = [], False
         started_wall = time.time()
         written = written_bytes()
         started = time.perf_counter()
@@ -142,7 +140,7 @@ class Syncer(GatewayActor):
         self.sync_ms_max = max(self.sync_ms_max, took_ms)
         self.rule.synced(started_wall, written)
         done = time.monotonic()
-        for message, at in zip(batch, arrived):
+        for message, at in batch:
             self.wait_hist.observe((done - at) * 1000.0)
             self._deliver(message)
 

@@ -324,10 +324,10 @@ class LossyFs:
             os.mknod("/dev/fuse", 0o666 | stat.S_IFCHR, os.makedev(10, 229))
         self.backing.mkdir(parents=True, exist_ok=True)
         self.mount.mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / "lossy_fs.log", "wb")
         root = Path(__file__).resolve().parents[2]
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.lossy_fs", str(self.backing),
-                                      str(self.mount), str(self.control)], cwd=root, stdout=log, stderr=log)
+        with open(self.workdir / "lossy_fs.log", "wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.lossy_fs", str(self.backing),
+                                          str(self.mount), str(self.control)], cwd=root, stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while not os.path.ismount(self.mount):
             if self.proc.poll() is not None or time.monotonic() > deadline:
